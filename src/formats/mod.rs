@@ -1,0 +1,1 @@
+//! Exact numeric formats (filled in by the formats work).

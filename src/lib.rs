@@ -1,0 +1,12 @@
+//! fleetmoe runs the Mixture-of-Experts layer of large language models from quantized
+//! checkpoints on NVIDIA GPUs, AMD GPUs and any CPU, and checks every native path against a
+//! dequantize-and-compute emulation that defines the right answer.
+
+pub mod device;
+pub mod error;
+pub mod formats;
+pub mod moe;
+pub mod oracle;
+pub mod quant;
+
+pub use error::{Error, Result};
