@@ -1,6 +1,7 @@
 //! The host as a `Device` (implementation in progress).
 
 /// A table of host functions that a `CpuDevice` can launch by name.
+#[derive(Debug)]
 pub struct HostModule {
     pub name: &'static str,
     pub kernels: &'static [(&'static str, HostKernel)],
