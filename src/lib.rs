@@ -2,6 +2,7 @@
 //! checkpoints on NVIDIA GPUs, AMD GPUs and any CPU, and checks every native path against a
 //! dequantize-and-compute emulation that defines the right answer.
 
+pub mod backends;
 pub mod device;
 pub mod error;
 pub mod formats;

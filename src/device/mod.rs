@@ -107,3 +107,5 @@ pub trait Device: Send + Sync {
 }
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;

@@ -2,5 +2,7 @@
 //! quantize-dequantize.
 
 pub mod scheme;
+pub mod weights;
 
 pub use scheme::*;
+pub use weights::*;
