@@ -27,7 +27,11 @@ pub enum WeightData {
     /// NVFP4: e2m1 codes two per byte `[E, rows, cols/2]`, e4m3 block scales
     /// `[E, rows, cols/16]`, and one f32 per expert; `w = fp4 · block · global`
     /// (ModelOpt's `weight_scale_2` convention).
-    Nvfp4 { packed: Vec<u8>, block_scales: Vec<u8>, global_scales: Vec<f32> },
+    Nvfp4 {
+        packed: Vec<u8>,
+        block_scales: Vec<u8>,
+        global_scales: Vec<f32>,
+    },
     /// OCP MX: fp4 two per byte `[E, rows, cols/2]` or fp6 four per three bytes
     /// `[E, rows, cols·3/4]`; e8m0 scales `[E, rows, cols/32]`; `w = elem · 2^(s−127)`.
     Mx { packed: Vec<u8>, scales: Vec<u8> },

@@ -1,0 +1,1 @@
+//! CUDA experts backend (in progress).

@@ -1,0 +1,1 @@
+//! `CudaDevice` over cudarc (in progress).
