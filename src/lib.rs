@@ -11,3 +11,8 @@ pub mod oracle;
 pub mod quant;
 
 pub use error::{Error, Result};
+
+/// The README's code examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

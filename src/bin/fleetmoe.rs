@@ -1,1 +1,365 @@
-fn main() {}
+//! The `fleetmoe` command: `info` (devices and what they can do), `explain` (the oracle's
+//! decision and its reasons) and `run` (one MoE layer of a real model's shape, timed and
+//! checked against an f64 reference).
+
+use clap::{Parser, Subcommand};
+use fleetmoe::device::Capabilities;
+use fleetmoe::moe::reference::{forward_f64, rel_l2};
+use fleetmoe::moe::shapes::ModelShape;
+use fleetmoe::moe::{
+    calibrate, Activation, LayerConfig, LayerExtras, MoeLayer, Router, Routing, RoutingInput,
+    SharedExpertWeights, Target, TopK,
+};
+use fleetmoe::oracle::{self, BackendId};
+use fleetmoe::quant::dense::gaussian;
+use fleetmoe::quant::{DenseExperts, ExpertWeights, FloatDtype, QuantScheme};
+use fleetmoe::Result;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "fleetmoe",
+    version,
+    about = "Mixture-of-Experts layers from quantized checkpoints on NVIDIA, AMD and CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The devices this build can use, and the presets the oracle can be asked about.
+    Info,
+    /// Which experts backend the oracle picks for a scheme on a platform, and why not the others.
+    Explain {
+        /// A preset (h100, h200, b200, mi300x, mi355x, cpu); the detected device if omitted.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Quantization scheme, e.g. fp8, fp8-block128, mxfp4, nvfp4, w4a16 (`info` lists them).
+        #[arg(long, default_value = "bf16")]
+        scheme: String,
+        /// silu, gelu, gelu-tanh, swigluoai, relu2, silu-nogate.
+        #[arg(long, default_value = "silu")]
+        activation: String,
+        /// The experts carry biases.
+        #[arg(long)]
+        bias: bool,
+        /// LoRA adapters are attached.
+        #[arg(long)]
+        lora: bool,
+        /// Ask for this backend instead of the oracle's choice.
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// Build one layer from seeded random weights, run a forward, print backend, time and error.
+    Run {
+        /// small, mixtral-8x7b, qwen3-30b-a3b, deepseek-v3, gpt-oss-120b.
+        #[arg(long, default_value = "small")]
+        shape: String,
+        #[arg(long, default_value = "fp8")]
+        scheme: String,
+        /// Tokens in the batch.
+        #[arg(long, default_value_t = 16)]
+        tokens: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Use fewer routed experts than the model has (emulation holds every expert in f32).
+        #[arg(long)]
+        experts: Option<usize>,
+        /// Timed repetitions after one warm-up; the median is printed.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Ask for this backend instead of the oracle's choice.
+        #[arg(long)]
+        backend: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,fleetmoe::oracle=error"),
+    )
+    .init();
+    let result = match Cli::parse().command {
+        Command::Info => info().map(|()| true),
+        Command::Explain {
+            platform,
+            scheme,
+            activation,
+            bias,
+            lora,
+            backend,
+        } => explain(platform, &scheme, &activation, bias, lora, backend).map(|()| true),
+        Command::Run {
+            shape,
+            scheme,
+            tokens,
+            seed,
+            experts,
+            reps,
+            backend,
+        } => run(&shape, &scheme, tokens, seed, experts, reps, backend),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn info() -> Result<()> {
+    println!(
+        "fleetmoe {} (features: {})",
+        env!("CARGO_PKG_VERSION"),
+        built_features()
+    );
+    println!("devices:");
+    println!("  {}", Target::detect().capabilities());
+    println!("presets for `explain --platform`:");
+    for name in Capabilities::PRESETS {
+        println!("  {name:7} {}", Capabilities::preset(name)?);
+    }
+    println!("schemes for `--scheme`:");
+    for (name, what) in fleetmoe::quant::SCHEME_EXAMPLES {
+        println!("  {name:40} {what}");
+    }
+    println!(
+        "backends: {}",
+        BackendId::ALL
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn built_features() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "cuda"
+    } else {
+        "none (CPU emulation only)"
+    }
+}
+
+fn explain(
+    platform: Option<String>,
+    scheme: &str,
+    activation: &str,
+    bias: bool,
+    lora: bool,
+    backend: Option<String>,
+) -> Result<()> {
+    let caps = match platform {
+        Some(name) => Capabilities::preset(&name)?,
+        None => Target::detect().capabilities().clone(),
+    };
+    let scheme = QuantScheme::parse(scheme)?;
+    let config = LayerConfig {
+        activation: Activation::parse(activation)?,
+        has_bias: bias,
+        lora,
+        ..LayerConfig::new(8, 2, 4096, 14336)
+    };
+    let forced = backend.as_deref().map(BackendId::parse).transpose()?;
+    print!("{}", oracle::select(&scheme, &caps, &config, forced)?);
+    Ok(())
+}
+
+/// Seeded weights, input, router logits (and bias, shared expert) for a layer.
+struct Problem {
+    config: LayerConfig,
+    weights: ExpertWeights,
+    shared: Option<ExpertWeights>,
+    x: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+fn problem(
+    shape: ModelShape,
+    scheme: QuantScheme,
+    tokens: usize,
+    seed: u64,
+    experts: Option<usize>,
+) -> Result<Problem> {
+    let mut config = match experts {
+        Some(n) => shape.with_experts(n)?,
+        None => shape.config(),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    if let Routing::Grouped {
+        correction_bias: Some(b),
+        ..
+    } = &mut config.routing
+    {
+        *b = gaussian(&mut rng, b.len(), 0.1);
+    }
+    let x = gaussian(&mut rng, tokens * config.hidden, 1.0);
+    let logits = gaussian(&mut rng, tokens * config.num_experts, 1.0);
+    let mut weights = ExpertWeights::quantize(&DenseExperts::random(&config, seed + 1), scheme)?;
+    let topk = Router::new(&config).route(&logits, tokens)?;
+    calibrate(&mut weights, &config, &x, &topk)?;
+    let shared = match config.shared_intermediate {
+        Some(i) => {
+            let one = LayerConfig {
+                num_experts: 1,
+                top_k: 1,
+                intermediate: i,
+                routing: Routing::Given,
+                shared_intermediate: None,
+                ..config.clone()
+            };
+            let mut w = ExpertWeights::quantize(&DenseExperts::random(&one, seed + 2), scheme)?;
+            calibrate(&mut w, &one, &x, &everyone_to_expert_0(tokens))?;
+            Some(w)
+        }
+        None => None,
+    };
+    Ok(Problem {
+        config,
+        weights,
+        shared,
+        x,
+        logits,
+    })
+}
+
+/// Every token to expert 0 with weight 1: the shared expert as a one-expert layer.
+fn everyone_to_expert_0(tokens: usize) -> TopK {
+    TopK {
+        tokens,
+        k: 1,
+        ids: vec![0; tokens],
+        weights: vec![1.0; tokens],
+    }
+}
+
+/// The f64 output of the routed (and shared) experts; `truth` uses bf16 copies of the
+/// weights and exact activations instead of the scheme's rounding.
+fn reference(p: &Problem, topk: &TopK, truth: bool) -> Result<Vec<f64>> {
+    let f64_of = |w: &ExpertWeights, config: &LayerConfig, topk: &TopK| -> Result<Vec<f64>> {
+        if truth {
+            let bf16 = ExpertWeights::quantize(
+                &w.dequantize()?,
+                QuantScheme::Unquantized(FloatDtype::Bf16),
+            )?;
+            forward_f64(&bf16, config, &p.x, topk, false)
+        } else {
+            forward_f64(w, config, &p.x, topk, true)
+        }
+    };
+    let mut out = f64_of(&p.weights, &p.config, topk)?;
+    if let (Some(w), Some(i)) = (&p.shared, p.config.shared_intermediate) {
+        let one = LayerConfig {
+            num_experts: 1,
+            top_k: 1,
+            intermediate: i,
+            routing: Routing::Given,
+            shared_intermediate: None,
+            ..p.config.clone()
+        };
+        let s = f64_of(w, &one, &everyone_to_expert_0(topk.tokens))?;
+        out.iter_mut().zip(s).for_each(|(o, v)| *o += v);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Returns whether the forward matched its reference within the scheme's tolerance.
+fn run(
+    shape: &str,
+    scheme: &str,
+    tokens: usize,
+    seed: u64,
+    experts: Option<usize>,
+    reps: usize,
+    backend: Option<String>,
+) -> Result<bool> {
+    let shape = ModelShape::parse(shape)?;
+    let scheme = QuantScheme::parse(scheme)?;
+    if tokens == 0 {
+        return Err(fleetmoe::Error::Config(
+            "--tokens must be at least 1".into(),
+        ));
+    }
+    let started = Instant::now();
+    let p = problem(shape, scheme, tokens, seed, experts)?;
+    let c = &p.config;
+    println!(
+        "shape     {}: {} experts, top-{}, H {}, I {}, {}, {}{}{}",
+        shape.name(),
+        c.num_experts,
+        c.top_k,
+        c.hidden,
+        c.intermediate,
+        c.activation.name(),
+        c.routing.name(),
+        if c.has_bias { ", biases" } else { "" },
+        c.shared_intermediate
+            .map(|i| format!(", shared expert I {i}"))
+            .unwrap_or_default(),
+    );
+    println!(
+        "scheme    {scheme} ({:.1} MiB of expert weights)",
+        p.weights.bytes_per_expert() as f64 * c.num_experts as f64 / (1 << 20) as f64
+    );
+
+    let target = Target::detect();
+    let extras = LayerExtras {
+        shared: p.shared.clone().map(|weights| SharedExpertWeights {
+            weights,
+            gate: None,
+        }),
+        lora: None,
+        backend: backend.as_deref().map(BackendId::parse).transpose()?,
+    };
+    let layer = MoeLayer::new(c.clone(), &p.weights, &target, extras)?;
+    println!("device    {}", target.capabilities());
+    println!(
+        "backend   {}{}",
+        layer.selection().chosen,
+        if layer.selection().is_fallback() {
+            " (fallback; `fleetmoe explain` says why)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "setup     {:.2} s (random weights, quantization, calibration, layout)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let routing = RoutingInput::Logits(&p.logits);
+    let mut y = layer.forward(&p.x, routing, None)?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        y = layer.forward(&p.x, routing, None)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    if let Some(median) = times.get(times.len() / 2) {
+        println!(
+            "forward   {:.3} ms for {tokens} tokens (median of {reps}, after one warm-up)",
+            median * 1e3
+        );
+    }
+
+    let topk = Router::new(c).route(&p.logits, tokens)?;
+    let same = rel_l2(&y, &reference(&p, &topk, false)?);
+    let truth = rel_l2(&y, &reference(&p, &topk, true)?);
+    println!("error     {same:.2e} rel L2 vs an f64 forward of the same quantized weights and activation rounding (parity tolerance {:.0e})", scheme.parity_tolerance());
+    println!("          {truth:.2e} rel L2 vs an f64 forward of the bf16 weights with exact activations (the cost of {scheme})");
+    let within = same <= scheme.parity_tolerance();
+    if !within {
+        eprintln!("FAIL: the forward is off its own reference by more than the scheme's tolerance");
+    }
+    Ok(within)
+}

@@ -14,5 +14,11 @@ pub trait Experts: Send + Sync {
     /// `out[t] = Σ_j w[t,j] · expert_{id[t,j]}(x[t])` (or with the weight applied to the
     /// input when the layer says so), plus LoRA deltas for tokens that have an adapter.
     /// `x` is `[tokens, hidden]`, `out` is `[tokens, hidden]` and is overwritten.
-    fn forward(&self, x: &[f32], topk: &TopK, lora: Option<&LoraBatch<'_>>, out: &mut [f32]) -> Result<()>;
+    fn forward(
+        &self,
+        x: &[f32],
+        topk: &TopK,
+        lora: Option<&LoraBatch<'_>>,
+        out: &mut [f32],
+    ) -> Result<()>;
 }

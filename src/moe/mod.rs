@@ -1,7 +1,28 @@
-//! The MoE layer: router, prepare, experts, finalize, shared experts and LoRA.
+//! The MoE layer as a modular kernel: `Router` → `Prepare` → `Experts` → `Finalize`, with
+//! `SharedExperts` and `Lora` as parts of the layer rather than wrappers.
 
+pub mod activation;
 pub mod config;
+pub mod emulation;
+pub mod experts;
+pub mod finalize;
+pub mod layer;
+pub mod lora;
+pub mod prepare;
+pub mod reference;
+pub mod router;
+pub mod shapes;
+pub mod shared;
+pub mod target;
 pub mod topk;
 
 pub use config::*;
+pub use emulation::EmulatedExperts;
+pub use experts::Experts;
+pub use layer::{calibrate, LayerExtras, MoeLayer, RoutingInput};
+pub use lora::{Lora, LoraAdapter, LoraBatch, LoraExpert, LoraProj};
+pub use router::Router;
+pub use shapes::ModelShape;
+pub use shared::{SharedExpertWeights, SharedExperts};
+pub use target::Target;
 pub use topk::TopK;

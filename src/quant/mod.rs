@@ -1,8 +1,18 @@
 //! Quantization schemes, expert weights in checkpoint layout, and activation
 //! quantize-dequantize.
 
+pub mod activation;
+pub mod dense;
+pub mod fp8;
+pub mod int;
+pub mod mx;
+pub mod nvfp4;
+mod quantize;
 pub mod scheme;
 pub mod weights;
 
+pub use activation::{ActQuant, Stage};
+pub use dense::DenseExperts;
+pub use quantize::group_size;
 pub use scheme::*;
 pub use weights::*;

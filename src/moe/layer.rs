@@ -1,0 +1,212 @@
+//! `MoeLayer`: router → prepare → experts → finalize, plus shared experts and LoRA, on the
+//! backend the oracle chose for the target.
+
+use super::config::LayerConfig;
+use super::emulation::{check_weights_match, EmulatedExperts};
+use super::experts::Experts;
+use super::lora::{Lora, LoraBatch, LoraShape};
+use super::router::Router;
+use super::shared::{SharedExpertWeights, SharedExperts};
+use super::target::Target;
+use super::topk::TopK;
+use crate::error::{check_len, Error, Result};
+use crate::oracle::{self, BackendId, Selection};
+use crate::quant::ExpertWeights;
+
+/// How a forward call is routed.
+#[derive(Debug, Clone, Copy)]
+pub enum RoutingInput<'a> {
+    /// Router logits `[tokens, experts]`; the layer's router picks the experts.
+    Logits(&'a [f32]),
+    /// Experts already chosen by the caller.
+    TopK(&'a TopK),
+}
+
+/// What rides along with the routed experts.
+#[derive(Debug, Clone, Default)]
+pub struct LayerExtras {
+    pub shared: Option<SharedExpertWeights>,
+    pub lora: Option<Lora>,
+    /// Force a backend instead of letting the oracle choose; an error if it cannot run.
+    pub backend: Option<BackendId>,
+}
+
+/// One MoE layer, ready to run.
+pub struct MoeLayer {
+    config: LayerConfig,
+    router: Router,
+    experts: Box<dyn Experts>,
+    shared: Option<SharedExperts>,
+    lora: Option<Lora>,
+    selection: Selection,
+}
+
+impl MoeLayer {
+    /// Validates everything, asks the oracle for a backend and prepares the weights in its
+    /// layout. A fallback to emulation on a GPU is logged.
+    pub fn new(
+        config: LayerConfig,
+        weights: &ExpertWeights,
+        target: &Target,
+        extras: LayerExtras,
+    ) -> Result<Self> {
+        check_weights_match(weights, &config)?;
+        weights.validate()?;
+        if extras.lora.is_some() && !config.lora {
+            return Err(Error::Config(
+                "LoRA adapters given but the layer config has lora = false".into(),
+            ));
+        }
+        if extras.shared.is_some() != config.shared_intermediate.is_some() {
+            return Err(Error::Config(
+                "shared expert weights and config.shared_intermediate must be given together"
+                    .into(),
+            ));
+        }
+        let shared = match &extras.shared {
+            Some(s) => {
+                if Some(s.weights.intermediate) != config.shared_intermediate {
+                    return Err(Error::shape(
+                        "shared expert intermediate",
+                        format!("{:?}", config.shared_intermediate),
+                        s.weights.intermediate,
+                    ));
+                }
+                Some(SharedExperts::prepare(s, config.activation, config.hidden)?)
+            }
+            None => None,
+        };
+        if let Some(l) = &extras.lora {
+            let routed = LoraShape {
+                hidden: config.hidden,
+                intermediate: config.intermediate,
+                gated: config.activation.is_gated(),
+            };
+            let shared_shape = shared.as_ref().map(|s| LoraShape {
+                intermediate: s.intermediate(),
+                ..routed
+            });
+            l.validate(config.num_experts, routed, shared_shape)?;
+        }
+        let selection = oracle::select(
+            &weights.scheme,
+            target.capabilities(),
+            &config,
+            extras.backend,
+        )?;
+        let experts = build_experts(&selection, weights, &config, target)?;
+        Ok(MoeLayer {
+            router: Router::new(&config),
+            config,
+            experts,
+            shared,
+            lora: extras.lora,
+            selection,
+        })
+    }
+
+    /// The oracle's decision, with its reasons.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    pub fn config(&self) -> &LayerConfig {
+        &self.config
+    }
+
+    /// Runs the layer on `x` (`[tokens, hidden]`); `adapters` gives each token's LoRA
+    /// slot (or none). Returns `[tokens, hidden]` in f32.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        routing: RoutingInput<'_>,
+        adapters: Option<&[Option<usize>]>,
+    ) -> Result<Vec<f32>> {
+        let h = self.config.hidden;
+        if x.len() % h != 0 {
+            return Err(Error::shape(
+                "hidden states",
+                format!("a multiple of hidden = {h}"),
+                x.len(),
+            ));
+        }
+        let tokens = x.len() / h;
+        if let Some(v) = x.iter().find(|v| !v.is_finite()) {
+            return Err(Error::Config(format!("hidden states contain {v}")));
+        }
+        let routed;
+        let topk = match routing {
+            RoutingInput::Logits(l) => {
+                routed = self.router.route(l, tokens)?;
+                &routed
+            }
+            RoutingInput::TopK(t) => {
+                if t.tokens != tokens {
+                    return Err(Error::shape("top-k tokens", tokens, t.tokens));
+                }
+                TopK::new(
+                    t.tokens,
+                    t.k,
+                    t.ids.clone(),
+                    t.weights.clone(),
+                    self.config.num_experts,
+                )?;
+                t
+            }
+        };
+        let batch = match (adapters, &self.lora) {
+            (Some(slots), Some(lora)) => Some(LoraBatch::new(lora, slots, tokens)?),
+            (Some(slots), None) => {
+                check_len("LoRA adapter slots", slots.len(), tokens)?;
+                match slots.iter().flatten().next() {
+                    Some(&index) => return Err(Error::AdapterIndex { index, loaded: 0 }),
+                    None => None,
+                }
+            }
+            (None, _) => None,
+        };
+        let mut out = vec![0f32; tokens * h];
+        self.experts.forward(x, topk, batch.as_ref(), &mut out)?;
+        if let Some(s) = &self.shared {
+            s.add_to(x, tokens, batch.as_ref(), &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Builds the chosen backend. Only backends the oracle marks as built can be chosen.
+fn build_experts(
+    selection: &Selection,
+    weights: &ExpertWeights,
+    config: &LayerConfig,
+    _target: &Target,
+) -> Result<Box<dyn Experts>> {
+    match selection.chosen {
+        BackendId::Emulation => Ok(Box::new(EmulatedExperts::prepare(weights, config)?)),
+        other => Err(Error::BackendUnavailable {
+            backend: other.name().to_string(),
+            reasons: "the oracle chose a backend this build cannot construct (oracle table and moe::layer disagree)".into(),
+        }),
+    }
+}
+
+/// Sets static input scales from a calibration batch: runs the emulation without
+/// activation quantization and takes the amax of each GEMM's input.
+pub fn calibrate(
+    weights: &mut ExpertWeights,
+    config: &LayerConfig,
+    x: &[f32],
+    topk: &TopK,
+) -> Result<()> {
+    if !weights.scheme.needs_static_input_scales() {
+        return Ok(());
+    }
+    let mut probe = weights.clone();
+    probe.input_scales = Some(crate::quant::InputScales { w13: 1.0, w2: 1.0 });
+    let (_, amax1, amax2) =
+        EmulatedExperts::prepare(&probe, config)?.forward_with_stats(x, topk, None, false)?;
+    let s1 = crate::quant::ActQuant::static_scale_for(&weights.scheme, amax1);
+    let s2 = crate::quant::ActQuant::static_scale_for(&weights.scheme, amax2);
+    weights.input_scales = Some(crate::quant::InputScales { w13: s1, w2: s2 });
+    Ok(())
+}

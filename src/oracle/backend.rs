@@ -1,0 +1,85 @@
+//! `BackendId`: the name of every experts backend, declared once. Names are what users
+//! type (`--backend cuda-fp8`) and what `explain` prints, so they are kebab-case and stable.
+
+use crate::error::{Error, Result};
+use std::fmt;
+
+/// Declares the enum, its `ALL` list and its names from one table, so a backend cannot be
+/// added to one and forgotten in another.
+macro_rules! backend_ids {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// An experts backend. What each needs is in [`crate::oracle::backends`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum BackendId {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl BackendId {
+            /// Every backend, in declaration order (priority order is `backends()`'s).
+            pub const ALL: &'static [BackendId] = &[$(BackendId::$variant,)*];
+
+            /// The kebab-case name users type and `explain` prints.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(BackendId::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+backend_ids! {
+    /// Dequantize-and-compute on the CPU: the definition of right, runs everything.
+    Emulation => "emulation",
+    /// Unquantized bf16 / f16 grouped GEMMs on tensor cores.
+    CudaBf16 => "cuda-bf16",
+    /// FP8 W8A8 with per-tensor or per-channel weight scales.
+    CudaFp8 => "cuda-fp8",
+    /// DeepSeek-V3 style FP8 with 128 × 128 weight blocks and per-token 128-group activations.
+    CudaFp8Block128 => "cuda-fp8-block128",
+    /// MXFP4 weights dequantized in registers, bf16 activations (GPT-OSS on Hopper).
+    CudaMxfp4W4a16 => "cuda-mxfp4-w4a16",
+    /// NVFP4 weights dequantized in registers, bf16 activations.
+    CudaNvfp4W4a16 => "cuda-nvfp4-w4a16",
+    /// Marlin-style int4 / int8 weight-only GEMMs (GPTQ, AWQ).
+    CudaMarlin => "cuda-marlin",
+    /// int4 weights with fp8 activations on Hopper.
+    CudaW4a8 => "cuda-w4a8",
+    /// AITER unquantized fused MoE.
+    AiterBf16 => "aiter-bf16",
+    /// AITER FP8 with per-tensor or per-channel weight scales (gfx942 fnuz or gfx950).
+    AiterFp8 => "aiter-fp8",
+    /// AITER block-128 FP8.
+    AiterFp8Block128 => "aiter-fp8-block128",
+    /// MXFP4 weights dequantized to bf16 in registers, bf16 activations (no MX hardware).
+    AiterMxfp4 => "aiter-mxfp4",
+    /// gfx950 `v_mfma_scale`: MXFP4 / MXFP6 weights with MX or fp8 activations.
+    AiterMxNative => "aiter-mx-native",
+}
+
+impl BackendId {
+    /// Parses a backend name as [`BackendId::name`] prints it (case-insensitive).
+    pub fn parse(name: &str) -> Result<BackendId> {
+        let wanted = name.trim().to_ascii_lowercase();
+        BackendId::ALL
+            .iter()
+            .copied()
+            .find(|id| id.name() == wanted)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown backend '{name}'; known backends: {}",
+                    BackendId::ALL
+                        .iter()
+                        .map(|id| id.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+}
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
