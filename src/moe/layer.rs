@@ -179,14 +179,29 @@ fn build_experts(
     selection: &Selection,
     weights: &ExpertWeights,
     config: &LayerConfig,
-    _target: &Target,
+    target: &Target,
 ) -> Result<Box<dyn Experts>> {
     match selection.chosen {
         BackendId::Emulation => Ok(Box::new(EmulatedExperts::prepare(weights, config)?)),
-        other => Err(Error::BackendUnavailable {
-            backend: other.name().to_string(),
-            reasons: "the oracle chose a backend this build cannot construct (oracle table and moe::layer disagree)".into(),
-        }),
+        #[cfg(feature = "cuda")]
+        id @ (BackendId::CudaBf16 | BackendId::CudaFp8 | BackendId::CudaFp8Block128) => {
+            let dev = target
+                .cuda_device()
+                .ok_or_else(|| Error::BackendUnavailable {
+                    backend: id.name().to_string(),
+                    reasons: "the target is not a CUDA device".into(),
+                })?;
+            Ok(Box::new(crate::backends::cuda::CudaExperts::prepare(
+                dev, weights, config, id,
+            )?))
+        }
+        other => {
+            let _ = target;
+            Err(Error::BackendUnavailable {
+                backend: other.name().to_string(),
+                reasons: "the oracle chose a backend this build cannot construct (oracle table and moe::layer disagree)".into(),
+            })
+        }
     }
 }
 
