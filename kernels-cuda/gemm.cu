@@ -38,7 +38,15 @@ struct GemmArgs {
   int act_kind;            // 0 silu*up, 1 gelu*up, 2 gelu_tanh*up, 3 swigluoai, 4 relu2, 5 silu
   float alpha, limit;
   int weight_on_input;     // router weight scales gemm1's output (before bias), not gemm2's
+  const float* lora_delta; // [slots, N] LoRA delta (lora.cu), or null
+  const int* token_adapter;// [tokens] adapter slot or -1; read only with lora_delta
 };
+
+// The LoRA delta of one output, when the token has an adapter.
+__device__ __forceinline__ float lora_at(const GemmArgs& p, int pair, long slot, int row) {
+  if (!p.lora_delta || p.token_adapter[pair / p.top_k] < 0) return 0.0f;
+  return p.lora_delta[slot * p.N + row];
+}
 
 __device__ __forceinline__ float fm_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
@@ -286,6 +294,8 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
           const int slot = tb * BT + tl;
           if (p.weight_on_input) { const float w = p.topk_w[pair]; v[0] *= w; v[1] *= w; }
           if (p.bias) { v[0] += p.bias[(long)e * p.N + rows[0]]; v[1] += p.bias[(long)e * p.N + rows[1]]; }
+          v[0] += lora_at(p, pair, slot, rows[0]);
+          v[1] += lora_at(p, pair, slot, rows[1]);
           // Round gate and up to the model dtype first, as the emulation does.
           const float y = act_gated(p.act_kind, round_half<DT>(v[0]), round_half<DT>(v[1]), p.alpha, p.limit);
           const int feature = (rbase / 16) * 8 + g;
@@ -301,6 +311,7 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
             float x = v[q];
             if (p.weight_on_input) x *= p.topk_w[pair];
             if (p.bias) x += p.bias[(long)e * p.N + rows[q]];
+            x += lora_at(p, pair, slot, rows[q]);
             const float y = act_single(p.act_kind, round_half<DT>(x));
             const u16 yh = to_half<DT>(y);
             reinterpret_cast<u16*>(p.out)[(long)slot * p.ldo + rows[q]] = yh;
@@ -314,7 +325,10 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
           for (int q = 0; q < 2; ++q) {
             if (rows[q] >= p.N) continue;
             float x = v[q];
-            if (p.bias && split == 0) x += p.bias[(long)e * p.N + rows[q]];
+            if (split == 0) {
+              if (p.bias) x += p.bias[(long)e * p.N + rows[q]];
+              x += lora_at(p, pair, (long)tb * BT + tl, rows[q]);
+            }
             atomicAdd(out + rows[q], w * x);
           }
         }

@@ -486,27 +486,16 @@ fn layer_features_are_needs_too() {
     );
     assert_only_availability(&mi300x, "fp8", &llama4, BackendId::AiterFp8);
 
-    // The CUDA backends take every activation and biases; LoRA inside the GPU path is
-    // not there yet (issue 7), so a LoRA layer is turned down with that reason.
+    // The CUDA backends take every activation, biases and LoRA.
     for act in ACTIVATIONS {
         let layer = LayerConfig {
             activation: act,
             has_bias: true,
+            lora: true,
             ..layer()
         };
         assert_only_availability(&Capabilities::h100(), "bf16", &layer, BackendId::CudaBf16);
     }
-    let with_lora = LayerConfig {
-        lora: true,
-        ..layer()
-    };
-    let a = assess(
-        &Capabilities::h100(),
-        "bf16",
-        &with_lora,
-        BackendId::CudaBf16,
-    );
-    assert!(a.unmet.contains(&Unmet::Lora), "{}", reasons(&a));
 
     // Every unmet need is kept, not just the first.
     let everything = LayerConfig {

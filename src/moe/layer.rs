@@ -94,7 +94,7 @@ impl MoeLayer {
             &config,
             extras.backend,
         )?;
-        let experts = build_experts(&selection, weights, &config, target)?;
+        let experts = build_experts(&selection, weights, &config, target, extras.lora.as_ref())?;
         Ok(MoeLayer {
             router: Router::new(&config),
             config,
@@ -180,6 +180,7 @@ fn build_experts(
     weights: &ExpertWeights,
     config: &LayerConfig,
     target: &Target,
+    lora: Option<&Lora>,
 ) -> Result<Box<dyn Experts>> {
     match selection.chosen {
         BackendId::Emulation => Ok(Box::new(EmulatedExperts::prepare(weights, config)?)),
@@ -192,11 +193,11 @@ fn build_experts(
                     reasons: "the target is not a CUDA device".into(),
                 })?;
             Ok(Box::new(crate::backends::cuda::CudaExperts::prepare(
-                dev, weights, config, id,
+                dev, weights, config, id, lora,
             )?))
         }
         other => {
-            let _ = target;
+            let _ = (target, lora);
             Err(Error::BackendUnavailable {
                 backend: other.name().to_string(),
                 reasons: "the oracle chose a backend this build cannot construct (oracle table and moe::layer disagree)".into(),

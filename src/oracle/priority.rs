@@ -106,8 +106,6 @@ static BACKENDS: [BackendSpec; 13] = [
             hardware: Hardware::Nvidia { min_cc: (9, 0) },
             schemes: fp8_any_block,
             fp8_matrix: true,
-            // Landed; LoRA deltas inside the GPU path are issue 7's work.
-            lora: false,
             availability: cuda(true),
             ..NVIDIA_BASE
         },
@@ -118,8 +116,6 @@ static BACKENDS: [BackendSpec; 13] = [
             hardware: Hardware::Nvidia { min_cc: (8, 9) },
             schemes: fp8_tensor_or_channel,
             fp8_matrix: true,
-            // Landed; LoRA deltas inside the GPU path are issue 7's work.
-            lora: false,
             availability: cuda(true),
             ..NVIDIA_BASE
         },
@@ -158,8 +154,6 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::CudaBf16,
         needs: Needs {
             schemes: unquantized,
-            // Landed; LoRA deltas inside the GPU path are issue 7's work.
-            lora: false,
             availability: cuda(true),
             ..NVIDIA_BASE
         },

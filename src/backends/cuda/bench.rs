@@ -159,16 +159,16 @@ pub fn bench_shape(
         let experts_hit = hit.iter().filter(|&&b| b).count();
 
         // One plain run first: loads the kernels lazily and checks the launches.
-        experts.enqueue(&ws, k)?;
+        experts.enqueue(&ws, k, false)?;
         dev.synchronize(Stream::DEFAULT)?;
         let graph = if m <= 256 {
-            Some(CudaGraph::capture(dev, stream, || experts.enqueue(&ws, k))?)
+            Some(CudaGraph::capture(dev, stream, || experts.enqueue(&ws, k, false))?)
         } else {
             None
         };
         let run = || match &graph {
             Some(g) => g.launch(stream),
-            None => experts.enqueue(&ws, k),
+            None => experts.enqueue(&ws, k, false),
         };
         for _ in 0..3 {
             run()?;

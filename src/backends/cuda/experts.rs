@@ -5,12 +5,13 @@
 //! fp8 quantization of the intermediate → gemm2 with the router-weighted sum fused.
 
 use super::kernels::{gemm_kernel_name, module_source, GemmVariant, Tile, TILES};
-use super::launch::{GemmArgs, Modules};
+use super::launch::{GemmArgs, LoraRoute, Modules};
+use super::lora::DeviceLora;
 use super::layout::{self, GemmWeights, PreparedLayer};
 use crate::device::cuda::{CudaBuffer, CudaDevice};
 use crate::device::{Device, Stream};
 use crate::error::{check_len, Error, Result};
-use crate::moe::{Activation, Experts, LayerConfig, LoraBatch, TopK};
+use crate::moe::{Activation, Experts, LayerConfig, Lora, LoraBatch, TopK};
 use crate::oracle::BackendId;
 use crate::quant::{ActScale, ExpertWeights, FloatDtype, Fp8Flavor, InputScales, QuantScheme};
 use std::sync::{Arc, Mutex};
@@ -95,6 +96,11 @@ pub struct Workspace {
     amax: CudaBuffer,
     /// Output `[tokens, hidden]` f32.
     pub out: CudaBuffer,
+    /// LoRA: each token's adapter slot (-1: none), the shrunk activations, the deltas.
+    pub token_adapter: CudaBuffer,
+    lora_t: CudaBuffer,
+    delta13: CudaBuffer,
+    delta2: CudaBuffer,
 }
 
 /// The routed experts of one layer on one GPU.
@@ -112,6 +118,8 @@ pub struct CudaExperts {
     weight_on_input: bool,
     /// fp8 quantization of gemm1's and gemm2's inputs; `None` for bf16 / f16.
     acts: Option<(ActMode, ActMode)>,
+    /// Resident LoRA adapters, if the layer has any.
+    lora: Option<DeviceLora>,
     workspace: Mutex<Option<Workspace>>,
 }
 
@@ -193,10 +201,15 @@ impl CudaExperts {
         weights: &ExpertWeights,
         config: &LayerConfig,
         backend: BackendId,
+        lora: Option<&Lora>,
     ) -> Result<Self> {
         let prepared = layout::prepare(weights, config.activation)?;
         let acts = act_modes(&weights.scheme, weights.input_scales)?;
-        Self::from_prepared(dev, &prepared, &weights.scheme, acts, config, backend)
+        let mut experts = Self::from_prepared(dev, &prepared, &weights.scheme, acts, config, backend)?;
+        if let Some(l) = lora {
+            experts.lora = Some(DeviceLora::upload(dev, l, config.num_experts, config.hidden, config.intermediate, config.activation)?);
+        }
+        Ok(experts)
     }
 
     /// Uploads weights already in the kernels' layout (the benchmark makes them directly).
@@ -227,6 +240,7 @@ impl CudaExperts {
             activation: config.activation,
             weight_on_input: config.apply_router_weight_on_input,
             acts,
+            lora: None,
             workspace: Mutex::new(None),
         })
     }
@@ -244,6 +258,10 @@ impl CudaExperts {
         let slots = max_blocks * tile.bt;
         let (h, i) = (self.hidden, self.intermediate);
         let alloc = |bytes: usize| CudaBuffer::alloc(dev, bytes.max(4));
+        let rank = self.lora.as_ref().map_or(0, |l| l.rank);
+        let rows13 = self.w13.rows;
+        // LoRA buffers only when adapters are resident.
+        let lora_floats = |n: usize| if self.lora.is_some() { n * 4 } else { 4 };
         Ok(Workspace {
             tokens,
             tile,
@@ -268,12 +286,26 @@ impl CudaExperts {
             inter_scales: alloc(slots * i.div_ceil(128) * 4)?,
             amax: alloc(8)?,
             out: alloc(tokens * h * 4)?,
+            token_adapter: alloc(tokens * 4)?,
+            lora_t: alloc(lora_floats(slots * 2 * rank))?,
+            delta13: alloc(lora_floats(slots * rows13))?,
+            delta2: alloc(lora_floats(slots * h))?,
         })
     }
 
     /// Queues the whole forward on the device's default stream from the inputs already in
     /// `ws` (`x`, `ids`, `weights`); the result lands in `ws.out`. No host synchronisation.
-    pub fn enqueue(&self, ws: &Workspace, top_k: usize) -> Result<()> {
+    ///
+    /// With `lora_on`, `ws.token_adapter` holds each token's adapter slot and the
+    /// adapters' deltas are added inside both GEMMs' epilogues.
+    pub fn enqueue(&self, ws: &Workspace, top_k: usize, lora_on: bool) -> Result<()> {
+        let lora = match (lora_on, &self.lora) {
+            (true, Some(l)) => Some(l),
+            (true, None) => {
+                return Err(Error::Config("LoRA requested but no adapters are resident".into()))
+            }
+            (false, _) => None,
+        };
         let m = &self.modules;
         let stream = Stream::DEFAULT;
         let (h, i, e) = (self.hidden, self.intermediate, self.num_experts);
@@ -342,6 +374,23 @@ impl CudaExperts {
             }
             None => (x, 0),
         };
+        let route = LoraRoute {
+            slots: ws.max_blocks * tile.bt,
+            sorted: ws.sorted.ptr(),
+            num_slots: ws.num_slots.ptr(),
+            block_expert: ws.block_expert.ptr(),
+            bt: tile.bt,
+            pairs,
+            top_k,
+            token_adapter: ws.token_adapter.ptr(),
+            experts: e,
+        };
+        let is_f16 = self.variant == GemmVariant::F16;
+        if let Some(l) = lora {
+            // Gate and up read the unquantized (scaled) hidden states, as in the emulation.
+            m.lora_shrink(x, false, is_f16, h, &route, l.a13.ptr(), 2 * l.rank, ws.lora_t.ptr())?;
+            m.lora_expand(ws.lora_t.ptr(), 2 * l.rank, &route, l.b13.ptr(), self.w13.rows, ws.delta13.ptr())?;
+        }
         let (kind, alpha, limit) = act_kind(self.activation);
         let (as_row1, as_k1) = self.acts.map_or((0, 0), |(a, _)| a.strides(h));
         let a2_per_tensor = matches!(self.acts, Some((_, ActMode::PerTensor)));
@@ -371,6 +420,8 @@ impl CudaExperts {
             limit,
             // The input is already scaled; gemm2 then skips the router weight.
             weight_on_input: 0,
+            lora_delta: if lora.is_some() { ws.delta13.ptr() } else { 0 },
+            token_adapter: ws.token_adapter.ptr(),
         };
         let stage1 = if self.activation.is_gated() { 'g' } else { 's' };
         m.gemm(
@@ -382,6 +433,11 @@ impl CudaExperts {
             stream,
         )?;
 
+        if let Some(l) = lora {
+            // Down reads the activation before its fp8 quantization.
+            m.lora_shrink(ws.inter.ptr(), true, is_f16, i, &route, l.a2.ptr(), l.rank, ws.lora_t.ptr())?;
+            m.lora_expand(ws.lora_t.ptr(), l.rank, &route, l.b2.ptr(), h, ws.delta2.ptr())?;
+        }
         let (act2, inter_scales) = match self.acts {
             Some((_, mode)) => {
                 let s = if let ActMode::Static(s) = mode {
@@ -434,6 +490,7 @@ impl CudaExperts {
             ldo: h as i32,
             k_split: k_split as i32,
             weight_on_input: self.weight_on_input as i32,
+            lora_delta: if lora.is_some() { ws.delta2.ptr() } else { 0 },
             ..gemm1
         };
         m.gemm(
@@ -477,11 +534,14 @@ impl Experts for CudaExperts {
         lora: Option<&LoraBatch<'_>>,
         out: &mut [f32],
     ) -> Result<()> {
-        if lora.is_some_and(|l| l.slots.iter().any(Option::is_some)) {
-            return Err(Error::BackendUnavailable {
-                backend: self.backend.name().into(),
-                reasons: "LoRA deltas are not applied by the CUDA experts yet".into(),
-            });
+        // Each token's adapter slot; LoRA runs only when some token has one.
+        let adapters: Option<Vec<i32>> = lora
+            .filter(|l| l.slots.iter().any(Option::is_some))
+            .map(|l| l.slots.iter().map(|s| s.map_or(-1, |a| a as i32)).collect());
+        if let (Some(slots), Some(resident)) = (&adapters, &self.lora) {
+            if let Some(&bad) = slots.iter().find(|&&a| a as usize >= resident.adapters && a >= 0) {
+                return Err(Error::AdapterIndex { index: bad as usize, loaded: resident.adapters });
+            }
         }
         check_len("hidden states", x.len(), topk.tokens * self.hidden)?;
         check_len("output", out.len(), topk.tokens * self.hidden)?;
@@ -513,7 +573,11 @@ impl Experts for CudaExperts {
             bytes_of(&topk.weights),
             Stream::DEFAULT,
         )?;
-        self.enqueue(ws, topk.k)?;
+        if let Some(slots) = &adapters {
+            check_len("LoRA adapter slots", slots.len(), topk.tokens)?;
+            dev.write(ws.token_adapter.handle(), 0, bytes_of(slots), Stream::DEFAULT)?;
+        }
+        self.enqueue(ws, topk.k, adapters.is_some())?;
         let mut raw = vec![0u8; out.len() * 4];
         dev.read(ws.out.handle(), 0, &mut raw, Stream::DEFAULT)?;
         for (o, b) in out.iter_mut().zip(raw.chunks_exact(4)) {

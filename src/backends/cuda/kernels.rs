@@ -9,6 +9,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("align.cu", include_str!("../../../kernels-cuda/align.cu")),
     ("quant.cu", include_str!("../../../kernels-cuda/quant.cu")),
     ("gemm.cu", include_str!("../../../kernels-cuda/gemm.cu")),
+    ("lora.cu", include_str!("../../../kernels-cuda/lora.cu")),
 ];
 
 /// The text NVRTC compiles for `file` with `defines` (`NAME VALUE` pairs).

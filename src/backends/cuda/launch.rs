@@ -36,12 +36,28 @@ pub struct GemmArgs {
     pub alpha: f32,
     pub limit: f32,
     pub weight_on_input: i32,
+    pub lora_delta: u64,
+    pub token_adapter: u64,
+}
+
+/// Where the expert-sorted slots are, for the LoRA kernels.
+pub struct LoraRoute {
+    pub slots: usize,
+    pub sorted: u64,
+    pub num_slots: u64,
+    pub block_expert: u64,
+    pub bt: usize,
+    pub pairs: usize,
+    pub top_k: usize,
+    pub token_adapter: u64,
+    pub experts: usize,
 }
 
 /// The loaded modules of one experts backend.
 pub struct Modules {
     dev: Arc<CudaDevice>,
     align: Module,
+    lora: Module,
     quant: Module,
     gemm: Module,
 }
@@ -68,6 +84,7 @@ impl Modules {
         Ok(Modules {
             dev: dev.clone(),
             align: load(dev, "align.cu", &src("align.cu")?)?,
+            lora: load(dev, "lora.cu", &src("lora.cu")?)?,
             quant: load(dev, "quant.cu", &src("quant.cu")?)?,
             gemm: load(dev, name, gemm_source)?,
         })
@@ -201,6 +218,51 @@ impl Modules {
         ];
         self.dev
             .launch(self.quant, "fm_scale_rows", cfg, &args, Stream::DEFAULT)
+    }
+
+    /// `t = A · x` for every slot whose token has an adapter (`lora.cu`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn lora_shrink(&self, x: u64, x_by_slot: bool, is_f16: bool, k: usize, route: &LoraRoute, a: u64, rows: usize, t: u64) -> Result<()> {
+        let cfg = LaunchConfig { grid: (route.slots as u32, 1, 1), block: (256, 1, 1), shared_mem_bytes: 0 };
+        let args = [
+            Arg::U64(x),
+            Arg::I32(x_by_slot as i32),
+            Arg::I32(is_f16 as i32),
+            Arg::I32(k as i32),
+            Arg::U64(route.sorted),
+            Arg::U64(route.num_slots),
+            Arg::U64(route.block_expert),
+            Arg::I32(route.bt as i32),
+            Arg::I32(route.pairs as i32),
+            Arg::I32(route.top_k as i32),
+            Arg::U64(route.token_adapter),
+            Arg::I32(route.experts as i32),
+            Arg::U64(a),
+            Arg::I32(rows as i32),
+            Arg::U64(t),
+        ];
+        self.dev.launch(self.lora, "fm_lora_shrink", cfg, &args, Stream::DEFAULT)
+    }
+
+    /// `delta = B · t` for every slot whose token has an adapter.
+    pub fn lora_expand(&self, t: u64, rank: usize, route: &LoraRoute, b: u64, n: usize, delta: u64) -> Result<()> {
+        let cfg = LaunchConfig { grid: (route.slots as u32, n.div_ceil(256) as u32, 1), block: (256, 1, 1), shared_mem_bytes: 0 };
+        let args = [
+            Arg::U64(t),
+            Arg::I32(rank as i32),
+            Arg::U64(route.sorted),
+            Arg::U64(route.num_slots),
+            Arg::U64(route.block_expert),
+            Arg::I32(route.bt as i32),
+            Arg::I32(route.pairs as i32),
+            Arg::I32(route.top_k as i32),
+            Arg::U64(route.token_adapter),
+            Arg::I32(route.experts as i32),
+            Arg::U64(b),
+            Arg::I32(n as i32),
+            Arg::U64(delta),
+        ];
+        self.dev.launch(self.lora, "fm_lora_expand", cfg, &args, Stream::DEFAULT)
     }
 
     /// One grouped GEMM: `blocks` token blocks × row tiles × `splits` K splits.

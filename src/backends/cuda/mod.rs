@@ -11,6 +11,8 @@ pub mod experts;
 pub mod kernels;
 #[cfg(feature = "cuda")]
 pub mod launch;
+#[cfg(feature = "cuda")]
+pub mod lora;
 pub mod layout;
 
 #[cfg(feature = "cuda")]
