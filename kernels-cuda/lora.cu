@@ -22,32 +22,41 @@ __device__ __forceinline__ bool lora_slot(int slot, const int* num_slots, const 
   return true;
 }
 
-// One block per slot; each warp takes rows r of A. x rows are bf16 (or f16 when is_f16),
-// indexed by token (x_by_slot = 0: gemm1's input) or by slot (1: gemm2's input).
-extern "C" __global__ void __launch_bounds__(L_THREADS)
+// grid (slots, R): one block of S_THREADS per (slot, row of A), K split across the
+// threads, so many independent loads are in flight even for a single token (a decode step
+// is latency-bound otherwise). x rows are bf16 (or f16 when is_f16), indexed by token
+// (x_by_slot = 0: gemm1's input) or by slot (1: gemm2's input).
+#define S_THREADS 128
+extern "C" __global__ void __launch_bounds__(S_THREADS)
 fm_lora_shrink(const u16* __restrict__ x, int x_by_slot, int is_f16, int K,
                const int* __restrict__ sorted, const int* __restrict__ num_slots,
                const int* __restrict__ block_expert, int bt, int pairs, int top_k,
                const int* __restrict__ token_adapter, int experts, const float* __restrict__ A,
                int R, float* __restrict__ t) {
-  const int slot = blockIdx.x;
+  const int slot = blockIdx.x, r = blockIdx.y;
   int pair, a;
   if (!lora_slot(slot, num_slots, sorted, pairs, top_k, token_adapter, &pair, &a)) return;
   const int e = block_expert[slot / bt];
   const u16* xr = x + (long)(x_by_slot ? slot : pair / top_k) * K;
-  const float* Ae = A + ((long)a * experts + e) * R * K;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int r = warp; r < R; r += L_THREADS / 32) {
-    const float* ar = Ae + (long)r * K;
-    float s = 0.0f;
-    for (int k = lane; k < K; k += 32) s += ar[k] * (is_f16 ? f16_to_f32(xr[k]) : bf16_to_f32(xr[k]));
+  const float* ar = A + (((long)a * experts + e) * R + r) * K;
+  float s = 0.0f;
+#pragma unroll 4
+  for (int k = threadIdx.x; k < K; k += S_THREADS)
+    s += ar[k] * (is_f16 ? f16_to_f32(xr[k]) : bf16_to_f32(xr[k]));
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) t[(long)slot * R + r] = s;
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  __shared__ float part[S_THREADS / 32];
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float total = 0.0f;
+    for (int w = 0; w < S_THREADS / 32; ++w) total += part[w];
+    t[(long)slot * R + r] = total;
   }
 }
 
-// grid (slots, ceil(N / L_THREADS)): one output row per thread.
+// grid (slots, ceil(N / L_THREADS)): one output row per thread. B is stored transposed,
+// [adapter, expert][R, N], so a warp's 32 rows are one coalesced read per rank.
 extern "C" __global__ void __launch_bounds__(L_THREADS)
 fm_lora_expand(const float* __restrict__ t, int R, const int* __restrict__ sorted,
                const int* __restrict__ num_slots, const int* __restrict__ block_expert, int bt,
@@ -56,12 +65,15 @@ fm_lora_expand(const float* __restrict__ t, int R, const int* __restrict__ sorte
   const int slot = blockIdx.x;
   int pair, a;
   if (!lora_slot(slot, num_slots, sorted, pairs, top_k, token_adapter, &pair, &a)) return;
+  __shared__ float ts[256];
+  for (int r = threadIdx.x; r < R && r < 256; r += L_THREADS) ts[r] = t[(long)slot * R + r];
+  __syncthreads();
   const int n = blockIdx.y * L_THREADS + threadIdx.x;
   if (n >= N) return;
   const int e = block_expert[slot / bt];
-  const float* br = B + (((long)a * experts + e) * N + n) * R;
-  const float* tr = t + (long)slot * R;
+  const float* bt_ = B + ((long)a * experts + e) * R * N + n;
   float s = 0.0f;
-  for (int r = 0; r < R; ++r) s += br[r] * tr[r];
+#pragma unroll 8
+  for (int r = 0; r < R; ++r) s += bt_[(long)r * N] * ts[r];
   delta[(long)slot * N + n] = s;
 }

@@ -180,11 +180,26 @@ mod gpu {
             }
         };
         let lora_cases = [
-            Case { ..cases().remove(1) },
-            Case { activation: Activation::GPT_OSS, bias: true, ..cases().remove(0) },
-            Case { activation: Activation::Relu2, ..cases().remove(9) },
-            Case { on_input: true, ..cases().remove(11) },
-            Case { tokens: 257, ..cases().remove(4) },
+            Case {
+                ..cases().remove(1)
+            },
+            Case {
+                activation: Activation::GPT_OSS,
+                bias: true,
+                ..cases().remove(0)
+            },
+            Case {
+                activation: Activation::Relu2,
+                ..cases().remove(9)
+            },
+            Case {
+                on_input: true,
+                ..cases().remove(11)
+            },
+            Case {
+                tokens: 257,
+                ..cases().remove(4)
+            },
         ];
         let mut failures = Vec::new();
         for (n, case) in lora_cases.iter().enumerate() {
@@ -193,7 +208,11 @@ mod gpu {
                 activation: case.activation,
                 has_bias: case.bias,
                 apply_router_weight_on_input: case.on_input,
-                routing: if case.on_input { Routing::SigmoidTop1 } else { Routing::SoftmaxTopK { renormalize: true } },
+                routing: if case.on_input {
+                    Routing::SigmoidTop1
+                } else {
+                    Routing::SoftmaxTopK { renormalize: true }
+                },
                 lora: true,
                 shared_intermediate: shared_i,
                 ..LayerConfig::new(case.experts, case.top_k, case.hidden, case.intermediate)
@@ -203,27 +222,75 @@ mod gpu {
             let logits = gaussian(&mut rng, case.tokens * case.experts, 1.0);
             let gated = case.activation.is_gated();
             let adapters = vec![
-                random_adapter(&mut rng, 8, case.experts, case.hidden, case.intermediate, gated, shared_i),
-                random_adapter(&mut rng, 16, case.experts, case.hidden, case.intermediate, gated, shared_i),
+                random_adapter(
+                    &mut rng,
+                    8,
+                    case.experts,
+                    case.hidden,
+                    case.intermediate,
+                    gated,
+                    shared_i,
+                ),
+                random_adapter(
+                    &mut rng,
+                    16,
+                    case.experts,
+                    case.hidden,
+                    case.intermediate,
+                    gated,
+                    shared_i,
+                ),
             ];
-            let slots: Vec<Option<usize>> = (0..case.tokens).map(|t| [Some(0), Some(1), None][t % 3]).collect();
+            let slots: Vec<Option<usize>> = (0..case.tokens)
+                .map(|t| [Some(0), Some(1), None][t % 3])
+                .collect();
             let dense = DenseExperts::random(&config, 900 + n as u64);
             let topk = Router::new(&config).route(&logits, case.tokens).unwrap();
-            for name in ["bf16", "f16", "fp8", "fp8-channel", "fp8-static", "fp8-block128"] {
+            for name in [
+                "bf16",
+                "f16",
+                "fp8",
+                "fp8-channel",
+                "fp8-static",
+                "fp8-block128",
+            ] {
                 let scheme = QuantScheme::parse(name).unwrap();
                 let mut weights = ExpertWeights::quantize(&dense, scheme).unwrap();
                 calibrate(&mut weights, &config, &x, &topk).unwrap();
                 let shared = shared_i.map(|si| {
-                    let one = LayerConfig { num_experts: 1, top_k: 1, intermediate: si, shared_intermediate: None, lora: false, ..config.clone() };
-                    let mut w = ExpertWeights::quantize(&DenseExperts::random(&one, 31), scheme).unwrap();
+                    let one = LayerConfig {
+                        num_experts: 1,
+                        top_k: 1,
+                        intermediate: si,
+                        shared_intermediate: None,
+                        lora: false,
+                        ..config.clone()
+                    };
+                    let mut w =
+                        ExpertWeights::quantize(&DenseExperts::random(&one, 31), scheme).unwrap();
                     w.input_scales = weights.input_scales;
-                    SharedExpertWeights { weights: w, gate: None }
+                    SharedExpertWeights {
+                        weights: w,
+                        gate: None,
+                    }
                 });
-                let extras = || LayerExtras { shared: shared.clone(), lora: Some(Lora { adapters: adapters.clone() }), backend: None };
+                let extras = || LayerExtras {
+                    shared: shared.clone(),
+                    lora: Some(Lora {
+                        adapters: adapters.clone(),
+                    }),
+                    backend: None,
+                };
                 let gpu = MoeLayer::new(config.clone(), &weights, &target, extras()).unwrap();
                 let chosen = gpu.selection().chosen;
-                assert_ne!(chosen, BackendId::Emulation, "{name} with LoRA fell back:\n{}", gpu.selection());
-                let emu = MoeLayer::new(config.clone(), &weights, &Target::cpu(), extras()).unwrap();
+                assert_ne!(
+                    chosen,
+                    BackendId::Emulation,
+                    "{name} with LoRA fell back:\n{}",
+                    gpu.selection()
+                );
+                let emu =
+                    MoeLayer::new(config.clone(), &weights, &Target::cpu(), extras()).unwrap();
                 let route = RoutingInput::Logits(&logits);
                 let got = gpu.forward(&x, route, Some(&slots)).unwrap();
                 let want = emu.forward(&x, route, Some(&slots)).unwrap();
@@ -242,7 +309,10 @@ mod gpu {
                 }
             }
         }
-        assert!(failures.is_empty(), "CUDA LoRA differs from emulation: {failures:?}");
+        assert!(
+            failures.is_empty(),
+            "CUDA LoRA differs from emulation: {failures:?}"
+        );
     }
 }
 

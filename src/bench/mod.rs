@@ -14,13 +14,19 @@ pub struct BenchRow {
     /// Median time of one layer forward (top-k given), microseconds.
     pub us: f64,
     pub floor_us: f64,
+    /// The same forward with LoRA on (two adapters, tokens alternating), when asked for.
+    pub lora_us: Option<f64>,
 }
 
 impl BenchRow {
     /// One JSON object: `shape, scheme, M, us, floor_us, backend`.
     pub fn json(&self) -> String {
+        let lora = self
+            .lora_us
+            .map(|l| format!(",\"lora_us\":{l:.2}"))
+            .unwrap_or_default();
         format!(
-            "{{\"shape\":\"{}\",\"scheme\":\"{}\",\"M\":{},\"us\":{:.2},\"floor_us\":{:.2},\"backend\":\"{}\"}}",
+            "{{\"shape\":\"{}\",\"scheme\":\"{}\",\"M\":{},\"us\":{:.2},\"floor_us\":{:.2},\"backend\":\"{}\"{lora}}}",
             self.shape, self.scheme, self.tokens, self.us, self.floor_us, self.backend
         )
     }
@@ -40,8 +46,12 @@ impl BenchRow {
             Some(v) => (format!("{v:.1}"), format!("{:.2}", v / self.floor_us)),
             None => ("-".to_string(), "-".to_string()),
         };
+        let lora = self
+            .lora_us
+            .map(|l| format!("   LoRA {l:>9.1} us (+{:.0}%)", (l / self.us - 1.0) * 100.0))
+            .unwrap_or_default();
         format!(
-            "{:14} {:13} {:>5} {:18} {:>10.1} {:>10.1} {:>7.2} {:>10} {:>7}",
+            "{:14} {:13} {:>5} {:18} {:>10.1} {:>10.1} {:>7.2} {:>10} {:>7}{lora}",
             self.shape,
             self.scheme,
             self.tokens,

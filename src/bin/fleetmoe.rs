@@ -94,9 +94,12 @@ enum Command {
         /// Timed runs per cell (median printed).
         #[arg(long, default_value_t = 50)]
         reps: usize,
-        /// One JSON object per line: shape, scheme, M, us, floor_us, backend.
+        /// One JSON object per line: shape, scheme, M, us, floor_us, backend (and lora_us).
         #[arg(long)]
         json: bool,
+        /// Also time each cell with two resident LoRA adapters of this rank.
+        #[arg(long)]
+        lora: Option<usize>,
     },
 }
 
@@ -130,7 +133,8 @@ fn main() -> ExitCode {
             tokens,
             reps,
             json,
-        } => bench(&shapes, &schemes, &tokens, reps, json).map(|()| true),
+            lora,
+        } => bench(&shapes, &schemes, &tokens, reps, json, lora).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -178,7 +182,14 @@ fn list<T>(s: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
 }
 
 #[cfg(feature = "cuda")]
-fn bench(shapes: &str, schemes: &str, tokens: &str, reps: usize, json: bool) -> Result<()> {
+fn bench(
+    shapes: &str,
+    schemes: &str,
+    tokens: &str,
+    reps: usize,
+    json: bool,
+    lora: Option<usize>,
+) -> Result<()> {
     use fleetmoe::bench::BenchRow;
     let shapes = list(shapes, ModelShape::parse)?;
     let schemes = list(schemes, QuantScheme::parse)?;
@@ -198,9 +209,9 @@ fn bench(shapes: &str, schemes: &str, tokens: &str, reps: usize, json: bool) -> 
             if shape == ModelShape::DeepseekV3 && !matches!(scheme, QuantScheme::Fp8 { .. }) {
                 continue;
             }
-            for row in
-                fleetmoe::backends::cuda::bench::bench_shape(dev, shape, scheme, &tokens, reps)?
-            {
+            for row in fleetmoe::backends::cuda::bench::bench_shape(
+                dev, shape, scheme, &tokens, reps, lora,
+            )? {
                 println!("{}", if json { row.json() } else { row.line() });
             }
         }
@@ -209,7 +220,14 @@ fn bench(shapes: &str, schemes: &str, tokens: &str, reps: usize, json: bool) -> 
 }
 
 #[cfg(not(feature = "cuda"))]
-fn bench(shapes: &str, schemes: &str, _tokens: &str, _reps: usize, _json: bool) -> Result<()> {
+fn bench(
+    shapes: &str,
+    schemes: &str,
+    _tokens: &str,
+    _reps: usize,
+    _json: bool,
+    _lora: Option<usize>,
+) -> Result<()> {
     list(shapes, ModelShape::parse)?;
     list(schemes, QuantScheme::parse)?;
     Err(fleetmoe::Error::NoDevice(

@@ -12,7 +12,7 @@ use crate::bench::BenchRow;
 use crate::device::cuda::{CudaDevice, CudaGraph, CudaTimer};
 use crate::device::{Device, Stream};
 use crate::error::Result;
-use crate::moe::{LayerConfig, ModelShape};
+use crate::moe::{LayerConfig, Lora, LoraAdapter, LoraExpert, LoraProj, ModelShape};
 use crate::oracle::{self, BackendId};
 use crate::quant::{InputScales, QuantScheme};
 use rand::{Rng, SeedableRng};
@@ -96,14 +96,45 @@ fn bytes_of<T: Copy>(v: &[T]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }
 
+/// Two adapters of `rank` touching gate, up and down of every expert.
+fn random_lora(config: &LayerConfig, rank: usize) -> Lora {
+    let (e, h, i) = (config.num_experts, config.hidden, config.intermediate);
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    let mut proj = |fan_in: usize, fan_out: usize| LoraProj {
+        a: (0..rank * fan_in)
+            .map(|_| rng.random_range(-0.02..0.02))
+            .collect(),
+        b: (0..fan_out * rank)
+            .map(|_| rng.random_range(-0.02..0.02))
+            .collect(),
+    };
+    let mut adapter = || LoraAdapter {
+        rank,
+        scaling: 2.0,
+        experts: (0..e)
+            .map(|_| LoraExpert {
+                gate: Some(proj(h, i)),
+                up: Some(proj(h, i)),
+                down: Some(proj(i, h)),
+            })
+            .collect(),
+        shared: None,
+    };
+    Lora {
+        adapters: vec![adapter(), adapter()],
+    }
+}
+
 /// Times the layer of `shape` under `scheme` for each token count; `reps` timed runs per
-/// cell after warm-up, median reported.
+/// cell after warm-up, median reported. With `lora_rank`, two random adapters of that rank
+/// are resident and each cell is also timed with LoRA on (tokens alternating).
 pub fn bench_shape(
     dev: &Arc<CudaDevice>,
     shape: ModelShape,
     scheme: QuantScheme,
     tokens: &[usize],
     reps: usize,
+    lora_rank: Option<usize>,
 ) -> Result<Vec<BenchRow>> {
     let config = LayerConfig {
         shared_intermediate: None,
@@ -138,8 +169,11 @@ pub fn bench_shape(
             w2: 0.05,
         }),
     )?;
-    let experts = CudaExperts::from_prepared(dev, &prepared, &scheme, acts, &config, backend)?;
+    let mut experts = CudaExperts::from_prepared(dev, &prepared, &scheme, acts, &config, backend)?;
     drop(prepared);
+    if let Some(rank) = lora_rank {
+        experts.attach_lora(&random_lora(&config, rank))?;
+    }
     let stream = Stream::DEFAULT;
     let timer = CudaTimer::new(dev)?;
     let mut rows = Vec::new();
@@ -151,44 +185,52 @@ pub fn bench_shape(
         let x: Vec<u16> = (0..m * h)
             .map(|_| half::bf16::from_f32(rng.random_range(-1.0..1.0)).to_bits())
             .collect();
-        dev.write(ws.x.handle(), 0, bytes_of(&x), Stream::DEFAULT)?;
-        dev.write(ws.ids.handle(), 0, bytes_of(&ids), Stream::DEFAULT)?;
-        dev.write(ws.weights.handle(), 0, bytes_of(&weights), Stream::DEFAULT)?;
+        let adapters: Vec<i32> = (0..m as i32).map(|t| t % 2).collect();
+        dev.write(ws.x.handle(), 0, bytes_of(&x), stream)?;
+        dev.write(ws.ids.handle(), 0, bytes_of(&ids), stream)?;
+        dev.write(ws.weights.handle(), 0, bytes_of(&weights), stream)?;
+        dev.write(ws.token_adapter.handle(), 0, bytes_of(&adapters), stream)?;
         let mut hit = vec![false; e];
         ids.iter().for_each(|&id| hit[id as usize] = true);
         let experts_hit = hit.iter().filter(|&&b| b).count();
 
-        // One plain run first: loads the kernels lazily and checks the launches.
-        experts.enqueue(&ws, k, false)?;
-        dev.synchronize(Stream::DEFAULT)?;
-        let graph = if m <= 256 {
-            Some(CudaGraph::capture(dev, stream, || experts.enqueue(&ws, k, false))?)
-        } else {
-            None
+        let time = |lora_on: bool| -> Result<f64> {
+            // One plain run first: loads the kernels lazily and checks the launches.
+            experts.enqueue(&ws, k, lora_on)?;
+            dev.synchronize(stream)?;
+            let graph = if m <= 256 {
+                Some(CudaGraph::capture(dev, stream, || {
+                    experts.enqueue(&ws, k, lora_on)
+                })?)
+            } else {
+                None
+            };
+            let run = || match &graph {
+                Some(g) => g.launch(stream),
+                None => experts.enqueue(&ws, k, lora_on),
+            };
+            for _ in 0..3 {
+                run()?;
+            }
+            dev.synchronize(stream)?;
+            let mut times = Vec::with_capacity(reps);
+            for _ in 0..reps.max(1) {
+                timer.start(stream)?;
+                run()?;
+                timer.stop(stream)?;
+                times.push(timer.elapsed_ms()? as f64 * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            Ok(times[times.len() / 2])
         };
-        let run = || match &graph {
-            Some(g) => g.launch(stream),
-            None => experts.enqueue(&ws, k, false),
-        };
-        for _ in 0..3 {
-            run()?;
-        }
-        dev.synchronize(Stream::DEFAULT)?;
-        let mut times = Vec::with_capacity(reps);
-        for _ in 0..reps {
-            timer.start(stream)?;
-            run()?;
-            timer.stop(stream)?;
-            times.push(timer.elapsed_ms()? as f64 * 1e3);
-        }
-        times.sort_by(f64::total_cmp);
         rows.push(BenchRow {
             shape: shape.name(),
             scheme: scheme.to_string(),
             tokens: m,
             backend: backend.name().to_string(),
-            us: times[times.len() / 2],
+            us: time(false)?,
             floor_us: floor_us(m, k, h, i, experts_hit, bytes, flops),
+            lora_us: lora_rank.map(|_| time(true)).transpose()?,
         });
     }
     Ok(rows)

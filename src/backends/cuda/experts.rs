@@ -6,8 +6,8 @@
 
 use super::kernels::{gemm_kernel_name, module_source, GemmVariant, Tile, TILES};
 use super::launch::{GemmArgs, LoraRoute, Modules};
-use super::lora::DeviceLora;
 use super::layout::{self, GemmWeights, PreparedLayer};
+use super::lora::DeviceLora;
 use crate::device::cuda::{CudaBuffer, CudaDevice};
 use crate::device::{Device, Stream};
 use crate::error::{check_len, Error, Result};
@@ -205,11 +205,27 @@ impl CudaExperts {
     ) -> Result<Self> {
         let prepared = layout::prepare(weights, config.activation)?;
         let acts = act_modes(&weights.scheme, weights.input_scales)?;
-        let mut experts = Self::from_prepared(dev, &prepared, &weights.scheme, acts, config, backend)?;
+        let mut experts =
+            Self::from_prepared(dev, &prepared, &weights.scheme, acts, config, backend)?;
         if let Some(l) = lora {
-            experts.lora = Some(DeviceLora::upload(dev, l, config.num_experts, config.hidden, config.intermediate, config.activation)?);
+            experts.attach_lora(l)?;
         }
         Ok(experts)
+    }
+
+    /// Makes `lora`'s adapters resident (replacing any before). Workspaces made earlier
+    /// lack the LoRA buffers, so the cached one is dropped; make new ones after this.
+    pub fn attach_lora(&mut self, lora: &Lora) -> Result<()> {
+        self.lora = Some(DeviceLora::upload(
+            &self.dev,
+            lora,
+            self.num_experts,
+            self.hidden,
+            self.intermediate,
+            self.activation,
+        )?);
+        *self.workspace.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
     }
 
     /// Uploads weights already in the kernels' layout (the benchmark makes them directly).
@@ -302,7 +318,9 @@ impl CudaExperts {
         let lora = match (lora_on, &self.lora) {
             (true, Some(l)) => Some(l),
             (true, None) => {
-                return Err(Error::Config("LoRA requested but no adapters are resident".into()))
+                return Err(Error::Config(
+                    "LoRA requested but no adapters are resident".into(),
+                ))
             }
             (false, _) => None,
         };
@@ -388,8 +406,24 @@ impl CudaExperts {
         let is_f16 = self.variant == GemmVariant::F16;
         if let Some(l) = lora {
             // Gate and up read the unquantized (scaled) hidden states, as in the emulation.
-            m.lora_shrink(x, false, is_f16, h, &route, l.a13.ptr(), 2 * l.rank, ws.lora_t.ptr())?;
-            m.lora_expand(ws.lora_t.ptr(), 2 * l.rank, &route, l.b13.ptr(), self.w13.rows, ws.delta13.ptr())?;
+            m.lora_shrink(
+                x,
+                false,
+                is_f16,
+                h,
+                &route,
+                l.a13.ptr(),
+                2 * l.rank,
+                ws.lora_t.ptr(),
+            )?;
+            m.lora_expand(
+                ws.lora_t.ptr(),
+                2 * l.rank,
+                &route,
+                l.b13.ptr(),
+                self.w13.rows,
+                ws.delta13.ptr(),
+            )?;
         }
         let (kind, alpha, limit) = act_kind(self.activation);
         let (as_row1, as_k1) = self.acts.map_or((0, 0), |(a, _)| a.strides(h));
@@ -435,8 +469,24 @@ impl CudaExperts {
 
         if let Some(l) = lora {
             // Down reads the activation before its fp8 quantization.
-            m.lora_shrink(ws.inter.ptr(), true, is_f16, i, &route, l.a2.ptr(), l.rank, ws.lora_t.ptr())?;
-            m.lora_expand(ws.lora_t.ptr(), l.rank, &route, l.b2.ptr(), h, ws.delta2.ptr())?;
+            m.lora_shrink(
+                ws.inter.ptr(),
+                true,
+                is_f16,
+                i,
+                &route,
+                l.a2.ptr(),
+                l.rank,
+                ws.lora_t.ptr(),
+            )?;
+            m.lora_expand(
+                ws.lora_t.ptr(),
+                l.rank,
+                &route,
+                l.b2.ptr(),
+                h,
+                ws.delta2.ptr(),
+            )?;
         }
         let (act2, inter_scales) = match self.acts {
             Some((_, mode)) => {
@@ -539,8 +589,14 @@ impl Experts for CudaExperts {
             .filter(|l| l.slots.iter().any(Option::is_some))
             .map(|l| l.slots.iter().map(|s| s.map_or(-1, |a| a as i32)).collect());
         if let (Some(slots), Some(resident)) = (&adapters, &self.lora) {
-            if let Some(&bad) = slots.iter().find(|&&a| a as usize >= resident.adapters && a >= 0) {
-                return Err(Error::AdapterIndex { index: bad as usize, loaded: resident.adapters });
+            if let Some(&bad) = slots
+                .iter()
+                .find(|&&a| a as usize >= resident.adapters && a >= 0)
+            {
+                return Err(Error::AdapterIndex {
+                    index: bad as usize,
+                    loaded: resident.adapters,
+                });
             }
         }
         check_len("hidden states", x.len(), topk.tokens * self.hidden)?;
@@ -575,7 +631,12 @@ impl Experts for CudaExperts {
         )?;
         if let Some(slots) = &adapters {
             check_len("LoRA adapter slots", slots.len(), topk.tokens)?;
-            dev.write(ws.token_adapter.handle(), 0, bytes_of(slots), Stream::DEFAULT)?;
+            dev.write(
+                ws.token_adapter.handle(),
+                0,
+                bytes_of(slots),
+                Stream::DEFAULT,
+            )?;
         }
         self.enqueue(ws, topk.k, adapters.is_some())?;
         let mut raw = vec![0u8; out.len() * 4];

@@ -222,8 +222,22 @@ impl Modules {
 
     /// `t = A · x` for every slot whose token has an adapter (`lora.cu`).
     #[allow(clippy::too_many_arguments)]
-    pub fn lora_shrink(&self, x: u64, x_by_slot: bool, is_f16: bool, k: usize, route: &LoraRoute, a: u64, rows: usize, t: u64) -> Result<()> {
-        let cfg = LaunchConfig { grid: (route.slots as u32, 1, 1), block: (256, 1, 1), shared_mem_bytes: 0 };
+    pub fn lora_shrink(
+        &self,
+        x: u64,
+        x_by_slot: bool,
+        is_f16: bool,
+        k: usize,
+        route: &LoraRoute,
+        a: u64,
+        rows: usize,
+        t: u64,
+    ) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid: (route.slots as u32, rows as u32, 1),
+            block: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let args = [
             Arg::U64(x),
             Arg::I32(x_by_slot as i32),
@@ -241,12 +255,25 @@ impl Modules {
             Arg::I32(rows as i32),
             Arg::U64(t),
         ];
-        self.dev.launch(self.lora, "fm_lora_shrink", cfg, &args, Stream::DEFAULT)
+        self.dev
+            .launch(self.lora, "fm_lora_shrink", cfg, &args, Stream::DEFAULT)
     }
 
     /// `delta = B · t` for every slot whose token has an adapter.
-    pub fn lora_expand(&self, t: u64, rank: usize, route: &LoraRoute, b: u64, n: usize, delta: u64) -> Result<()> {
-        let cfg = LaunchConfig { grid: (route.slots as u32, n.div_ceil(256) as u32, 1), block: (256, 1, 1), shared_mem_bytes: 0 };
+    pub fn lora_expand(
+        &self,
+        t: u64,
+        rank: usize,
+        route: &LoraRoute,
+        b: u64,
+        n: usize,
+        delta: u64,
+    ) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid: (route.slots as u32, n.div_ceil(256) as u32, 1),
+            block: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let args = [
             Arg::U64(t),
             Arg::I32(rank as i32),
@@ -262,7 +289,8 @@ impl Modules {
             Arg::I32(n as i32),
             Arg::U64(delta),
         ];
-        self.dev.launch(self.lora, "fm_lora_expand", cfg, &args, Stream::DEFAULT)
+        self.dev
+            .launch(self.lora, "fm_lora_expand", cfg, &args, Stream::DEFAULT)
     }
 
     /// One grouped GEMM: `blocks` token blocks × row tiles × `splits` K splits.

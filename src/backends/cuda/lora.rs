@@ -1,5 +1,6 @@
 //! LoRA adapters on the device for the CUDA experts: every resident adapter's per-expert
-//! A and B in f32, padded to the largest rank, B already in the GEMMs' prepared row order
+//! A and B in f32, padded to the largest rank, B transposed (`[R, N]`, so the expand
+//! kernel reads it coalesced) with its columns in the GEMMs' prepared row order
 //! and multiplied by the adapter's scaling, so `lora.cu` needs no indirection.
 //!
 //! Gate and up share one shrink: A13 stacks `[A_gate; A_up]` (2R rows) and B13 has, for
@@ -50,23 +51,48 @@ fn roles(activation: Activation, intermediate: usize) -> Vec<Role> {
 /// Copies `proj`'s A (`[rank, fan_in]`) into `dst` rows starting at `row0`.
 fn put_a(dst: &mut [f32], row0: usize, fan_in: usize, rank: usize, proj: &LoraProj) {
     for r in 0..rank {
-        dst[(row0 + r) * fan_in..(row0 + r + 1) * fan_in].copy_from_slice(&proj.a[r * fan_in..(r + 1) * fan_in]);
+        dst[(row0 + r) * fan_in..(row0 + r + 1) * fan_in]
+            .copy_from_slice(&proj.a[r * fan_in..(r + 1) * fan_in]);
     }
 }
 
-/// `scaling · B[j, :]` into `dst[col0..col0 + rank]`.
-fn put_b_row(dst: &mut [f32], col0: usize, rank: usize, scaling: f32, proj: &LoraProj, j: usize) {
+/// `scaling · B[j, :]` into column `col` of a transposed `[R, n]` matrix, rows
+/// `row0..row0 + rank`.
+#[allow(clippy::too_many_arguments)]
+fn put_b_col(
+    dst: &mut [f32],
+    n: usize,
+    col: usize,
+    row0: usize,
+    rank: usize,
+    scaling: f32,
+    proj: &LoraProj,
+    j: usize,
+) {
     for r in 0..rank {
-        dst[col0 + r] = scaling * proj.b[j * rank + r];
+        dst[(row0 + r) * n + col] = scaling * proj.b[j * rank + r];
     }
 }
 
 impl DeviceLora {
     /// Uploads `lora` (already validated against the layer by `MoeLayer::new`).
-    pub fn upload(dev: &Arc<CudaDevice>, lora: &Lora, experts: usize, hidden: usize, intermediate: usize, activation: Activation) -> Result<Self> {
+    pub fn upload(
+        dev: &Arc<CudaDevice>,
+        lora: &Lora,
+        experts: usize,
+        hidden: usize,
+        intermediate: usize,
+        activation: Activation,
+    ) -> Result<Self> {
         let (h, i) = (hidden, intermediate);
         let n_ad = lora.adapters.len();
-        let rank = lora.adapters.iter().map(|a| a.rank).max().unwrap_or(0).max(1);
+        let rank = lora
+            .adapters
+            .iter()
+            .map(|a| a.rank)
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let order = w13_row_order(activation, i)?;
         let role = roles(activation, i);
         let n1 = order.len();
@@ -77,7 +103,11 @@ impl DeviceLora {
         let mut b2 = vec![0f32; n_ad * experts * h * rank];
         for (a, ad) in lora.adapters.iter().enumerate() {
             if ad.experts.len() != experts {
-                return Err(Error::shape("LoRA adapter experts", experts, ad.experts.len()));
+                return Err(Error::shape(
+                    "LoRA adapter experts",
+                    experts,
+                    ad.experts.len(),
+                ));
             }
             for (e, ex) in ad.experts.iter().enumerate() {
                 let ae = a * experts + e;
@@ -88,26 +118,32 @@ impl DeviceLora {
                 if let Some(u) = &ex.up {
                     put_a(a13e, rank, h, ad.rank, u);
                 }
+                // B13 transposed: [2R, N1], column `pr` is prepared row `pr`.
                 let b13e = &mut b13[ae * n1 * r2..(ae + 1) * n1 * r2];
                 for (pr, &src) in order.iter().enumerate() {
-                    let row = &mut b13e[pr * r2..(pr + 1) * r2];
                     let (gate_j, up_j) = match role[src] {
                         Role::Gate(j) => (Some(j), None),
                         Role::Up(j) => (None, Some(j)),
                         Role::Single(j) => (Some(j), Some(j)),
                     };
                     if let (Some(j), Some(g)) = (gate_j, &ex.gate) {
-                        put_b_row(row, 0, ad.rank, ad.scaling, g, j);
+                        put_b_col(b13e, n1, pr, 0, ad.rank, ad.scaling, g, j);
                     }
                     if let (Some(j), Some(u)) = (up_j, &ex.up) {
-                        put_b_row(row, rank, ad.rank, ad.scaling, u, j);
+                        put_b_col(b13e, n1, pr, rank, ad.rank, ad.scaling, u, j);
                     }
                 }
                 if let Some(d) = &ex.down {
-                    put_a(&mut a2[ae * rank * i..(ae + 1) * rank * i], 0, i, ad.rank, d);
+                    put_a(
+                        &mut a2[ae * rank * i..(ae + 1) * rank * i],
+                        0,
+                        i,
+                        ad.rank,
+                        d,
+                    );
                     let b2e = &mut b2[ae * h * rank..(ae + 1) * h * rank];
                     for n in 0..h {
-                        put_b_row(&mut b2e[n * rank..(n + 1) * rank], 0, ad.rank, ad.scaling, d, n);
+                        put_b_col(b2e, h, n, 0, ad.rank, ad.scaling, d, n);
                     }
                 }
             }

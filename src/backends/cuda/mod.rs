@@ -11,9 +11,9 @@ pub mod experts;
 pub mod kernels;
 #[cfg(feature = "cuda")]
 pub mod launch;
+pub mod layout;
 #[cfg(feature = "cuda")]
 pub mod lora;
-pub mod layout;
 
 #[cfg(feature = "cuda")]
 pub use experts::CudaExperts;
