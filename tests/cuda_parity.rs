@@ -245,6 +245,8 @@ mod gpu {
                 .map(|t| [Some(0), Some(1), None][t % 3])
                 .collect();
             let dense = DenseExperts::random(&config, 900 + n as u64);
+            // Qwen2-MoE style sigmoid gate on the shared expert.
+            let gate = gaussian(&mut rng, case.hidden, 0.05);
             let topk = Router::new(&config).route(&logits, case.tokens).unwrap();
             for name in [
                 "bf16",
@@ -271,7 +273,7 @@ mod gpu {
                     w.input_scales = weights.input_scales;
                     SharedExpertWeights {
                         weights: w,
-                        gate: None,
+                        gate: Some(gate.clone()),
                     }
                 });
                 let extras = || LayerExtras {
@@ -289,6 +291,13 @@ mod gpu {
                     "{name} with LoRA fell back:\n{}",
                     gpu.selection()
                 );
+                if shared_i.is_some() {
+                    assert_ne!(
+                        gpu.shared_backend(),
+                        Some(BackendId::Emulation),
+                        "{name}: the shared expert stayed on the host"
+                    );
+                }
                 let emu =
                     MoeLayer::new(config.clone(), &weights, &Target::cpu(), extras()).unwrap();
                 let route = RoutingInput::Logits(&logits);

@@ -426,6 +426,9 @@ fn run(
             ""
         }
     );
+    if let Some(b) = layer.shared_backend() {
+        println!("shared    {b}");
+    }
     println!(
         "setup     {:.2} s (random weights, quantization, calibration, layout)",
         started.elapsed().as_secs_f64()
