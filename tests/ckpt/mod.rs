@@ -4,6 +4,8 @@
 //! computed here, independently of the loader.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use fleetmoe::formats::{MiniFloat, F4E2M1, F8E4M3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
