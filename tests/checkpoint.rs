@@ -3,7 +3,7 @@
 
 mod ckpt;
 
-use ckpt::harness::{check, config, roundtrip, E, H, I};
+use ckpt::harness::{check, config, roundtrip, roundtrip_tol, E, H, I};
 use ckpt::{experts, max_rel, rng, router, write_config, Lin, Writer};
 use fleetmoe::checkpoint::inspect::{run_model, RunModel};
 use fleetmoe::checkpoint::Checkpoint;
@@ -315,4 +315,37 @@ fn quark_mxfp4_with_mx_and_fp8_activations() {
 fn ct_int(bits: u32, strategy: &str, group: Option<usize>, symmetric: bool) -> Value {
     json!({"quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups": {"group_0": {
         "weights": {"num_bits": bits, "type": "int", "strategy": strategy, "group_size": group, "symmetric": symmetric}}}})
+}
+
+#[test]
+fn quark_mxfp6_both_element_types() {
+    for (dtype, e3m2, scheme) in [
+        ("fp6_e3m2", true, "mxfp6-e3m2"),
+        ("fp6_e2m3", false, "mxfp6-e2m3"),
+    ] {
+        let q = json!({"quant_method": "quark", "global_quant_config": {
+            "weight": {"dtype": dtype, "qscheme": "per_group", "group_size": 32, "scale_format": "e8m0"},
+            "input_tensors": {"dtype": dtype, "qscheme": "per_group", "group_size": 32, "is_dynamic": true}}});
+        roundtrip(
+            "Qwen3MoeForCausalLM",
+            config("Qwen3MoeForCausalLM", Some(q)),
+            Lin::Mxfp6Quark { e3m2 },
+            1,
+            scheme,
+        );
+    }
+}
+
+#[test]
+fn native_fp8_per_tensor_dynamic() {
+    let q = json!({"quant_method": "fp8", "activation_scheme": "dynamic"});
+    // gate and up were written with different scales: requantized, within an fp8 step
+    roundtrip_tol(
+        "MixtralForCausalLM",
+        config("MixtralForCausalLM", Some(q)),
+        Lin::Fp8Tensor { input: false },
+        1,
+        "fp8",
+        0.07,
+    );
 }

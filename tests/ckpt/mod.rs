@@ -6,7 +6,7 @@
 
 pub mod harness;
 
-use fleetmoe::formats::{MiniFloat, F4E2M1, F8E4M3};
+use fleetmoe::formats::{MiniFloat, F4E2M1, F6E2M3, F6E3M2, F8E4M3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::TensorView;
@@ -131,6 +131,10 @@ pub enum Lin {
     Nvfp4Modelopt,
     Mxfp4Quark {
         input_fp8: bool,
+    },
+    /// Quark MXFP6, packed as `fleetmoe::formats::pack_fp6` does (the assumed layout).
+    Mxfp6Quark {
+        e3m2: bool,
     },
 }
 
@@ -468,6 +472,35 @@ pub fn linear(
             }
             (0..rows * cols)
                 .map(|k| F4E2M1::from_bits(codes[k]).to_f32() * dfp8(blocks[k / 16]) * g)
+                .collect()
+        }
+        Lin::Mxfp6Quark { e3m2 } => {
+            let codes: Vec<u8> = (0..rows * cols).map(|_| r.random_range(0u8..64)).collect();
+            let scales: Vec<u8> = (0..rows * cols / 32)
+                .map(|_| r.random_range(118u8..127))
+                .collect();
+            let packed = fleetmoe::formats::pack_fp6(&codes).unwrap();
+            wr.bytes(
+                &format!("{base}.weight"),
+                Dtype::U8,
+                &[rows, cols * 3 / 4],
+                packed,
+            );
+            wr.bytes(
+                &format!("{base}.weight_scale"),
+                Dtype::U8,
+                &[rows, cols / 32],
+                scales.clone(),
+            );
+            let dec = |c: u8| {
+                if e3m2 {
+                    F6E3M2::from_bits(c).to_f32()
+                } else {
+                    F6E2M3::from_bits(c).to_f32()
+                }
+            };
+            (0..rows * cols)
+                .map(|k| dec(codes[k]) * 2f32.powi(scales[k / 32] as i32 - 127))
                 .collect()
         }
         Lin::Mxfp4Quark { input_fp8 } => {

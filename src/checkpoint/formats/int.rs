@@ -6,8 +6,12 @@
 //! for act-order. Asymmetric `weight_zero_point`: recent compressed-tensors packs it along
 //! dim 0 as int32 `[ceil(out·bits/32), groups]` with the same offset; older files hold it
 //! unpacked and signed `[out, groups]`. We read both; this is the least certain layout here.
-//! W4A8: int4 group-128 `weight_scale`; fleetmoe's per-channel factor is set to 1 (the
-//! checkpoint's group scales are kept exactly; vLLM re-factors them at load).
+//! W4A8: int4 (uint4b8) `weight_packed` with bf16 group-128 `weight_scale` `[out, in/128]`;
+//! the checkpoint has no channel scales: vLLM `CompressedTensorsW4A8Fp8MoEMethod` creates
+//! `w13_weight_chan_scale` as ones and splits the bf16 group scales into (fp8 group,
+//! f32 channel) at load (`convert_bf16_scales_to_fp8`). We keep the group scales exactly
+//! and set fleetmoe's per-channel factor to 1; a backend that needs fp8-representable
+//! group scales re-factors them in its `prepare`.
 
 use super::{floats, groups_of};
 use crate::checkpoint::shards::Shards;
