@@ -303,3 +303,63 @@ fn llama4_fused_bf16_transposed_with_shared_expert() {
     assert_eq!(l.config.routing, Routing::SigmoidTop1);
     assert_eq!(l.config.shared_intermediate, Some(I));
 }
+
+#[test]
+fn deepseek_v2_greedy_awq_experts_with_unquantized_shared_experts() {
+    let mut c = config(
+        "DeepseekV2ForCausalLM",
+        Some(json!({"quant_method": "awq", "bits": 4, "group_size": 64, "zero_point": true})),
+    );
+    c["n_shared_experts"] = json!(2);
+    c["n_group"] = json!(2);
+    c["topk_group"] = json!(1);
+    c["topk_method"] = json!("greedy");
+    c["routed_scaling_factor"] = json!(16.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(12);
+    let mut wr = Writer::default();
+    let block = "model.layers.1.mlp";
+    let names = ["gate_proj", "up_proj", "down_proj"];
+    let want = experts(
+        &mut wr,
+        Lin::Awq { group: 64 },
+        E,
+        H,
+        I,
+        &|e, p| format!("{block}.experts.{e}.{}", names[p]),
+        &mut r,
+    );
+    // two shared experts of I each are one MLP of 2·I, left in bf16 by the quantizer
+    let shared = experts(
+        &mut wr,
+        Lin::Bf16,
+        1,
+        H,
+        2 * I,
+        &|_, p| format!("{block}.shared_experts.{}", names[p]),
+        &mut r,
+    );
+    router(&mut wr, &format!("{block}.gate.weight"), E, H, &mut r);
+    wr.write(dir.path(), 1);
+    write_config(dir.path(), &c);
+    check(dir.path(), 1, &want, "w4a16-g64-zp");
+    let l = Checkpoint::open(dir.path()).unwrap().load_layer(1).unwrap();
+    let sh = l.shared.unwrap();
+    assert_eq!(
+        sh.weights.scheme,
+        fleetmoe::quant::QuantScheme::parse("bf16").unwrap()
+    );
+    assert!(max_rel(&sh.weights.dequantize().unwrap().w13, &shared.w13) < 1e-6);
+    match l.config.routing {
+        Routing::Grouped {
+            num_groups: 1,
+            topk_groups: 1,
+            routed_scaling_factor,
+            correction_bias: None,
+            ..
+        } => {
+            assert_eq!(routed_scaling_factor, 16.0)
+        }
+        other => panic!("routing {other:?}"),
+    }
+}

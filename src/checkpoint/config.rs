@@ -169,6 +169,7 @@ impl ModelConfig {
                 }
             }
         };
+        let greedy = cfg.get("topk_method").and_then(|v| v.as_str()) == Some("greedy");
         let f = |k: &str, d: f64| cfg.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
         Ok(ModelConfig {
             architecture,
@@ -182,8 +183,9 @@ impl ModelConfig {
                 .get("norm_topk_prob")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(matches!(arch, Arch::Mixtral | Arch::GptOss)),
-            n_group: get_usize(cfg, &["n_group"]),
-            topk_group: get_usize(cfg, &["topk_group"]),
+            // DeepSeek-V2 `topk_method: greedy` ignores the groups.
+            n_group: get_usize(cfg, &["n_group"]).filter(|_| !greedy),
+            topk_group: get_usize(cfg, &["topk_group"]).filter(|_| !greedy),
             routed_scaling_factor: f("routed_scaling_factor", 1.0) as f32,
             scoring_func: cfg
                 .get("scoring_func")

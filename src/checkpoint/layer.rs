@@ -4,7 +4,7 @@
 use super::arch::{proj_name, Arch, Proj};
 use super::assemble::{concat_rows, stack};
 use super::config::QuantFormat;
-use super::formats::{gpt_oss_blocks, load_linear, tensor, weight_name};
+use super::formats::{gpt_oss_blocks, load_linear, scheme_of, tensor, weight_name};
 use super::Checkpoint;
 use crate::error::{Error, Result};
 use crate::moe::{LayerConfig, Routing, SharedExpertWeights};
@@ -85,6 +85,7 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
         apply_router_weight_on_input: arch == Arch::Llama4,
         ..LayerConfig::new(e, c.top_k, h, i)
     };
+    config.validate()?;
     let fused = format!("{block}.experts.gate_up_proj");
     let weights = if c.quant == QuantFormat::GptOssMxfp4 {
         let mut w = fused_weights(
@@ -138,25 +139,38 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
         w
     } else {
         let base = |ex: usize, p: Proj| format!("{block}.{}", arch.expert_proj(ex, p));
-        split_weights(ck, &scheme, e, h, i, base)?
+        split_weights(ck, &c.quant, &scheme, e, h, i, base)?
     };
     if config.has_bias && weights.w13_bias.is_none() {
         config.has_bias = false;
     }
     weights.validate()?;
     let shared = match (arch.shared_module(), c.shared_intermediate) {
-        (Some(m), Some(si))
-            if s.contains(&weight_name(&c.quant, &format!("{block}.{m}.down_proj"))) =>
-        {
-            let base = |_: usize, p: Proj| format!("{block}.{m}.{}", proj_name(p));
-            let w = split_weights(ck, &scheme, 1, h, si, base)?;
-            w.validate()?;
-            let gate = match arch.shared_gate() {
-                Some(g) => Some(super::formats::floats(s, &format!("{block}.{g}"), &[1, h])?),
-                None => None,
+        (Some(m), Some(si)) => {
+            let down = format!("{block}.{m}.down_proj");
+            // Quantizers often leave the shared expert unquantized (ModelOpt
+            // `exclude_modules`, compressed-tensors `ignore`): a float `.weight` says so.
+            let format = match s.info(&format!("{down}.weight"))? {
+                Some((Dtype::BF16 | Dtype::F16 | Dtype::F32, _)) => QuantFormat::Unquantized,
+                _ => c.quant.clone(),
             };
-            config.shared_intermediate = Some(si);
-            Some(SharedExpertWeights { weights: w, gate })
+            if s.contains(&weight_name(&format, &down)) {
+                let dtype = s
+                    .info(&weight_name(&format, &down))?
+                    .map_or(Dtype::BF16, |(d, _)| d);
+                let sscheme = scheme_of(&format, dtype);
+                let base = |_: usize, p: Proj| format!("{block}.{m}.{}", proj_name(p));
+                let w = split_weights(ck, &format, &sscheme, 1, h, si, base)?;
+                w.validate()?;
+                let gate = match arch.shared_gate() {
+                    Some(g) => Some(super::formats::floats(s, &format!("{block}.{g}"), &[1, h])?),
+                    None => None,
+                };
+                config.shared_intermediate = Some(si);
+                Some(SharedExpertWeights { weights: w, gate })
+            } else {
+                None
+            }
         }
         _ => None,
     };
@@ -174,13 +188,13 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
 /// Experts stored per expert and per projection.
 fn split_weights(
     ck: &Checkpoint,
+    f: &QuantFormat,
     scheme: &QuantScheme,
     e: usize,
     h: usize,
     i: usize,
     base: impl Fn(usize, Proj) -> String,
 ) -> Result<ExpertWeights> {
-    let f = &ck.config.quant;
     let s = &ck.shards;
     let (mut w13, mut w2) = (Vec::with_capacity(e), Vec::with_capacity(e));
     let (mut in13, mut in2) = (Vec::new(), Vec::new());

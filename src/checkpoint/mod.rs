@@ -74,12 +74,26 @@ impl Checkpoint {
     /// The indices of the layers that have a router (the MoE layers), from tensor names
     /// only; nothing is read.
     pub fn moe_layers(&self) -> Vec<usize> {
-        (0..self.config.num_layers)
-            .filter(|&n| {
-                self.shards
-                    .contains(&format!("{}.{}", self.block(n), self.config.arch.router()))
+        let prefix = format!("{}.", self.layers_prefix);
+        let suffix = format!(
+            ".{}.{}",
+            self.config.arch.moe_module(),
+            self.config.arch.router()
+        );
+        let mut v: Vec<usize> = self
+            .shards
+            .names()
+            .filter_map(|name| {
+                name.strip_prefix(&prefix)?
+                    .strip_suffix(&suffix)?
+                    .parse()
+                    .ok()
             })
-            .collect()
+            .filter(|&n| n < self.config.num_layers)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// The scheme layer `n`'s experts load as, from tensor headers only.
