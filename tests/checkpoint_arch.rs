@@ -363,3 +363,51 @@ fn deepseek_v2_greedy_awq_experts_with_unquantized_shared_experts() {
         other => panic!("routing {other:?}"),
     }
 }
+
+#[test]
+fn llama4_per_expert_fp8_names_and_lazy_layers() {
+    let q = json!({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {"group_0": {
+        "weights": {"num_bits": 8, "type": "float", "strategy": "channel"},
+        "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "dynamic": true}}}});
+    let c = json!({"architectures": ["Llama4ForConditionalGeneration"], "quantization_config": q, "text_config": {
+        "num_hidden_layers": 4, "num_local_experts": E, "num_experts_per_tok": 1,
+        "hidden_size": H, "intermediate_size": I}});
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(13);
+    let mut wr = Writer::default();
+    let names = ["gate_proj", "up_proj", "down_proj"];
+    let mut wants = Vec::new();
+    for layer in [1, 3] {
+        let block = format!("language_model.model.layers.{layer}.feed_forward");
+        wants.push(experts(
+            &mut wr,
+            Lin::Fp8Channel,
+            E,
+            H,
+            I,
+            &|e, p| format!("{block}.experts.{e}.{}", names[p]),
+            &mut r,
+        ));
+        experts(
+            &mut wr,
+            Lin::Fp8Channel,
+            1,
+            H,
+            I,
+            &|_, p| format!("{block}.shared_expert.{}", names[p]),
+            &mut r,
+        );
+        router(&mut wr, &format!("{block}.router.weight"), E, H, &mut r);
+    }
+    wr.write(dir.path(), 2);
+    write_config(dir.path(), &c);
+    let ck = Checkpoint::open(dir.path()).unwrap();
+    assert_eq!(ck.moe_layers(), vec![1, 3]);
+    let layers: Vec<_> = ck.layers().collect::<fleetmoe::Result<_>>().unwrap();
+    for (l, want) in layers.iter().zip(&wants) {
+        let d = l.weights.dequantize().unwrap();
+        assert!(max_rel(&d.w13, &want.w13) < 1e-6 && max_rel(&d.w2, &want.w2) < 1e-6);
+        assert!(l.shared.is_some() && l.config.apply_router_weight_on_input);
+    }
+    assert_eq!(layers[1].index, 3);
+}

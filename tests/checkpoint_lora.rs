@@ -211,3 +211,98 @@ fn adapters_that_do_not_fit_are_errors() {
         other => panic!("expected a target error, got {other:?}"),
     }
 }
+
+#[test]
+fn adapter_on_the_shared_expert_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(41);
+    let mut wr = Writer::default();
+    let block = "model.layers.0.mlp";
+    let names = ["gate_proj", "up_proj", "down_proj"];
+    experts(
+        &mut wr,
+        Lin::Bf16,
+        E,
+        H,
+        I,
+        &|e, p| format!("{block}.experts.{e}.{}", names[p]),
+        &mut r,
+    );
+    experts(
+        &mut wr,
+        Lin::Bf16,
+        1,
+        H,
+        48,
+        &|_, p| format!("{block}.shared_expert.{}", names[p]),
+        &mut r,
+    );
+    wr.floats(
+        &format!("{block}.shared_expert_gate.weight"),
+        Dtype::BF16,
+        &[1, H],
+        &ckpt::gaussian(&mut r, H, 0.1),
+    );
+    wr.floats(
+        &format!("{block}.gate.weight"),
+        Dtype::BF16,
+        &[E, H],
+        &ckpt::gaussian(&mut r, E * H, 0.2),
+    );
+    wr.write(dir.path(), 1);
+    write_config(
+        dir.path(),
+        &json!({"architectures": ["Qwen2MoeForCausalLM"], "num_hidden_layers": 1,
+        "num_experts": E, "num_experts_per_tok": 2, "hidden_size": H, "moe_intermediate_size": I,
+        "shared_expert_intermediate_size": 48}),
+    );
+    let ad = tempfile::tempdir().unwrap();
+    let mut aw = Writer::default();
+    let m = format!("base_model.model.{block}.shared_expert.gate_proj");
+    aw.floats(
+        &format!("{m}.lora_A.weight"),
+        Dtype::F32,
+        &[2, H],
+        &ckpt::gaussian(&mut r, 2 * H, 0.1),
+    );
+    aw.floats(
+        &format!("{m}.lora_B.weight"),
+        Dtype::F32,
+        &[48, 2],
+        &ckpt::gaussian(&mut r, 96, 0.1),
+    );
+    aw.write(ad.path(), 1);
+    std::fs::rename(
+        ad.path().join("model.safetensors"),
+        ad.path().join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(
+        ad.path().join("adapter_config.json"),
+        json!({"r": 2, "lora_alpha": 2, "use_rslora": true}).to_string(),
+    )
+    .unwrap();
+    let ck = Checkpoint::open(dir.path()).unwrap();
+    let l = ck.load_layer(0).unwrap();
+    let lora = load_adapter(ad.path(), &ck, &l).unwrap();
+    assert!(lora
+        .experts
+        .iter()
+        .all(|x| x.gate.is_none() && x.up.is_none() && x.down.is_none()));
+    let shared = lora.shared.as_ref().unwrap();
+    assert!(shared.gate.is_some() && shared.up.is_none());
+    assert!(
+        (lora.scaling - 2.0 / 2f32.sqrt()).abs() < 1e-6,
+        "rslora scaling {}",
+        lora.scaling
+    );
+    let (report, ok) = run_model(&RunModel {
+        dir: dir.path().into(),
+        layer: Some(0),
+        loras: vec![ad.path().into()],
+        tokens: 3,
+        seed: 2,
+    })
+    .unwrap();
+    assert!(ok, "{report}");
+}

@@ -117,6 +117,11 @@ impl Checkpoint {
         Ok(scheme_of(&self.config.quant, dtype))
     }
 
+    /// Every MoE layer, each read only when the iterator reaches it.
+    pub fn layers(&self) -> impl Iterator<Item = Result<LoadedLayer>> + '_ {
+        self.moe_layers().into_iter().map(|n| self.load_layer(n))
+    }
+
     /// Reads MoE layer `n`: its config, experts, shared expert and router.
     pub fn load_layer(&self, n: usize) -> Result<LoadedLayer> {
         if n >= self.config.num_layers {
