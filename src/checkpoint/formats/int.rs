@@ -3,9 +3,12 @@
 //! in bits `bits·j..`, each stored as the signed value plus 2^(bits−1) (compressed-tensors
 //! `pack_to_int32`), which is fleetmoe's unsigned code with zero 8 / 128.
 //! `weight_scale` `[out, in/group]`; `weight_shape` `[out, in]`; `weight_g_idx` `[in]`
-//! for act-order. Asymmetric `weight_zero_point`: recent compressed-tensors packs it along
-//! dim 0 as int32 `[ceil(out·bits/32), groups]` with the same offset; older files hold it
-//! unpacked and signed `[out, groups]`. We read both; this is the least certain layout here.
+//! for act-order. Asymmetric group/channel `weight_zero_point` is packed the same way but
+//! along dim 0: int32 `[ceil(out·bits/32), groups]`, with the same +2^(bits−1) offset
+//! (compressed-tensors `PackedQuantizationCompressor.compress_weight`,
+//! `pack_to_int32(zero_point, num_bits, packed_dim=0)`). An unpacked signed `[out, groups]`
+//! zero point (other writers) is accepted too. compressed-tensors pads K to whole words;
+//! we refuse a K that needs padding rather than guess where the pad goes.
 //! W4A8: int4 (uint4b8) `weight_packed` with bf16 group-128 `weight_scale` `[out, in/128]`;
 //! the checkpoint has no channel scales: vLLM `CompressedTensorsW4A8Fp8MoEMethod` creates
 //! `w13_weight_chan_scale` as ones and splits the bf16 group scales into (fp8 group,

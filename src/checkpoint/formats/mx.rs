@@ -1,8 +1,11 @@
 //! OCP MX weights. AMD Quark: `weight` packed `[out, packed_len(in)]` and e8m0
 //! `weight_scale` `[out, in/32]` (U8). fp4 holds element 2i in the low nibble (Quark /
-//! vLLM `dequant_mxfp4`); for fp6 we assume Quark packs four elements into three bytes the
-//! way `formats::pack_fp6` does — we could not confirm Quark's fp6 bit order against its
-//! exporter here, so treat MXFP6 checkpoints as unverified.
+//! `Pack_fp4`, little endian); fp6 four elements per three bytes as a little-endian 24-bit
+//! word, element i in bits 6i.. (Quark `Pack_fp6`, amd-quark 0.10 `torch/utils/pack.py`,
+//! the order `formats::pack_fp6` implements). Quark's older dtype "mx" export
+//! (`Pack_mxfp4` / `Pack_mxfp6`) interleaves the scale byte with the elements in one
+//! tensor; that layout is not read here: its `weight` is wider than `packed_len(in)`, so it
+//! fails the shape check instead of loading wrong (we had no such file to confirm with).
 //! GPT-OSS: `{gate_up,down}_proj_blocks` `[E, out, in/32, 16]` and `_scales`
 //! `[E, out, in/32]` (transformers `Mxfp4GptOssExperts`), same nibble order.
 
