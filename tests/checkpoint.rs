@@ -166,6 +166,8 @@ fn gptq_act_order_and_asymmetric() {
             group: 32,
             sym: false,
             act_order: true,
+            bits: 4,
+            v2: false,
         },
         2,
         "w4a16-g32-zp-actorder",
@@ -178,6 +180,8 @@ fn gptq_act_order_and_asymmetric() {
             group: 64,
             sym: true,
             act_order: false,
+            bits: 4,
+            v2: false,
         },
         1,
         "w4a16-g64",
@@ -347,5 +351,54 @@ fn native_fp8_per_tensor_dynamic() {
         1,
         "fp8",
         0.07,
+    );
+}
+
+#[test]
+fn gptq_int8_and_gptq_v2_zero_points() {
+    let q = json!({"quant_method": "gptq", "bits": 8, "group_size": 64, "desc_act": false, "sym": true});
+    let lin = Lin::Gptq {
+        group: 64,
+        sym: true,
+        act_order: false,
+        bits: 8,
+        v2: false,
+    };
+    roundtrip(
+        "Qwen3MoeForCausalLM",
+        config("Qwen3MoeForCausalLM", Some(q)),
+        lin,
+        1,
+        "w8a16-g64",
+    );
+    let q = json!({"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": false, "sym": false,
+        "checkpoint_format": "gptq_v2"});
+    let lin = Lin::Gptq {
+        group: 32,
+        sym: false,
+        act_order: false,
+        bits: 4,
+        v2: true,
+    };
+    roundtrip(
+        "MixtralForCausalLM",
+        config("MixtralForCausalLM", Some(q)),
+        lin,
+        1,
+        "w4a16-g32-zp",
+    );
+}
+
+#[test]
+fn compressed_tensors_int4_act_order() {
+    let q = json!({"quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups": {"group_0": {
+        "weights": {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 32, "symmetric": true,
+            "actorder": "group"}}}});
+    roundtrip(
+        "Qwen3MoeForCausalLM",
+        config("Qwen3MoeForCausalLM", Some(q)),
+        Lin::CtInt4Act { group: 32 },
+        1,
+        "w4a16-g32-actorder",
     );
 }

@@ -116,11 +116,18 @@ pub enum Lin {
         zp: bool,
     },
     CtInt8Channel,
+    /// compressed-tensors int4 with act-order `weight_g_idx`.
+    CtInt4Act {
+        group: usize,
+    },
     W4A8,
+    /// GPTQ with `bits` 4 or 8; `v2` stores zero points as they are (`gptq_v2`).
     Gptq {
         group: usize,
         sym: bool,
         act_order: bool,
+        bits: usize,
+        v2: bool,
     },
     Awq {
         group: usize,
@@ -283,6 +290,36 @@ pub fn linear(
                 })
                 .collect()
         }
+        Lin::CtInt4Act { group } => {
+            let g = cols / group;
+            let codes: Vec<u8> = (0..rows * cols).map(|_| r.random_range(0u8..16)).collect();
+            let scales: Vec<f32> = (0..rows * g)
+                .map(|_| r.random_range(0.001f32..0.01))
+                .collect();
+            // a permutation of the columns into groups (5 is odd, K a power of two)
+            let gidx: Vec<i32> = (0..cols)
+                .map(|c| ((c * 5 + 1) % cols / group) as i32)
+                .collect();
+            wr.i32s(
+                &format!("{base}.weight_packed"),
+                &[rows, cols / 8],
+                &pack_along(&codes, 4),
+            );
+            wr.floats(
+                &format!("{base}.weight_scale"),
+                Dtype::BF16,
+                &[rows, g],
+                &scales,
+            );
+            wr.i32s(&format!("{base}.weight_g_idx"), &[cols], &gidx);
+            let sb: Vec<f32> = scales
+                .iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32())
+                .collect();
+            (0..rows * cols)
+                .map(|k| (codes[k] as f32 - 8.0) * sb[(k / cols) * g + gidx[k % cols] as usize])
+                .collect()
+        }
         Lin::CtInt8Channel => {
             let codes: Vec<u8> = (0..rows * cols)
                 .map(|_| r.random_range(0u8..=255))
@@ -332,14 +369,26 @@ pub fn linear(
             group,
             sym,
             act_order,
+            bits,
+            v2,
         } => {
             let g = cols / group;
-            let codes: Vec<u8> = (0..rows * cols).map(|_| r.random_range(0u8..16)).collect();
+            let (per, top) = (32 / bits, 1u16 << bits);
+            let mid = (top / 2) as u8;
+            let codes: Vec<u8> = (0..rows * cols)
+                .map(|_| r.random_range(0..top) as u8)
+                .collect();
             let scales: Vec<f32> = (0..rows * g)
                 .map(|_| half::f16::from_f32(r.random_range(0.001f32..0.01)).to_f32())
                 .collect();
             let zeros: Vec<u8> = (0..rows * g)
-                .map(|_| if sym { 8 } else { r.random_range(1u8..16) })
+                .map(|_| {
+                    if sym {
+                        mid
+                    } else {
+                        r.random_range(1..top) as u8
+                    }
+                })
                 .collect();
             let gidx: Vec<u32> = (0..cols)
                 .map(|c| {
@@ -350,25 +399,28 @@ pub fn linear(
                     }
                 })
                 .collect();
-            // qweight [cols/8, rows]: word (w, n) packs codes[n][8w..8w+8]
-            let mut qw = vec![0i32; cols / 8 * rows];
+            // qweight [cols/per, rows]: word (w, n) packs codes[n][per·w..per·w+per]
+            let mut qw = vec![0u32; cols / per * rows];
             for n in 0..rows {
                 for c in 0..cols {
-                    qw[(c / 8) * rows + n] |= (codes[n * cols + c] as i32) << (4 * (c % 8));
+                    qw[(c / per) * rows + n] |= (codes[n * cols + c] as u32) << (bits * (c % per));
                 }
             }
-            wr.i32s(&format!("{base}.qweight"), &[cols / 8, rows], &qw);
+            let qw: Vec<i32> = qw.into_iter().map(|w| w as i32).collect();
+            wr.i32s(&format!("{base}.qweight"), &[cols / per, rows], &qw);
             let mut st = vec![0f32; g * rows];
-            let mut qz = vec![0i32; g * rows / 8];
+            let mut qz = vec![0u32; g * rows / per];
             for n in 0..rows {
                 for j in 0..g {
                     st[j * rows + n] = scales[n * g + j];
-                    // GPTQ v1 stores zero − 1
-                    qz[j * rows / 8 + n / 8] |= ((zeros[n * g + j] - 1) as i32) << (4 * (n % 8));
+                    // GPTQ v1 stores zero − 1, gptq_v2 the zero itself
+                    let z = zeros[n * g + j] - u8::from(!v2);
+                    qz[j * rows / per + n / per] |= (z as u32) << (bits * (n % per));
                 }
             }
+            let qz: Vec<i32> = qz.into_iter().map(|w| w as i32).collect();
             wr.floats(&format!("{base}.scales"), Dtype::F16, &[g, rows], &st);
-            wr.i32s(&format!("{base}.qzeros"), &[g, rows / 8], &qz);
+            wr.i32s(&format!("{base}.qzeros"), &[g, rows / per], &qz);
             wr.i32s(
                 &format!("{base}.g_idx"),
                 &[cols],
