@@ -65,6 +65,13 @@ pub enum Error {
     /// A buffer, module or stream handle that does not belong to this device.
     #[error("invalid handle: {0}")]
     Handle(String),
+    /// A checkpoint file is malformed, incomplete or not understood.
+    #[error("checkpoint {file}, tensor '{tensor}': {why}")]
+    Checkpoint {
+        file: String,
+        tensor: String,
+        why: String,
+    },
     /// Reading a file failed.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -84,6 +91,21 @@ impl Error {
             what: what.into(),
             expected: expected.to_string(),
             got: got.to_string(),
+        }
+    }
+}
+
+impl Error {
+    /// Shorthand for [`Error::Checkpoint`].
+    pub fn checkpoint(
+        file: impl ToString,
+        tensor: impl Into<String>,
+        why: impl Into<String>,
+    ) -> Self {
+        Error::Checkpoint {
+            file: file.to_string(),
+            tensor: tensor.into(),
+            why: why.into(),
         }
     }
 }

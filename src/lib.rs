@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod bench;
+pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod formats;

@@ -76,6 +76,15 @@ enum Command {
         /// Ask for this backend instead of the oracle's choice.
         #[arg(long)]
         backend: Option<String>,
+        /// Run a real layer of the checkpoint in this directory instead of random weights.
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// With --model: the MoE layer to run (the first one by default).
+        #[arg(long)]
+        layer: Option<usize>,
+        /// With --model: a PEFT LoRA adapter directory (repeatable).
+        #[arg(long)]
+        lora: Vec<std::path::PathBuf>,
     },
     /// Time the experts of real model shapes on the GPU against the roofline floor and vLLM.
     Bench {
@@ -101,6 +110,8 @@ enum Command {
         #[arg(long)]
         lora: Option<usize>,
     },
+    /// What a checkpoint directory holds: architecture, MoE layers, schemes, oracle choices.
+    Inspect { dir: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -126,6 +137,32 @@ fn main() -> ExitCode {
             experts,
             reps,
             backend,
+            model: Some(dir),
+            layer,
+            lora,
+        } => {
+            let _ = (shape, scheme, experts, reps, backend);
+            fleetmoe::checkpoint::inspect::run_model(&fleetmoe::checkpoint::inspect::RunModel {
+                dir,
+                layer,
+                loras: lora,
+                tokens,
+                seed,
+            })
+            .map(|(report, ok)| {
+                print!("{report}");
+                ok
+            })
+        }
+        Command::Run {
+            shape,
+            scheme,
+            tokens,
+            seed,
+            experts,
+            reps,
+            backend,
+            ..
         } => run(&shape, &scheme, tokens, seed, experts, reps, backend),
         Command::Bench {
             shapes,
@@ -135,6 +172,9 @@ fn main() -> ExitCode {
             json,
             lora,
         } => bench(&shapes, &schemes, &tokens, reps, json, lora).map(|()| true),
+        Command::Inspect { dir } => fleetmoe::checkpoint::inspect::inspect(&dir)
+            .map(|r| print!("{r}"))
+            .map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

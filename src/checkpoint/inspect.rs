@@ -1,0 +1,260 @@
+//! What `fleetmoe inspect DIR` and `fleetmoe run --model DIR` print, built here so the
+//! command line only dispatches.
+
+use super::{load_adapter, Checkpoint, LoadedLayer};
+use crate::device::Capabilities;
+use crate::error::{Error, Result};
+use crate::moe::reference::{forward_f64, rel_l2};
+use crate::moe::{
+    LayerConfig, LayerExtras, Lora, MoeLayer, Router, Routing, RoutingInput, Target, TopK,
+};
+use crate::oracle;
+use crate::quant::dense::gaussian;
+use crate::quant::QuantScheme;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// `a-b` ranges of sorted indices.
+fn ranges(v: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            format!("{}", v[i])
+        } else {
+            format!("{}-{}", v[i], v[j])
+        });
+        i = j + 1;
+    }
+    out.join(", ")
+}
+
+/// The layer config the oracle is asked about, from `config.json` alone.
+fn cheap_config(ck: &Checkpoint) -> LayerConfig {
+    let c = &ck.config;
+    LayerConfig {
+        activation: c.arch.activation(c),
+        routing: c.arch.routing(c),
+        has_bias: c.arch == super::Arch::GptOss,
+        apply_router_weight_on_input: c.arch == super::Arch::Llama4,
+        shared_intermediate: c.shared_intermediate,
+        ..LayerConfig::new(c.num_experts, c.top_k, c.hidden, c.intermediate)
+    }
+}
+
+/// The report of `fleetmoe inspect DIR`: architecture, sizes, MoE layers, the scheme of
+/// each, and the backend the oracle picks on the detected device and on every preset.
+pub fn inspect(dir: &Path) -> Result<String> {
+    let ck = Checkpoint::open(dir)?;
+    let c = &ck.config;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "model        {} ({}), {} layers",
+        c.architecture,
+        c.arch.name(),
+        c.num_layers
+    );
+    let _ = writeln!(
+        s,
+        "experts      {} routed, top-{}, H {}, I {}{}",
+        c.num_experts,
+        c.top_k,
+        c.hidden,
+        c.intermediate,
+        c.shared_intermediate
+            .map(|i| format!(", shared expert I {i}"))
+            .unwrap_or_default()
+    );
+    let cfg = cheap_config(&ck);
+    let _ = writeln!(
+        s,
+        "routing      {}, activation {}",
+        cfg.routing.name(),
+        cfg.activation.name()
+    );
+    let _ = writeln!(s, "format       {}", c.quant.describe());
+    let layers = ck.moe_layers();
+    let _ = writeln!(
+        s,
+        "moe layers   {} of {}: {}",
+        layers.len(),
+        c.num_layers,
+        ranges(&layers)
+    );
+    let mut by_scheme: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut schemes: Vec<QuantScheme> = Vec::new();
+    for &n in &layers {
+        let name = match ck.scheme(n) {
+            Ok(sc) => {
+                if !schemes.contains(&sc) {
+                    schemes.push(sc);
+                }
+                sc.to_string()
+            }
+            Err(e) => format!("unreadable ({e})"),
+        };
+        match by_scheme.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => v.push(n),
+            None => by_scheme.push((name, vec![n])),
+        }
+    }
+    for (name, v) in &by_scheme {
+        let _ = writeln!(s, "scheme       {name} on layers {}", ranges(v));
+    }
+    let detected = Target::detect().capabilities().clone();
+    let mut platforms = vec![("detected".to_string(), detected)];
+    for p in Capabilities::PRESETS {
+        platforms.push((p.to_string(), Capabilities::preset(p)?));
+    }
+    for sc in &schemes {
+        let _ = writeln!(s, "oracle for {sc}:");
+        for (name, caps) in &platforms {
+            let sel = oracle::select(sc, caps, &cfg, None)?;
+            let _ = writeln!(
+                s,
+                "  {name:9} {}{}",
+                sel.chosen,
+                if sel.is_fallback() { " (fallback)" } else { "" }
+            );
+        }
+    }
+    Ok(s)
+}
+
+/// Options of `fleetmoe run --model`.
+#[derive(Debug, Clone)]
+pub struct RunModel {
+    pub dir: PathBuf,
+    /// The MoE layer; the first one if `None`.
+    pub layer: Option<usize>,
+    pub loras: Vec<PathBuf>,
+    pub tokens: usize,
+    pub seed: u64,
+}
+
+/// The f64 output of the routed experts plus the (gated) shared expert.
+fn reference(l: &LoadedLayer, x: &[f32], topk: &TopK) -> Result<Vec<f64>> {
+    let mut out = forward_f64(&l.weights, &l.config, x, topk, true)?;
+    if let (Some(sh), Some(i)) = (&l.shared, l.config.shared_intermediate) {
+        let one = LayerConfig {
+            num_experts: 1,
+            top_k: 1,
+            intermediate: i,
+            routing: Routing::Given,
+            shared_intermediate: None,
+            apply_router_weight_on_input: false,
+            ..l.config.clone()
+        };
+        let everyone = TopK {
+            tokens: topk.tokens,
+            k: 1,
+            ids: vec![0; topk.tokens],
+            weights: vec![1.0; topk.tokens],
+        };
+        let y = forward_f64(&sh.weights, &one, x, &everyone, true)?;
+        let h = l.config.hidden;
+        for t in 0..topk.tokens {
+            let g = sh.gate.as_ref().map_or(1.0, |g| {
+                let d: f64 = x[t * h..(t + 1) * h]
+                    .iter()
+                    .zip(g)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum();
+                1.0 / (1.0 + (-d).exp())
+            });
+            for k in 0..h {
+                out[t * h + k] += g * y[t * h + k];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Loads a real layer, runs it on the best device with random hidden states routed by the
+/// checkpoint's own router, and reports the error against an f64 forward of the same
+/// quantized weights. Returns the report and whether the error is within tolerance.
+pub fn run_model(opts: &RunModel) -> Result<(String, bool)> {
+    if opts.tokens == 0 {
+        return Err(Error::Config("--tokens must be at least 1".into()));
+    }
+    let ck = Checkpoint::open(&opts.dir)?;
+    let layers = ck.moe_layers();
+    let n = match opts.layer {
+        Some(n) if layers.contains(&n) => n,
+        Some(n) => {
+            return Err(Error::Config(format!(
+                "layer {n} is not a MoE layer (MoE layers: {})",
+                ranges(&layers)
+            )))
+        }
+        None => *layers
+            .first()
+            .ok_or_else(|| Error::Config("the checkpoint has no MoE layer".into()))?,
+    };
+    let mut l = ck.load_layer(n)?;
+    let mut lora = Lora::default();
+    for d in &opts.loras {
+        lora.adapters.push(load_adapter(d, &ck, &l)?);
+    }
+    let mut s = String::new();
+    let c = &l.config;
+    let _ = writeln!(
+        s,
+        "model     {} layer {n}: {} experts, top-{}, H {}, I {}, {}, {}",
+        ck.config.arch.name(),
+        c.num_experts,
+        c.top_k,
+        c.hidden,
+        c.intermediate,
+        c.activation.name(),
+        c.routing.name()
+    );
+    let _ = writeln!(
+        s,
+        "scheme    {} ({})",
+        l.weights.scheme,
+        ck.config.quant.describe()
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let x = gaussian(&mut rng, opts.tokens * c.hidden, 1.0);
+    let logits = l.router_logits(&x)?;
+    let with_lora = !lora.adapters.is_empty();
+    l.config.lora = with_lora;
+    let target = Target::detect();
+    let extras = LayerExtras {
+        shared: l.shared.clone(),
+        lora: with_lora.then(|| lora.clone()),
+        backend: None,
+    };
+    let layer = MoeLayer::new(l.config.clone(), &l.weights, &target, extras)?;
+    let _ = writeln!(s, "device    {}", target.capabilities());
+    let _ = writeln!(s, "backend   {}", layer.selection().chosen);
+    let routing = RoutingInput::Logits(&logits);
+    let slots = vec![None; opts.tokens];
+    let y = layer.forward(&x, routing, with_lora.then_some(&slots[..]))?;
+    let topk = Router::new(&l.config).route(&logits, opts.tokens)?;
+    let err = rel_l2(&y, &reference(&l, &x, &topk)?);
+    let tol = l.weights.scheme.parity_tolerance();
+    let _ = writeln!(s, "error     {err:.2e} rel L2 vs an f64 forward of the same quantized weights (tolerance {tol:.0e})");
+    if with_lora {
+        let slots: Vec<Option<usize>> = (0..opts.tokens)
+            .map(|t| Some(t % lora.adapters.len()))
+            .collect();
+        let yl = layer.forward(&x, routing, Some(&slots))?;
+        let base: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+        let _ = writeln!(
+            s,
+            "lora      {} adapter(s); their deltas change the output by {:.2e} rel L2",
+            lora.adapters.len(),
+            rel_l2(&yl, &base)
+        );
+    }
+    Ok((s, err <= tol))
+}

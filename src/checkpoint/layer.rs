@@ -1,0 +1,296 @@
+//! Loading one MoE layer: router, routed experts (split per expert, or fused as GPT-OSS
+//! and Llama 4 store them), the shared expert and its gate.
+
+use super::arch::{proj_name, Arch, Proj};
+use super::assemble::{concat_rows, stack};
+use super::config::QuantFormat;
+use super::formats::{gpt_oss_blocks, load_linear, scheme_of, tensor, weight_name};
+use super::Checkpoint;
+use crate::error::{Error, Result};
+use crate::moe::{LayerConfig, Routing, SharedExpertWeights};
+use crate::quant::{ExpertWeights, FloatDtype, QuantScheme, QuantTensor, WeightData};
+use safetensors::Dtype;
+
+/// One MoE layer as read from a checkpoint.
+#[derive(Debug, Clone)]
+pub struct LoadedLayer {
+    pub index: usize,
+    pub config: LayerConfig,
+    pub weights: ExpertWeights,
+    pub shared: Option<SharedExpertWeights>,
+    /// Router weight `[experts, hidden]` (f32).
+    pub router: Vec<f32>,
+    /// Router bias `[experts]` (GPT-OSS).
+    pub router_bias: Option<Vec<f32>>,
+}
+
+impl LoadedLayer {
+    /// Router logits `[tokens, experts]` for hidden states `[tokens, hidden]`.
+    pub fn router_logits(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let (h, e) = (self.config.hidden, self.config.num_experts);
+        if x.len() % h != 0 {
+            return Err(Error::shape(
+                "hidden states",
+                format!("a multiple of {h}"),
+                x.len(),
+            ));
+        }
+        let mut out = Vec::with_capacity(x.len() / h * e);
+        for row in x.chunks(h) {
+            for j in 0..e {
+                let w = &self.router[j * h..(j + 1) * h];
+                let dot: f32 = row.iter().zip(w).map(|(a, b)| a * b).sum();
+                out.push(dot + self.router_bias.as_ref().map_or(0.0, |b| b[j]));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Every token's hidden size must match; the router tells E and H.
+pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
+    let c = &ck.config;
+    let arch = c.arch;
+    let block = ck.block(n);
+    let (e, h, i) = (c.num_experts, c.hidden, c.intermediate);
+    let s = &ck.shards;
+    let router_name = format!("{block}.{}", arch.router());
+    let router = s.get(&router_name)?;
+    router.expect_shape(&[e, h])?;
+    let router = router.f32s()?;
+    let router_bias = match arch {
+        Arch::GptOss => Some(super::formats::floats(
+            s,
+            &format!("{block}.router.bias"),
+            &[e],
+        )?),
+        _ => None,
+    };
+    let mut routing = arch.routing(c);
+    if let Routing::Grouped {
+        correction_bias, ..
+    } = &mut routing
+    {
+        let name = format!("{block}.gate.e_score_correction_bias");
+        if s.contains(&name) {
+            *correction_bias = Some(super::formats::floats(s, &name, &[e])?);
+        }
+    }
+    let scheme = ck.scheme(n)?;
+    let activation = arch.activation(c);
+    let mut config = LayerConfig {
+        activation,
+        routing,
+        has_bias: arch == Arch::GptOss,
+        apply_router_weight_on_input: arch == Arch::Llama4,
+        ..LayerConfig::new(e, c.top_k, h, i)
+    };
+    config.validate()?;
+    let fused = format!("{block}.experts.gate_up_proj");
+    let weights = if c.quant == QuantFormat::GptOssMxfp4 {
+        let mut w = fused_weights(
+            scheme,
+            e,
+            h,
+            i,
+            |rows, cols, base| gpt_oss_blocks(s, base, e, rows, cols),
+            &block,
+        )?;
+        w.w13_bias = Some(super::formats::floats(
+            s,
+            &format!("{fused}_bias"),
+            &[e, 2 * i],
+        )?);
+        w.w2_bias = Some(super::formats::floats(
+            s,
+            &format!("{block}.experts.down_proj_bias"),
+            &[e, h],
+        )?);
+        w
+    } else if arch.fused_experts() && s.contains(&fused) {
+        // transformers stores fused bf16 experts as `x @ W`: `[E, in, out]`.
+        if c.quant != QuantFormat::Unquantized {
+            return Err(Error::checkpoint(
+                ck.dir.display(),
+                &fused,
+                format!("fused experts in {} are not supported", c.quant.describe()),
+            ));
+        }
+        let mut w = fused_weights(
+            scheme,
+            e,
+            h,
+            i,
+            |rows, cols, base| transposed(s, &scheme, base, e, rows, cols),
+            &block,
+        )?;
+        if arch == Arch::GptOss {
+            w.w13_bias = Some(super::formats::floats(
+                s,
+                &format!("{fused}_bias"),
+                &[e, 2 * i],
+            )?);
+            w.w2_bias = Some(super::formats::floats(
+                s,
+                &format!("{block}.experts.down_proj_bias"),
+                &[e, h],
+            )?);
+        }
+        w
+    } else {
+        let base = |ex: usize, p: Proj| format!("{block}.{}", arch.expert_proj(ex, p));
+        split_weights(ck, &c.quant, &scheme, e, h, i, base)?
+    };
+    if config.has_bias && weights.w13_bias.is_none() {
+        config.has_bias = false;
+    }
+    weights.validate()?;
+    let shared = match (arch.shared_module(), c.shared_intermediate) {
+        (Some(m), Some(si)) => {
+            let down = format!("{block}.{m}.down_proj");
+            // Quantizers often leave the shared expert unquantized (ModelOpt
+            // `exclude_modules`, compressed-tensors `ignore`): a float `.weight` says so.
+            let format = match s.info(&format!("{down}.weight"))? {
+                Some((Dtype::BF16 | Dtype::F16 | Dtype::F32, _)) => QuantFormat::Unquantized,
+                _ => c.quant.clone(),
+            };
+            if s.contains(&weight_name(&format, &down)) {
+                let dtype = s
+                    .info(&weight_name(&format, &down))?
+                    .map_or(Dtype::BF16, |(d, _)| d);
+                let sscheme = scheme_of(&format, dtype);
+                let base = |_: usize, p: Proj| format!("{block}.{m}.{}", proj_name(p));
+                let w = split_weights(ck, &format, &sscheme, 1, h, si, base)?;
+                w.validate()?;
+                let gate = match arch.shared_gate() {
+                    Some(g) => Some(super::formats::floats(s, &format!("{block}.{g}"), &[1, h])?),
+                    None => None,
+                };
+                config.shared_intermediate = Some(si);
+                Some(SharedExpertWeights { weights: w, gate })
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    config.validate()?;
+    Ok(LoadedLayer {
+        index: n,
+        config,
+        weights,
+        shared,
+        router,
+        router_bias,
+    })
+}
+
+/// Experts stored per expert and per projection.
+fn split_weights(
+    ck: &Checkpoint,
+    f: &QuantFormat,
+    scheme: &QuantScheme,
+    e: usize,
+    h: usize,
+    i: usize,
+    base: impl Fn(usize, Proj) -> String,
+) -> Result<ExpertWeights> {
+    let s = &ck.shards;
+    let (mut w13, mut w2) = (Vec::with_capacity(e), Vec::with_capacity(e));
+    let (mut in13, mut in2) = (Vec::new(), Vec::new());
+    for ex in 0..e {
+        let gate = load_linear(f, scheme, s, &base(ex, Proj::Gate), i, h)?;
+        let up = load_linear(f, scheme, s, &base(ex, Proj::Up), i, h)?;
+        let down = load_linear(f, scheme, s, &base(ex, Proj::Down), h, i)?;
+        if let (Some(g), Some(u), Some(d)) = (gate.input_scale, up.input_scale, down.input_scale) {
+            // gate and up read the same input: vLLM keeps the larger of the two.
+            in13.push(g.max(u));
+            in2.push(d);
+        }
+        w13.push(concat_rows(scheme, gate.t, up.t, &base(ex, Proj::Gate))?);
+        w2.push(down.t);
+    }
+    let mut w = ExpertWeights {
+        scheme: *scheme,
+        num_experts: e,
+        hidden: h,
+        intermediate: i,
+        gated: true,
+        w13: stack(w13, "w13")?,
+        w2: stack(w2, "w2")?,
+        w13_bias: None,
+        w2_bias: None,
+        input_scales: None,
+    };
+    if scheme.needs_static_input_scales() {
+        w.set_input_scales_per_expert(&in13, &in2)?;
+    }
+    Ok(w)
+}
+
+/// Experts stored fused over E: `{block}.experts.gate_up_proj*` and `down_proj*`.
+fn fused_weights(
+    scheme: QuantScheme,
+    e: usize,
+    h: usize,
+    i: usize,
+    read: impl Fn(usize, usize, &str) -> Result<WeightData>,
+    block: &str,
+) -> Result<ExpertWeights> {
+    let w13 = read(2 * i, h, &format!("{block}.experts.gate_up_proj"))?;
+    let w2 = read(h, i, &format!("{block}.experts.down_proj"))?;
+    Ok(ExpertWeights {
+        scheme,
+        num_experts: e,
+        hidden: h,
+        intermediate: i,
+        gated: true,
+        w13: QuantTensor {
+            experts: e,
+            rows: 2 * i,
+            cols: h,
+            data: w13,
+        },
+        w2: QuantTensor {
+            experts: e,
+            rows: h,
+            cols: i,
+            data: w2,
+        },
+        w13_bias: None,
+        w2_bias: None,
+        input_scales: None,
+    })
+}
+
+/// A bf16/f16/f32 `[E, cols, rows]` tensor transposed to `[E, rows, cols]`.
+fn transposed(
+    s: &super::Shards,
+    scheme: &QuantScheme,
+    name: &str,
+    e: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<WeightData> {
+    let t = tensor(
+        s,
+        name,
+        &[e, cols, rows],
+        &[Dtype::BF16, Dtype::F16, Dtype::F32],
+    )?;
+    let v = t.f32s()?;
+    let mut out = vec![0f32; v.len()];
+    for ex in 0..e {
+        for c in 0..cols {
+            for r in 0..rows {
+                out[(ex * rows + r) * cols + c] = v[(ex * cols + c) * rows + r];
+            }
+        }
+    }
+    Ok(match scheme {
+        QuantScheme::Unquantized(FloatDtype::F16) => {
+            WeightData::F16(out.into_iter().map(half::f16::from_f32).collect())
+        }
+        _ => WeightData::Bf16(out.into_iter().map(half::bf16::from_f32).collect()),
+    })
+}

@@ -1,0 +1,135 @@
+//! Reading MoE layers out of real checkpoints: `config.json` + `quantization_config`,
+//! safetensors shards (memory-mapped, lazily), per-architecture tensor names, and one
+//! loader per producer's storage format, into `ExpertWeights` + `LayerConfig` (+ the
+//! shared expert and the router). PEFT LoRA adapters load into `moe::Lora`.
+//!
+//! ```no_run
+//! let ckpt = fleetmoe::checkpoint::Checkpoint::open("path/to/model".as_ref())?;
+//! let layer = ckpt.load_layer(ckpt.moe_layers()[0])?;
+//! println!("{} experts in {}", layer.config.num_experts, layer.weights.scheme);
+//! # Ok::<(), fleetmoe::Error>(())
+//! ```
+
+pub mod arch;
+mod assemble;
+pub mod config;
+mod formats;
+pub mod inspect;
+mod layer;
+pub mod lora;
+pub mod shards;
+
+pub use arch::{Arch, Proj};
+pub use config::{ModelConfig, QuantFormat};
+pub use formats::scheme_of;
+pub use layer::LoadedLayer;
+pub use lora::load_adapter;
+pub use shards::{RawTensor, Shards};
+
+use crate::error::{Error, Result};
+use crate::quant::QuantScheme;
+use std::path::{Path, PathBuf};
+
+/// An opened model directory. Opening reads the configs and shard headers only.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub shards: Shards,
+    /// Name prefix of the decoder layers, e.g. `model.layers`.
+    pub layers_prefix: String,
+}
+
+impl Checkpoint {
+    /// Opens `dir`: `config.json`, the quantization config, and the safetensors index.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let config = ModelConfig::read(dir)?;
+        let shards = Shards::open(dir)?;
+        let layers_prefix = shards
+            .names()
+            .find_map(|n| n.find(".layers.").map(|i| n[..i + 7].to_string()))
+            .ok_or_else(|| {
+                Error::checkpoint(
+                    dir.display(),
+                    "",
+                    "no tensor of a decoder layer (`*.layers.N.*`)",
+                )
+            })?;
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            config,
+            shards,
+            layers_prefix,
+        })
+    }
+
+    /// The name prefix of layer `n`'s MoE block, e.g. `model.layers.3.mlp`.
+    pub fn block(&self, n: usize) -> String {
+        format!(
+            "{}.{n}.{}",
+            self.layers_prefix,
+            self.config.arch.moe_module()
+        )
+    }
+
+    /// The indices of the layers that have a router (the MoE layers), from tensor names
+    /// only; nothing is read.
+    pub fn moe_layers(&self) -> Vec<usize> {
+        let prefix = format!("{}.", self.layers_prefix);
+        let suffix = format!(
+            ".{}.{}",
+            self.config.arch.moe_module(),
+            self.config.arch.router()
+        );
+        let mut v: Vec<usize> = self
+            .shards
+            .names()
+            .filter_map(|name| {
+                name.strip_prefix(&prefix)?
+                    .strip_suffix(&suffix)?
+                    .parse()
+                    .ok()
+            })
+            .filter(|&n| n < self.config.num_layers)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The scheme layer `n`'s experts load as, from tensor headers only.
+    pub fn scheme(&self, n: usize) -> Result<QuantScheme> {
+        let block = self.block(n);
+        let arch = self.config.arch;
+        let fused = format!("{block}.experts.gate_up_proj");
+        let name = if arch.fused_experts() && self.shards.contains(&fused) {
+            fused
+        } else if self.config.quant == QuantFormat::GptOssMxfp4 {
+            format!("{fused}_blocks")
+        } else {
+            formats::weight_name(
+                &self.config.quant,
+                &format!("{block}.{}", arch.expert_proj(0, Proj::Gate)),
+            )
+        };
+        let (dtype, _) = self.shards.info(&name)?.ok_or_else(|| {
+            Error::checkpoint(self.dir.display(), &name, "tensor not found in checkpoint")
+        })?;
+        Ok(scheme_of(&self.config.quant, dtype))
+    }
+
+    /// Every MoE layer, each read only when the iterator reaches it.
+    pub fn layers(&self) -> impl Iterator<Item = Result<LoadedLayer>> + '_ {
+        self.moe_layers().into_iter().map(|n| self.load_layer(n))
+    }
+
+    /// Reads MoE layer `n`: its config, experts, shared expert and router.
+    pub fn load_layer(&self, n: usize) -> Result<LoadedLayer> {
+        if n >= self.config.num_layers {
+            return Err(Error::Config(format!(
+                "layer {n} out of range: the model has {} layers",
+                self.config.num_layers
+            )));
+        }
+        layer::load(self, n)
+    }
+}

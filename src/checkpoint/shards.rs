@@ -1,0 +1,308 @@
+//! The tensors of a checkpoint: one `model.safetensors`, or many shards named by
+//! `model.safetensors.index.json` (`{"weight_map": {tensor: file}}`). Files are
+//! memory-mapped on first use and their headers parsed once; a tensor is copied out only
+//! when asked for, so opening a large checkpoint and listing its tensors is cheap.
+
+use crate::error::{Error, Result};
+use memmap2::Mmap;
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// One tensor copied out of a shard: its dtype, shape and little-endian bytes.
+#[derive(Debug, Clone)]
+pub struct RawTensor {
+    pub file: String,
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+struct ShardFile {
+    map: Mmap,
+    header: usize,
+    meta: Metadata,
+}
+
+/// The set of safetensors files of a model directory.
+pub struct Shards {
+    dir: PathBuf,
+    /// Tensor name → file name (relative to `dir`).
+    map: BTreeMap<String, String>,
+    open: Mutex<HashMap<String, Arc<ShardFile>>>,
+}
+
+fn io(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl Shards {
+    /// Finds the tensors of `dir` (index file, or the single `model.safetensors`, or every
+    /// `*.safetensors` in the directory), or those of one `.safetensors` file.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_named(dir, "model.safetensors")
+    }
+
+    /// As `open`, with the single-file name to look for (`adapter_model.safetensors`).
+    pub fn open_named(dir: &Path, single: &str) -> Result<Self> {
+        let shards = Shards {
+            dir: dir.to_path_buf(),
+            map: BTreeMap::new(),
+            open: Mutex::new(HashMap::new()),
+        };
+        let index = dir.join(format!("{single}.index.json"));
+        let mut map = BTreeMap::new();
+        if index.exists() {
+            let text = std::fs::read_to_string(&index).map_err(|e| io(&index, e))?;
+            let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                Error::checkpoint(index.display(), "", format!("not valid JSON: {e}"))
+            })?;
+            let weights = json
+                .get("weight_map")
+                .and_then(|w| w.as_object())
+                .ok_or_else(|| Error::checkpoint(index.display(), "", "no weight_map object"))?;
+            for (name, file) in weights {
+                let file = file.as_str().ok_or_else(|| {
+                    Error::checkpoint(index.display(), name, "file name is not a string")
+                })?;
+                if file.contains("..") || file.contains('/') || file.contains('\\') {
+                    return Err(Error::checkpoint(
+                        index.display(),
+                        name,
+                        format!("shard '{file}' is not a file in the model directory"),
+                    ));
+                }
+                map.insert(name.clone(), file.to_string());
+            }
+        } else {
+            let mut files = Vec::new();
+            if dir.join(single).exists() {
+                files.push(single.to_string());
+            } else {
+                let rd = std::fs::read_dir(dir).map_err(|e| io(dir, e))?;
+                for entry in rd {
+                    let entry = entry.map_err(|e| io(dir, e))?;
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    if name.ends_with(".safetensors") {
+                        files.push(name);
+                    }
+                }
+                files.sort();
+            }
+            if files.is_empty() {
+                return Err(Error::checkpoint(
+                    dir.display(),
+                    "",
+                    format!("no {single}, index or *.safetensors file"),
+                ));
+            }
+            for f in files {
+                let shard = shards.file(&f)?;
+                for name in shard.meta.tensors().keys() {
+                    map.insert(name.clone(), f.clone());
+                }
+            }
+        }
+        Ok(Shards { map, ..shards })
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(|s| s.as_str())
+    }
+
+    /// Whether the checkpoint has a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    fn file(&self, file: &str) -> Result<Arc<ShardFile>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = open.get(file) {
+            return Ok(f.clone());
+        }
+        let path = self.dir.join(file);
+        let handle = std::fs::File::open(&path).map_err(|e| io(&path, e))?;
+        // SAFETY: the map is read-only; a checkpoint changed underneath a running process is
+        // outside what any loader can defend against (the safetensors crate documents the
+        // same contract). Every offset is validated before it is read.
+        let map = unsafe { Mmap::map(&handle) }.map_err(|e| io(&path, e))?;
+        let (header, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
+            Error::checkpoint(
+                path.display(),
+                "",
+                format!("not a valid safetensors file: {e}"),
+            )
+        })?;
+        let shard = Arc::new(ShardFile { map, header, meta });
+        open.insert(file.to_string(), shard.clone());
+        Ok(shard)
+    }
+
+    /// Dtype and shape of a tensor without reading its data; `None` if absent.
+    pub fn info(&self, name: &str) -> Result<Option<(Dtype, Vec<usize>)>> {
+        let Some(file) = self.map.get(name) else {
+            return Ok(None);
+        };
+        let shard = self.file(file)?;
+        Ok(shard.meta.info(name).map(|i| (i.dtype, i.shape.clone())))
+    }
+
+    /// Copies a tensor out; an error naming the file and tensor if it is absent or its
+    /// bytes do not match its dtype and shape.
+    pub fn get(&self, name: &str) -> Result<RawTensor> {
+        let file = self.map.get(name).ok_or_else(|| {
+            Error::checkpoint(self.dir.display(), name, "tensor not found in checkpoint")
+        })?;
+        let path = self.dir.join(file).display().to_string();
+        let shard = self.file(file)?;
+        let info: &TensorInfo = shard.meta.info(name).ok_or_else(|| {
+            Error::checkpoint(
+                &path,
+                name,
+                "the index names this file, but the tensor is not in it",
+            )
+        })?;
+        let (start, end) = info.data_offsets;
+        let base = 8 + shard.header;
+        let bytes = base
+            .checked_add(start)
+            .zip(base.checked_add(end))
+            .and_then(|(s, e)| shard.map.get(s..e))
+            .ok_or_else(|| Error::checkpoint(&path, name, "data offsets outside the file"))?;
+        let elems = info
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::checkpoint(&path, name, "shape overflows"))?;
+        if elems.checked_mul(info.dtype.bitsize()) != Some(bytes.len() * 8) {
+            return Err(Error::checkpoint(
+                &path,
+                name,
+                format!(
+                    "{} bytes do not hold {:?} {:?}",
+                    bytes.len(),
+                    info.dtype,
+                    info.shape
+                ),
+            ));
+        }
+        Ok(RawTensor {
+            file: path,
+            name: name.to_string(),
+            dtype: info.dtype,
+            shape: info.shape.clone(),
+            data: bytes.to_vec(),
+        })
+    }
+}
+
+impl RawTensor {
+    fn err(&self, why: impl Into<String>) -> Error {
+        Error::checkpoint(&self.file, &self.name, why)
+    }
+
+    /// Elements in the tensor.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Checks the shape (dimensions of size 1 may be left out or added, as checkpoints
+    /// store per-tensor scales as `[]`, `[1]` or `[1, 1]`).
+    pub fn expect_shape(&self, want: &[usize]) -> Result<()> {
+        let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+        if squeeze(&self.shape) == squeeze(want) {
+            Ok(())
+        } else {
+            Err(self.err(format!("shape {:?}, expected {want:?}", self.shape)))
+        }
+    }
+
+    /// Checks the dtype.
+    pub fn expect_dtype(&self, want: &[Dtype]) -> Result<()> {
+        if want.contains(&self.dtype) {
+            Ok(())
+        } else {
+            Err(self.err(format!("dtype {:?}, expected one of {want:?}", self.dtype)))
+        }
+    }
+
+    /// The raw bytes of an 8-bit tensor (U8, I8, F8_*).
+    pub fn bytes(&self, want: &[Dtype]) -> Result<Vec<u8>> {
+        self.expect_dtype(want)?;
+        Ok(self.data.clone())
+    }
+
+    /// Values of a floating-point tensor (F32, F16, BF16, F64, F8_E4M3) as f32.
+    pub fn f32s(&self) -> Result<Vec<f32>> {
+        use crate::formats::{MiniFloat, F8E4M3};
+        let d = &self.data;
+        Ok(match self.dtype {
+            Dtype::F32 => d
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F64 => d
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            Dtype::F16 => d
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => d
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::F8_E4M3 => d.iter().map(|&b| F8E4M3::from_bits(b).to_f32()).collect(),
+            other => return Err(self.err(format!("dtype {other:?} is not a float type"))),
+        })
+    }
+
+    /// Values of an integer tensor (I32, I64, I16, I8, U8) as i64.
+    pub fn ints(&self) -> Result<Vec<i64>> {
+        let d = &self.data;
+        Ok(match self.dtype {
+            Dtype::I32 => d
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect(),
+            Dtype::I64 => d
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+            Dtype::I16 => d
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
+            Dtype::I8 => d.iter().map(|&b| b as i8 as i64).collect(),
+            Dtype::U8 => d.iter().map(|&b| b as i64).collect(),
+            other => return Err(self.err(format!("dtype {other:?} is not an integer type"))),
+        })
+    }
+
+    /// The words of an int32-packed tensor.
+    pub fn i32s(&self) -> Result<Vec<i32>> {
+        self.expect_dtype(&[Dtype::I32])?;
+        Ok(self
+            .data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// The single value of a per-tensor scale.
+    pub fn scalar(&self) -> Result<f32> {
+        let v = self.f32s()?;
+        match v.as_slice() {
+            [x] => Ok(*x),
+            _ => Err(self.err(format!("expected one value, found {}", v.len()))),
+        }
+    }
+}

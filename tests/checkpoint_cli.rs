@@ -1,0 +1,71 @@
+//! `fleetmoe inspect DIR` and `fleetmoe run --model DIR` on a small written checkpoint.
+
+mod ckpt;
+
+use ckpt::harness::{config, E, H, I};
+use ckpt::{experts, rng, router, write_config, Lin, Writer};
+use std::process::Command;
+
+fn fleetmoe(args: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_fleetmoe"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+#[test]
+fn inspect_and_run_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(1);
+    let mut wr = Writer::default();
+    let block = "model.layers.1.mlp";
+    experts(
+        &mut wr,
+        Lin::Fp8Block { inv: true },
+        E,
+        H,
+        I,
+        &|e, p| {
+            format!(
+                "{block}.experts.{e}.{}",
+                ["gate_proj", "up_proj", "down_proj"][p]
+            )
+        },
+        &mut r,
+    );
+    router(&mut wr, &format!("{block}.gate.weight"), E, H, &mut r);
+    wr.write(dir.path(), 1);
+    let mut c = config(
+        "DeepseekV2ForCausalLM",
+        Some(serde_json::json!({"quant_method": "fp8", "weight_block_size": [128, 128]})),
+    );
+    c["first_k_dense_replace"] = serde_json::json!(1);
+    write_config(dir.path(), &c);
+    let d = dir.path().to_str().unwrap();
+    let (ok, out) = fleetmoe(&["inspect", d]);
+    assert!(ok, "{out}");
+    for want in [
+        "DeepSeek-V2",
+        "moe layers   1 of 2: 1",
+        "fp8-block128 on layers 1",
+        "grouped-topk",
+        "mi300x",
+    ] {
+        assert!(out.contains(want), "missing '{want}' in:\n{out}");
+    }
+    let (ok, out) = fleetmoe(&["run", "--model", d, "--layer", "1", "--tokens", "3"]);
+    assert!(
+        ok && out.contains("error ") && out.contains("backend "),
+        "{out}"
+    );
+    let (ok, out) = fleetmoe(&["run", "--model", d, "--layer", "0"]);
+    assert!(!ok && out.contains("not a MoE layer"), "{out}");
+    let (ok, out) = fleetmoe(&["inspect", "/nonexistent-fleetmoe-dir"]);
+    assert!(!ok && out.contains("config.json"), "{out}");
+}
