@@ -323,11 +323,80 @@ mod gpu {
             "CUDA LoRA differs from emulation: {failures:?}"
         );
     }
+    /// The routing kernel against `Router` on the host: every routing kind, expert counts
+    /// from 8 to 256, ids identical and weights within 1e-5.
+    #[test]
+    fn cuda_router_matches_host() {
+        let target = match Target::cuda(0) {
+            Ok(t) => t,
+            Err(e) => {
+                println!("skipped: no CUDA device ({e})");
+                return;
+            }
+        };
+        let dev = target.cuda_device().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(77);
+        let mut cases = Vec::new();
+        for &(e, k) in &[(8usize, 2usize), (60, 4), (128, 8), (256, 8)] {
+            cases.push((e, k, Routing::SoftmaxTopK { renormalize: true }));
+            cases.push((e, k, Routing::SoftmaxTopK { renormalize: false }));
+            cases.push((e, k, Routing::SigmoidTopK { renormalize: true }));
+            cases.push((e, 1, Routing::SigmoidTop1));
+            if e % 4 == 0 {
+                for bias in [true, false] {
+                    for scoring in [GroupScoring::Sigmoid, GroupScoring::Softmax] {
+                        let correction_bias = bias.then(|| gaussian(&mut rng, e, 0.1));
+                        cases.push((
+                            e,
+                            k.min(e / 2),
+                            Routing::Grouped {
+                                num_groups: 4,
+                                topk_groups: 2,
+                                scoring,
+                                correction_bias,
+                                renormalize: bias,
+                                routed_scaling_factor: 2.5,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        let tokens = 37;
+        for (e, k, routing) in cases {
+            let config = LayerConfig {
+                routing: routing.clone(),
+                ..LayerConfig::new(e, k, 128, 128)
+            };
+            let logits = gaussian(&mut rng, tokens * e, 2.0);
+            let want = Router::new(&config).route(&logits, tokens).unwrap();
+            let got = fleetmoe::backends::cuda::CudaRouter::new(dev, &config)
+                .unwrap()
+                .unwrap()
+                .route(&logits, tokens)
+                .unwrap();
+            assert_eq!(got.ids, want.ids, "{} E={e} k={k}", routing.name());
+            for (g, w) in got.weights.iter().zip(&want.weights) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                    "{} E={e} k={k}: weight {g} vs {w}",
+                    routing.name()
+                );
+            }
+            println!("ok   {:14} E={e:3} k={k}", routing.name());
+        }
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_matches_emulation() {
+    println!("skipped: built without feature `cuda` (cargo test --features cuda)");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_router_matches_host() {
     println!("skipped: built without feature `cuda` (cargo test --features cuda)");
 }
 

@@ -39,6 +39,9 @@ pub struct MoeLayer {
     shared: Option<SharedExperts>,
     lora: Option<Lora>,
     selection: Selection,
+    /// Routing on the GPU when the experts run there (`None`: the host router).
+    #[cfg(feature = "cuda")]
+    gpu_router: Option<crate::backends::cuda::CudaRouter>,
 }
 
 impl MoeLayer {
@@ -101,7 +104,16 @@ impl MoeLayer {
             extras.backend,
         )?;
         let experts = build_experts(&selection, weights, &config, target, extras.lora.as_ref())?;
+        #[cfg(feature = "cuda")]
+        let gpu_router = match (target.cuda_device(), selection.chosen) {
+            (Some(dev), BackendId::CudaBf16 | BackendId::CudaFp8 | BackendId::CudaFp8Block128) => {
+                crate::backends::cuda::CudaRouter::new(dev, &config)?
+            }
+            _ => None,
+        };
         Ok(MoeLayer {
+            #[cfg(feature = "cuda")]
+            gpu_router,
             router: Router::new(&config),
             config,
             experts,
@@ -114,6 +126,16 @@ impl MoeLayer {
     /// The backend running the shared expert, if the layer has one.
     pub fn shared_backend(&self) -> Option<BackendId> {
         self.shared.as_ref().map(SharedExperts::backend)
+    }
+
+    /// Routes logits on the GPU when the experts are there, else on the host (both follow
+    /// `Router`'s definition; the GPU parity suite checks they agree).
+    fn route(&self, logits: &[f32], tokens: usize) -> Result<TopK> {
+        #[cfg(feature = "cuda")]
+        if let Some(r) = &self.gpu_router {
+            return r.route(logits, tokens);
+        }
+        self.router.route(logits, tokens)
     }
 
     /// The oracle's decision, with its reasons.
@@ -148,7 +170,7 @@ impl MoeLayer {
         let routed;
         let topk = match routing {
             RoutingInput::Logits(l) => {
-                routed = self.router.route(l, tokens)?;
+                routed = self.route(l, tokens)?;
                 &routed
             }
             RoutingInput::TopK(t) => {

@@ -10,6 +10,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("quant.cu", include_str!("../../../kernels-cuda/quant.cu")),
     ("gemm.cu", include_str!("../../../kernels-cuda/gemm.cu")),
     ("lora.cu", include_str!("../../../kernels-cuda/lora.cu")),
+    ("route.cu", include_str!("../../../kernels-cuda/route.cu")),
 ];
 
 /// The text NVRTC compiles for `file` with `defines` (`NAME VALUE` pairs).

@@ -14,6 +14,10 @@ pub mod launch;
 pub mod layout;
 #[cfg(feature = "cuda")]
 pub mod lora;
+#[cfg(feature = "cuda")]
+pub mod router;
 
 #[cfg(feature = "cuda")]
 pub use experts::CudaExperts;
+#[cfg(feature = "cuda")]
+pub use router::CudaRouter;
