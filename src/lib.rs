@@ -3,6 +3,7 @@
 //! dequantize-and-compute emulation that defines the right answer.
 
 pub mod backends;
+pub mod bench;
 pub mod checkpoint;
 pub mod device;
 pub mod error;

@@ -3,7 +3,7 @@
 
 use fleetmoe::device::Capabilities;
 use fleetmoe::moe::LayerConfig;
-use fleetmoe::oracle::{select, Conversion};
+use fleetmoe::oracle::{select, Conversion, Unmet};
 use fleetmoe::quant::QuantScheme;
 
 /// The schemes each table row stands for; every one of them must get the row's cells.
@@ -55,11 +55,16 @@ fn cell(scheme: &str, platform: &str) -> String {
     if sel.chosen != fleetmoe::oracle::BackendId::Emulation {
         return format!("native: {}{}", sel.chosen, fnuz(&sel.conversions));
     }
-    match sel
+    // The first backend that only lacks availability: native once its feature is on, or
+    // declared but not written yet.
+    let waiting = sel
         .rejected
         .iter()
-        .find(|r| r.unmet.iter().all(|u| u.is_availability()))
-    {
+        .find(|r| r.unmet.iter().all(|u| u.is_availability()));
+    match waiting {
+        Some(r) if r.unmet.iter().all(|u| matches!(u, Unmet::NotBuilt { .. })) => {
+            format!("native: {}{}", r.backend, fnuz(&r.conversions))
+        }
         Some(r) => format!("planned: {}{}", r.backend, fnuz(&r.conversions)),
         None => "emulated".to_string(),
     }

@@ -88,6 +88,30 @@ enum Command {
     },
     /// What a checkpoint directory holds: architecture, MoE layers, schemes, oracle choices.
     Inspect { dir: std::path::PathBuf },
+    /// Time the experts of real model shapes on the GPU against the roofline floor and vLLM.
+    Bench {
+        /// Comma-separated shapes (DeepSeek-V3 runs fp8 schemes only).
+        #[arg(
+            long,
+            default_value = "mixtral-8x7b,qwen3-30b-a3b,deepseek-v3,gpt-oss-120b"
+        )]
+        shapes: String,
+        /// Comma-separated schemes.
+        #[arg(long, default_value = "bf16,fp8,fp8-block128")]
+        schemes: String,
+        /// Comma-separated token counts M.
+        #[arg(long, default_value = "1,16,64,256,1024,4096")]
+        tokens: String,
+        /// Timed runs per cell (median printed).
+        #[arg(long, default_value_t = 50)]
+        reps: usize,
+        /// One JSON object per line: shape, scheme, M, us, floor_us, backend (and lora_us).
+        #[arg(long)]
+        json: bool,
+        /// Also time each cell with two resident LoRA adapters of this rank.
+        #[arg(long)]
+        lora: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -144,6 +168,14 @@ fn main() -> ExitCode {
         Command::Inspect { dir } => fleetmoe::checkpoint::inspect::inspect(&dir)
             .map(|r| print!("{r}"))
             .map(|()| true),
+        Command::Bench {
+            shapes,
+            schemes,
+            tokens,
+            reps,
+            json,
+            lora,
+        } => bench(&shapes, &schemes, &tokens, reps, json, lora).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -180,6 +212,69 @@ fn info() -> Result<()> {
             .join(", ")
     );
     Ok(())
+}
+
+fn list<T>(s: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(parse)
+        .collect()
+}
+
+#[cfg(feature = "cuda")]
+fn bench(
+    shapes: &str,
+    schemes: &str,
+    tokens: &str,
+    reps: usize,
+    json: bool,
+    lora: Option<usize>,
+) -> Result<()> {
+    use fleetmoe::bench::BenchRow;
+    let shapes = list(shapes, ModelShape::parse)?;
+    let schemes = list(schemes, QuantScheme::parse)?;
+    let tokens = list(tokens, |t| {
+        t.parse::<usize>()
+            .map_err(|_| fleetmoe::Error::Config(format!("'{t}' is not a token count")))
+    })?;
+    let target = Target::cuda(0)?;
+    let dev = target.cuda_device().expect("a CUDA target has a device");
+    if !json {
+        println!("{}", target.capabilities());
+        println!("floor = max(weight bytes of the experts hit / 3.0 TB/s, 2*M*k*3*H*I / (726 bf16 | 1267 fp8) TFLOP/s); vLLM = Triton fused_moe (fp8 per-tensor), h100-anchors.md");
+        println!("{}", BenchRow::header());
+    }
+    for &shape in &shapes {
+        for &scheme in &schemes {
+            if shape == ModelShape::DeepseekV3 && !matches!(scheme, QuantScheme::Fp8 { .. }) {
+                continue;
+            }
+            for row in fleetmoe::backends::cuda::bench::bench_shape(
+                dev, shape, scheme, &tokens, reps, lora,
+            )? {
+                println!("{}", if json { row.json() } else { row.line() });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench(
+    shapes: &str,
+    schemes: &str,
+    _tokens: &str,
+    _reps: usize,
+    _json: bool,
+    _lora: Option<usize>,
+) -> Result<()> {
+    list(shapes, ModelShape::parse)?;
+    list(schemes, QuantScheme::parse)?;
+    Err(fleetmoe::Error::NoDevice(
+        "`bench` times the GPU backends: build with `--features cuda` and run on an NVIDIA GPU"
+            .into(),
+    ))
 }
 
 fn built_features() -> &'static str {
@@ -372,6 +467,9 @@ fn run(
             ""
         }
     );
+    if let Some(b) = layer.shared_backend() {
+        println!("shared    {b}");
+    }
     println!(
         "setup     {:.2} s (random weights, quantization, calibration, layout)",
         started.elapsed().as_secs_f64()

@@ -1,12 +1,12 @@
 //! `MoeLayer`: router → prepare → experts → finalize, plus shared experts and LoRA, on the
 //! backend the oracle chose for the target.
 
-use super::config::LayerConfig;
+use super::config::{LayerConfig, Routing};
 use super::emulation::{check_weights_match, EmulatedExperts};
 use super::experts::Experts;
 use super::lora::{Lora, LoraBatch, LoraShape};
 use super::router::Router;
-use super::shared::{SharedExpertWeights, SharedExperts};
+use super::shared::{NativeShared, SharedExpertWeights, SharedExperts};
 use super::target::Target;
 use super::topk::TopK;
 use crate::error::{check_len, Error, Result};
@@ -63,38 +63,44 @@ impl MoeLayer {
                     .into(),
             ));
         }
-        let shared = match &extras.shared {
-            Some(s) => {
-                if Some(s.weights.intermediate) != config.shared_intermediate {
-                    return Err(Error::shape(
-                        "shared expert intermediate",
-                        format!("{:?}", config.shared_intermediate),
-                        s.weights.intermediate,
-                    ));
-                }
-                Some(SharedExperts::prepare(s, config.activation, config.hidden)?)
+        if let Some(s) = &extras.shared {
+            if Some(s.weights.intermediate) != config.shared_intermediate {
+                return Err(Error::shape(
+                    "shared expert intermediate",
+                    format!("{:?}", config.shared_intermediate),
+                    s.weights.intermediate,
+                ));
             }
-            None => None,
-        };
+        }
         if let Some(l) = &extras.lora {
             let routed = LoraShape {
                 hidden: config.hidden,
                 intermediate: config.intermediate,
                 gated: config.activation.is_gated(),
             };
-            let shared_shape = shared.as_ref().map(|s| LoraShape {
-                intermediate: s.intermediate(),
+            let shared_shape = config.shared_intermediate.map(|i| LoraShape {
+                intermediate: i,
                 ..routed
             });
             l.validate(config.num_experts, routed, shared_shape)?;
         }
+        let shared = match &extras.shared {
+            Some(s) => Some(prepare_shared(
+                s,
+                &config,
+                target,
+                extras.backend,
+                extras.lora.as_ref(),
+            )?),
+            None => None,
+        };
         let selection = oracle::select(
             &weights.scheme,
             target.capabilities(),
             &config,
             extras.backend,
         )?;
-        let experts = build_experts(&selection, weights, &config, target)?;
+        let experts = build_experts(&selection, weights, &config, target, extras.lora.as_ref())?;
         Ok(MoeLayer {
             router: Router::new(&config),
             config,
@@ -103,6 +109,11 @@ impl MoeLayer {
             lora: extras.lora,
             selection,
         })
+    }
+
+    /// The backend running the shared expert, if the layer has one.
+    pub fn shared_backend(&self) -> Option<BackendId> {
+        self.shared.as_ref().map(SharedExperts::backend)
     }
 
     /// The oracle's decision, with its reasons.
@@ -174,19 +185,71 @@ impl MoeLayer {
     }
 }
 
+/// The shared expert on the best backend for its own scheme (it may differ from the routed
+/// experts'), or emulated when nothing native runs it or emulation was forced.
+fn prepare_shared(
+    s: &SharedExpertWeights,
+    config: &LayerConfig,
+    target: &Target,
+    forced: Option<BackendId>,
+    lora: Option<&Lora>,
+) -> Result<SharedExperts> {
+    let one = LayerConfig {
+        num_experts: 1,
+        top_k: 1,
+        intermediate: s.weights.intermediate,
+        routing: Routing::Given,
+        has_bias: s.weights.w13_bias.is_some(),
+        apply_router_weight_on_input: false,
+        shared_intermediate: None,
+        lora: lora.is_some(),
+        ..config.clone()
+    };
+    let selection = oracle::select(&s.weights.scheme, target.capabilities(), &one, None)?;
+    if forced == Some(BackendId::Emulation) || selection.chosen == BackendId::Emulation {
+        return SharedExperts::prepare(s, config.activation, config.hidden);
+    }
+    let shared_lora = lora.map(NativeShared::lora_of);
+    let experts = build_experts(&selection, &s.weights, &one, target, shared_lora.as_ref())?;
+    SharedExperts::native(
+        s,
+        config.hidden,
+        NativeShared {
+            experts,
+            lora: shared_lora,
+        },
+    )
+}
+
 /// Builds the chosen backend. Only backends the oracle marks as built can be chosen.
 fn build_experts(
     selection: &Selection,
     weights: &ExpertWeights,
     config: &LayerConfig,
-    _target: &Target,
+    target: &Target,
+    lora: Option<&Lora>,
 ) -> Result<Box<dyn Experts>> {
     match selection.chosen {
         BackendId::Emulation => Ok(Box::new(EmulatedExperts::prepare(weights, config)?)),
-        other => Err(Error::BackendUnavailable {
-            backend: other.name().to_string(),
-            reasons: "the oracle chose a backend this build cannot construct (oracle table and moe::layer disagree)".into(),
-        }),
+        #[cfg(feature = "cuda")]
+        id @ (BackendId::CudaBf16 | BackendId::CudaFp8 | BackendId::CudaFp8Block128) => {
+            let dev = target
+                .cuda_device()
+                .ok_or_else(|| Error::BackendUnavailable {
+                    backend: id.name().to_string(),
+                    reasons: "the target is not a CUDA device".into(),
+                })?;
+            Ok(Box::new(crate::backends::cuda::CudaExperts::prepare(
+                dev, weights, config, id, lora,
+            )?))
+        }
+        other => {
+            let _ = (target, lora);
+            Err(Error::BackendUnavailable {
+                backend: other.name().to_string(),
+                reasons: "the oracle chose a backend this build cannot construct (oracle table and moe::layer disagree)".into(),
+            })
+        }
     }
 }
 

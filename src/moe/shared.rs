@@ -3,11 +3,15 @@
 
 use super::config::Activation;
 use super::emulation::{DenseMlp, PairLora};
-use super::lora::LoraBatch;
+use super::experts::Experts;
+use super::lora::{Lora, LoraAdapter, LoraBatch};
 use super::prepare::Pairs;
+use super::topk::TopK;
 use crate::error::{check_len, Error, Result};
+use crate::oracle::BackendId;
 use crate::quant::activation::round_to_model_dtype;
 use crate::quant::ExpertWeights;
+use crate::quant::QuantScheme;
 
 /// The shared expert's weights: an `ExpertWeights` holding one expert (DeepSeek's several
 /// shared experts are one MLP of their summed width), in any scheme.
@@ -18,10 +22,44 @@ pub struct SharedExpertWeights {
     pub gate: Option<Vec<f32>>,
 }
 
-/// The prepared shared expert.
+/// The prepared shared expert: emulated on the host, or (on a GPU) a one-expert native
+/// backend that every token is routed to with its gate as the router weight.
 pub struct SharedExperts {
-    mlp: DenseMlp,
+    path: SharedPath,
     gate: Option<Vec<f32>>,
+    scheme: QuantScheme,
+    hidden: usize,
+    intermediate: usize,
+}
+
+enum SharedPath {
+    Emulated(DenseMlp),
+    Native(NativeShared),
+}
+
+/// The shared expert on a native backend, with the adapters' shared parts as its LoRA.
+pub struct NativeShared {
+    pub experts: Box<dyn Experts>,
+    pub lora: Option<Lora>,
+}
+
+impl NativeShared {
+    /// The one-expert LoRA a native shared expert takes: each adapter's `shared` part (an
+    /// adapter that leaves the shared expert alone contributes zeros).
+    pub fn lora_of(lora: &Lora) -> Lora {
+        Lora {
+            adapters: lora
+                .adapters
+                .iter()
+                .map(|a| LoraAdapter {
+                    rank: a.rank,
+                    scaling: a.scaling,
+                    experts: vec![a.shared.clone().unwrap_or_default()],
+                    shared: None,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl SharedExperts {
@@ -43,14 +81,43 @@ impl SharedExperts {
             check_len("shared expert gate", g.len(), hidden)?;
         }
         Ok(SharedExperts {
-            mlp: DenseMlp::new(w, activation)?,
+            path: SharedPath::Emulated(DenseMlp::new(w, activation)?),
             gate: shared.gate.clone(),
+            scheme: w.scheme,
+            hidden,
+            intermediate: w.intermediate,
+        })
+    }
+
+    /// The shared expert on a native backend already prepared from `shared`'s weights.
+    pub fn native(
+        shared: &SharedExpertWeights,
+        hidden: usize,
+        native: NativeShared,
+    ) -> Result<Self> {
+        if let Some(g) = &shared.gate {
+            check_len("shared expert gate", g.len(), hidden)?;
+        }
+        Ok(SharedExperts {
+            path: SharedPath::Native(native),
+            gate: shared.gate.clone(),
+            scheme: shared.weights.scheme,
+            hidden,
+            intermediate: shared.weights.intermediate,
         })
     }
 
     /// Intermediate size of the shared MLP.
     pub fn intermediate(&self) -> usize {
-        self.mlp.intermediate
+        self.intermediate
+    }
+
+    /// Which backend runs the shared expert.
+    pub fn backend(&self) -> BackendId {
+        match &self.path {
+            SharedPath::Emulated(_) => BackendId::Emulation,
+            SharedPath::Native(n) => n.experts.backend(),
+        }
     }
 
     /// Adds the shared expert's output for every token to `out` (`[tokens, hidden]`).
@@ -61,9 +128,9 @@ impl SharedExperts {
         lora: Option<&LoraBatch<'_>>,
         out: &mut [f32],
     ) -> Result<()> {
-        let h = self.mlp.hidden;
+        let h = self.hidden;
         let mut inputs = x.to_vec();
-        round_to_model_dtype(&self.mlp.scheme, &mut inputs);
+        round_to_model_dtype(&self.scheme, &mut inputs);
         let gates: Vec<f32> = match &self.gate {
             Some(g) => inputs
                 .chunks(h)
@@ -73,8 +140,25 @@ impl SharedExperts {
                 .collect(),
             None => vec![1.0; tokens],
         };
+        let mlp = match &self.path {
+            SharedPath::Emulated(mlp) => mlp,
+            SharedPath::Native(n) => {
+                // Every token to expert 0, weighted by its gate.
+                let topk = TopK::new(tokens, 1, vec![0; tokens], gates, 1)?;
+                let batch = match (lora, &n.lora) {
+                    (Some(l), Some(shared_lora)) => {
+                        Some(LoraBatch::new(shared_lora, l.slots, tokens)?)
+                    }
+                    _ => None,
+                };
+                let mut y = vec![0f32; tokens * h];
+                n.experts.forward(x, &topk, batch.as_ref(), &mut y)?;
+                out.iter_mut().zip(&y).for_each(|(o, v)| *o += v);
+                return Ok(());
+            }
+        };
         let unquantized = inputs.clone();
-        self.mlp.a1.apply(&mut inputs, h)?;
+        mlp.a1.apply(&mut inputs, h)?;
         let pairs = Pairs {
             inputs,
             unquantized,
@@ -87,7 +171,7 @@ impl SharedExperts {
                     .and_then(|ad| ad.shared.as_ref().map(|s| (s, ad.rank, ad.scaling)))
             })
             .collect();
-        let (y, _) = self.mlp.run(&pairs, &lora, true)?;
+        let (y, _) = mlp.run(&pairs, &lora, true)?;
         for (t, g) in gates.iter().enumerate() {
             out[t * h..(t + 1) * h]
                 .iter_mut()

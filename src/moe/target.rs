@@ -2,10 +2,14 @@
 //! backends need it (a handle).
 
 use crate::device::{Capabilities, Device};
+#[cfg(feature = "cuda")]
+use crate::error::Result;
 
 /// Where a layer runs.
 pub struct Target {
     caps: Capabilities,
+    #[cfg(feature = "cuda")]
+    cuda: Option<std::sync::Arc<crate::device::cuda::CudaDevice>>,
 }
 
 impl Target {
@@ -13,16 +17,39 @@ impl Target {
     pub fn cpu() -> Self {
         Target {
             caps: crate::device::cpu::CpuDevice::new().capabilities().clone(),
+            #[cfg(feature = "cuda")]
+            cuda: None,
         }
     }
 
+    /// NVIDIA GPU `ordinal`; `Error::NoDevice` (with the reason) when there is none.
+    #[cfg(feature = "cuda")]
+    pub fn cuda(ordinal: usize) -> Result<Self> {
+        let dev = crate::device::cuda::CudaDevice::new(ordinal)?;
+        Ok(Target {
+            caps: dev.capabilities().clone(),
+            cuda: Some(std::sync::Arc::new(dev)),
+        })
+    }
+
     /// The best device present: a GPU when a backend feature is built and a driver
-    /// answers, otherwise the CPU.
+    /// answers, otherwise the CPU (the reason a GPU was not used is logged).
     pub fn detect() -> Self {
+        #[cfg(feature = "cuda")]
+        match Self::cuda(0) {
+            Ok(t) => return t,
+            Err(e) => log::info!("no CUDA device: {e}"),
+        }
         Self::cpu()
     }
 
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
+    }
+
+    /// The CUDA device, when the target is one.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_device(&self) -> Option<&std::sync::Arc<crate::device::cuda::CudaDevice>> {
+        self.cuda.as_ref()
     }
 }

@@ -31,19 +31,21 @@ pub fn spec(id: BackendId) -> Option<&'static BackendSpec> {
 }
 
 /// Availability of a backend behind cargo feature `feature`; `landed` becomes `true` (a
-/// one-word change in the table) when the backend's code is in.
+/// one-word change in the table) when the backend's code is in. A backend whose code has
+/// not landed is `Planned` whatever the features, so `explain` never suggests a feature
+/// that would not help.
 const fn gated(
     enabled: bool,
     feature: &'static str,
     landed: bool,
     plan: &'static str,
 ) -> Availability {
-    if !enabled {
-        Availability::NeedsFeature(feature)
-    } else if landed {
-        Availability::Built
-    } else {
+    if !landed {
         Availability::Planned(plan)
+    } else if !enabled {
+        Availability::NeedsFeature(feature)
+    } else {
+        Availability::Built
     }
 }
 
@@ -102,8 +104,9 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::CudaFp8Block128,
         needs: Needs {
             hardware: Hardware::Nvidia { min_cc: (9, 0) },
-            schemes: fp8_block128,
+            schemes: fp8_any_block,
             fp8_matrix: true,
+            availability: cuda(true),
             ..NVIDIA_BASE
         },
     },
@@ -113,6 +116,7 @@ static BACKENDS: [BackendSpec; 13] = [
             hardware: Hardware::Nvidia { min_cc: (8, 9) },
             schemes: fp8_tensor_or_channel,
             fp8_matrix: true,
+            availability: cuda(true),
             ..NVIDIA_BASE
         },
     },
@@ -150,6 +154,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::CudaBf16,
         needs: Needs {
             schemes: unquantized,
+            availability: cuda(true),
             ..NVIDIA_BASE
         },
     },
@@ -290,6 +295,33 @@ fn fp8_block128(s: &S) -> bool {
             )
             | (Fp8WeightScale::PerTensor | Fp8WeightScale::PerChannel, _) => false,
         },
+        S::Unquantized(_)
+        | S::Nvfp4 { .. }
+        | S::Mx { .. }
+        | S::IntWeightOnly { .. }
+        | S::W4A8
+        | S::Int8W8A8 => false,
+    }
+}
+
+/// fp8 with anything that changes along K every 128 elements: 128 × 128 weight blocks
+/// (with any activation scaling) or per-128-group activations (with any weight scaling).
+/// The CUDA block kernel folds each 128-wide K stage in with its own scales.
+fn fp8_any_block(s: &S) -> bool {
+    match s {
+        S::Fp8 { weight, act, .. } => {
+            let blocked_weight = match weight {
+                Fp8WeightScale::Block128 => true,
+                Fp8WeightScale::PerTensor | Fp8WeightScale::PerChannel => false,
+            };
+            let grouped_act = match act {
+                ActScale::DynamicPerGroup128 => true,
+                ActScale::DynamicPerTensor
+                | ActScale::DynamicPerToken
+                | ActScale::StaticPerTensor => false,
+            };
+            blocked_weight || grouped_act
+        }
         S::Unquantized(_)
         | S::Nvfp4 { .. }
         | S::Mx { .. }

@@ -1,0 +1,383 @@
+// Grouped expert GEMMs on tensor cores (mma.sync), "swap AB": the weight rows (output
+// features) are the MMA's M side and the tokens routed to one expert are its N side, so a
+// decode step with a handful of tokens per expert still fills the instruction (n = 8) and
+// the kernel streams weights. Both operands are K-contiguous in memory ([E, N, K] weights,
+// [rows, K] activations), so one byte-level tile path serves bf16, f16 and fp8 e4m3.
+//
+// One block = one tile of BN weight rows x BT token slots of one expert (blockIdx.x is
+// the token block from fm_align, blockIdx.y the row tile, blockIdx.z the K split).
+// Shared memory holds STAGES stages of 128 bytes of K per row, filled with cp.async and
+// read with ldmatrix through an XOR swizzle of the 16-byte chunks.
+//
+// MODE 0: gemm1, gated. Weight rows are prepared in groups of 16: rows 0-7 the gate rows
+//         of features 8g..8g+7, rows 8-15 their up rows, so each thread's accumulators
+//         hold (gate, up) of the same feature and the activation is fused here; the
+//         result is written to the intermediate row of the token's slot.
+// MODE 1: gemm1, not gated (relu2, silu): activation of each row.
+// MODE 2: gemm2: scaled by the router weight and added (atomically, f32) into out[token].
+// BLK:    scales change along K (128x128 weight blocks and/or per-128-column activation
+//         scales): each 128-element K stage is accumulated apart and folded in scaled.
+
+struct GemmArgs {
+  const u8* w;             // [E, N, K] elements of DT
+  const u8* act;           // MODE 0/1: [tokens, K] (gathered per pair); MODE 2: [slots, K]
+  const float* wrow;       // [E, N] weight scale of each row, or null
+  const float* wblk;       // [E, N/8, ceil(K/128)] weight scale per 8 rows x 128 K, or null
+  const float* ascale;     // activation scales (strides as_row, as_k), or null
+  const float* bias;       // [E, N] f32, or null
+  const int* sorted;       // [slots] pair id or `pairs` (padding)
+  const int* block_expert; // [token blocks]
+  const int* num_slots;    // [1]
+  const float* topk_w;     // [pairs]
+  void* out;               // MODE 0/1: intermediate [slots, ldo] (bf16/f16); MODE 2: f32 [tokens, ldo]
+  u32* amax;               // MODE 0/1: amax of the intermediate (fp8 per tensor), or null
+  int N, K;                // K in elements
+  int as_row, as_k;        // activation scale strides per row and per 128-column group
+  int top_k, pairs, ldo;
+  int k_split;             // K elements per blockIdx.z (multiple of 128)
+  int act_kind;            // 0 silu*up, 1 gelu*up, 2 gelu_tanh*up, 3 swigluoai, 4 relu2, 5 silu
+  float alpha, limit;
+  int weight_on_input;     // router weight scales gemm1's output (before bias), not gemm2's
+  const float* lora_delta; // [slots, N] LoRA delta (lora.cu), or null
+  const int* token_adapter;// [tokens] adapter slot or -1; read only with lora_delta
+};
+
+// The LoRA delta of one output, when the token has an adapter.
+__device__ __forceinline__ float lora_at(const GemmArgs& p, int pair, long slot, int row) {
+  if (!p.lora_delta || p.token_adapter[pair / p.top_k] < 0) return 0.0f;
+  return p.lora_delta[slot * p.N + row];
+}
+
+__device__ __forceinline__ float fm_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__device__ __forceinline__ float act_gated(int kind, float g, float u, float alpha, float limit) {
+  switch (kind) {
+    case 0: return g * fm_sigmoid(g) * u;
+    case 1: return 0.5f * g * (1.0f + erff(g * 0.70710678118654752f)) * u;
+    case 2: {
+      float t = tanhf(0.79788456080286536f * (g + 0.044715f * g * g * g));
+      return 0.5f * g * (1.0f + t) * u;
+    }
+    default: {
+      g = fminf(g, limit);
+      u = fminf(fmaxf(u, -limit), limit);
+      return (u + 1.0f) * g * fm_sigmoid(alpha * g);
+    }
+  }
+}
+
+__device__ __forceinline__ float act_single(int kind, float x) {
+  if (kind == 4) { float r = fmaxf(x, 0.0f); return r * r; }
+  return x * fm_sigmoid(x);
+}
+
+// The model dtype: f16 for the f16 variant, bf16 otherwise (fp8 schemes run bf16 models).
+template <int DT>
+__device__ __forceinline__ u16 to_half(float v) { return DT == 1 ? f32_to_f16(v) : f32_to_bf16(v); }
+template <int DT>
+__device__ __forceinline__ float from_half(u16 h) { return DT == 1 ? f16_to_f32(h) : bf16_to_f32(h); }
+template <int DT>
+__device__ __forceinline__ float round_half(float v) { return from_half<DT>(to_half<DT>(v)); }
+
+template <int DT, int BN, int BT, int WN, int WT, int WK, int STAGES, int MODE, bool BLK>
+__device__ __forceinline__ void gemm_body(const GemmArgs& p) {
+  constexpr int ES = DT == 2 ? 1 : 2;
+  constexpr int NTHR = WN * WT * WK * 32;
+  constexpr int WM = BN / WN;
+  constexpr int WTT = BT / WT;
+  constexpr int MI = WM / 16;
+  constexpr int NI = WTT / 8;
+  static_assert(WM % 16 == 0 && WTT % 8 == 0 && 4 % WK == 0, "tile shape");
+  extern __shared__ __align__(128) u8 smem[];
+  u8* sA = smem;
+  u8* sB = smem + STAGES * BN * 128;
+  int* s_row = reinterpret_cast<int*>(sB + STAGES * BT * 128);
+  int* s_pair = s_row + BT;
+
+  const int tb = blockIdx.x, nt = blockIdx.y, split = blockIdx.z;
+  if (tb * BT >= p.num_slots[0]) return;
+  const int e = p.block_expert[tb];
+  if (e < 0) return;
+  const int n0 = nt * BN;
+  const int kbeg = split * p.k_split;
+  const int kend = min(p.K, kbeg + p.k_split);
+  if (kbeg >= kend) return;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wn = warp % WN, wt = (warp / WN) % WT, wk = warp / (WN * WT);
+
+  for (int j = tid; j < BT; j += NTHR) {
+    const int slot = tb * BT + j;
+    const int pair = p.sorted[slot];
+    s_pair[j] = pair;
+    s_row[j] = pair < p.pairs ? (MODE == 2 ? slot : pair / p.top_k) : -1;
+  }
+  __syncthreads();
+
+  const long Kb = (long)p.K * ES;
+  const u8* wbase = p.w + (long)e * p.N * Kb;
+  const int kb0 = kbeg * ES, kb1 = kend * ES;
+  const int ntiles = (kb1 - kb0 + 127) / 128;
+
+  auto load_stage = [&](int stage, int kt) {
+    const int kbyte = kb0 + kt * 128;
+    u8* a = sA + stage * BN * 128;
+#pragma unroll
+    for (int c = tid; c < BN * 8; c += NTHR) {
+      const int r = c >> 3, ch = c & 7;
+      const int kk = kbyte + ch * 16;
+      const bool ok = n0 + r < p.N && kk < kb1;
+      const u8* src = ok ? wbase + (long)(n0 + r) * Kb + kk : p.w;
+      cp_async16(smem_addr(a + r * 128 + ((ch ^ (r & 7)) << 4)), src, ok ? 16 : 0);
+    }
+    u8* b = sB + stage * BT * 128;
+#pragma unroll
+    for (int c = tid; c < BT * 8; c += NTHR) {
+      const int r = c >> 3, ch = c & 7;
+      const int row = s_row[r];
+      const int kk = kbyte + ch * 16;
+      const bool ok = row >= 0 && kk < kb1;
+      const u8* src = ok ? p.act + (long)row * Kb + kk : p.act;
+      cp_async16(smem_addr(b + r * 128 + ((ch ^ (r & 7)) << 4)), src, ok ? 16 : 0);
+    }
+  };
+
+  float acc[MI][NI][4];
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < ntiles) load_stage(s, s);
+    cp_async_commit();
+  }
+
+  for (int kt = 0; kt < ntiles; ++kt) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    {
+      const int nk = kt + STAGES - 1;
+      if (nk < ntiles) load_stage(nk % STAGES, nk);
+      cp_async_commit();
+    }
+    const u8* a = sA + (kt % STAGES) * BN * 128;
+    const u8* b = sB + (kt % STAGES) * BT * 128;
+    float part[BLK ? MI : 1][BLK ? NI : 1][4];
+    if constexpr (BLK) {
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) part[i][j][r] = 0.0f;
+    }
+#pragma unroll
+    for (int ks = wk; ks < 4; ks += WK) {
+      u32 af[MI][4], bfr[NI][2];
+#pragma unroll
+      for (int i = 0; i < MI; ++i) {
+        const int row = wn * WM + i * 16 + (lane & 15);
+        const int ch = ks * 2 + (lane >> 4);
+        ldmatrix_x4(smem_addr(a + row * 128 + ((ch ^ (row & 7)) << 4)), af[i][0], af[i][1],
+                    af[i][2], af[i][3]);
+      }
+      if constexpr (NI == 1) {
+        const int tok = wt * WTT + (lane & 7);
+        const int ch = ks * 2 + ((lane >> 3) & 1);
+        ldmatrix_x2(smem_addr(b + tok * 128 + ((ch ^ (tok & 7)) << 4)), bfr[0][0], bfr[0][1]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < NI; j += 2) {
+          const int tok = wt * WTT + j * 8 + (lane & 7) + ((lane >> 4) << 3);
+          const int ch = ks * 2 + ((lane >> 3) & 1);
+          ldmatrix_x4(smem_addr(b + tok * 128 + ((ch ^ (tok & 7)) << 4)), bfr[j][0], bfr[j][1],
+                      bfr[j + 1][0], bfr[j + 1][1]);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j) {
+          if constexpr (BLK) mma_32B<DT>(part[i][j], af[i], bfr[j]);
+          else mma_32B<DT>(acc[i][j], af[i], bfr[j]);
+        }
+    }
+    if constexpr (BLK) {
+      // This stage is exactly one 128-element K block (fp8: 128 bytes).
+      const int kblk = kbeg / 128 + kt;
+      const int kbw = (p.K + 127) / 128;
+#pragma unroll
+      for (int i = 0; i < MI; ++i) {
+        const int r8 = (n0 + wn * WM + i * 16) / 8;
+        float wb0 = 1.0f, wb1 = 1.0f;
+        if (p.wblk && r8 * 8 < p.N) {
+          const float* ws = p.wblk + ((long)e * (p.N / 8) + r8) * kbw + kblk;
+          wb0 = ws[0];
+          wb1 = ws[kbw];
+        }
+#pragma unroll
+        for (int j = 0; j < NI; ++j) {
+          const int t0 = wt * WTT + j * 8 + 2 * (lane & 3);
+          float as0 = 1.0f, as1 = 1.0f;
+          if (p.ascale) {
+            const int r0 = s_row[t0], r1 = s_row[t0 + 1];
+            as0 = r0 >= 0 ? p.ascale[(long)r0 * p.as_row + (long)kblk * p.as_k] : 0.0f;
+            as1 = r1 >= 0 ? p.ascale[(long)r1 * p.as_row + (long)kblk * p.as_k] : 0.0f;
+          }
+          acc[i][j][0] += part[i][j][0] * wb0 * as0;
+          acc[i][j][1] += part[i][j][1] * wb0 * as1;
+          acc[i][j][2] += part[i][j][2] * wb1 * as0;
+          acc[i][j][3] += part[i][j][3] * wb1 * as1;
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  if constexpr (WK > 1) {
+    // Sum the K-split warps' partial tiles through shared memory.
+    __syncthreads();
+    float* red = reinterpret_cast<float*>(smem);
+    constexpr int PER = MI * NI * 4;
+    const int mn = warp % (WN * WT);
+    if (wk > 0) {
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j)
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+            red[(((wk - 1) * WN * WT + mn) * PER + (i * NI + j) * 4 + r) * 32 + lane] = acc[i][j][r];
+    }
+    __syncthreads();
+    if (wk > 0) return;
+#pragma unroll
+    for (int q = 1; q < WK; ++q)
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j)
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+            acc[i][j][r] += red[(((q - 1) * WN * WT + mn) * PER + (i * NI + j) * 4 + r) * 32 + lane];
+  }
+
+  // ---- epilogue ----
+  const int g = lane >> 2;
+  float local_max = 0.0f;
+#pragma unroll
+  for (int i = 0; i < MI; ++i) {
+    const int rbase = n0 + wn * WM + i * 16;
+    if (rbase >= p.N) continue;
+#pragma unroll
+    for (int j = 0; j < NI; ++j) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int tl = wt * WTT + j * 8 + 2 * (lane & 3) + h;
+        const int pair = s_pair[tl];
+        if (pair >= p.pairs) continue;
+        const int arow = s_row[tl];
+        float tok_scale = 1.0f;
+        if (!BLK && p.ascale) tok_scale = p.ascale[(long)arow * p.as_row];
+        const int rows[2] = {rbase + g, rbase + g + 8};
+        float v[2];
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          float x = acc[i][j][q * 2 + h] * tok_scale;
+          if (p.wrow) x *= p.wrow[(long)e * p.N + rows[q]];
+          v[q] = x;
+        }
+        if constexpr (MODE == 0) {
+          const int slot = tb * BT + tl;
+          if (p.weight_on_input) { const float w = p.topk_w[pair]; v[0] *= w; v[1] *= w; }
+          if (p.bias) { v[0] += p.bias[(long)e * p.N + rows[0]]; v[1] += p.bias[(long)e * p.N + rows[1]]; }
+          v[0] += lora_at(p, pair, slot, rows[0]);
+          v[1] += lora_at(p, pair, slot, rows[1]);
+          // Round gate and up to the model dtype first, as the emulation does.
+          const float y = act_gated(p.act_kind, round_half<DT>(v[0]), round_half<DT>(v[1]), p.alpha, p.limit);
+          const int feature = (rbase / 16) * 8 + g;
+          const u16 yh = to_half<DT>(y);
+          reinterpret_cast<u16*>(p.out)[(long)slot * p.ldo + feature] = yh;
+          // amax of the stored value, so a per-tensor scale matches the emulation's.
+          local_max = fmaxf(local_max, fabsf(from_half<DT>(yh)));
+        } else if constexpr (MODE == 1) {
+          const int slot = tb * BT + tl;
+#pragma unroll
+          for (int q = 0; q < 2; ++q) {
+            if (rows[q] >= p.N) continue;
+            float x = v[q];
+            if (p.weight_on_input) x *= p.topk_w[pair];
+            if (p.bias) x += p.bias[(long)e * p.N + rows[q]];
+            x += lora_at(p, pair, slot, rows[q]);
+            const float y = act_single(p.act_kind, round_half<DT>(x));
+            const u16 yh = to_half<DT>(y);
+            reinterpret_cast<u16*>(p.out)[(long)slot * p.ldo + rows[q]] = yh;
+            local_max = fmaxf(local_max, fabsf(from_half<DT>(yh)));
+          }
+        } else {
+          const int token = pair / p.top_k;
+          const float w = p.weight_on_input ? 1.0f : p.topk_w[pair];
+          float* out = reinterpret_cast<float*>(p.out) + (long)token * p.ldo;
+#pragma unroll
+          for (int q = 0; q < 2; ++q) {
+            if (rows[q] >= p.N) continue;
+            float x = v[q];
+            if (split == 0) {
+              if (p.bias) x += p.bias[(long)e * p.N + rows[q]];
+              x += lora_at(p, pair, (long)tb * BT + tl, rows[q]);
+            }
+            atomicAdd(out + rows[q], w * x);
+          }
+        }
+      }
+    }
+  }
+  if (MODE != 2 && p.amax) {
+    local_max = warp_max(local_max);
+    if (lane == 0 && local_max > 0.0f) atomic_max_nonneg(p.amax, local_max);
+  }
+}
+
+// Tile shapes: BN, BT, WN, WT, WK, STAGES. The host picks by tokens per expert.
+#define FM_TILE_0 32, 8, 2, 1, 2, 8
+#define FM_TILE_1 64, 16, 4, 1, 1, 6
+#define FM_TILE_2 64, 32, 2, 2, 1, 5
+#define FM_TILE_3 128, 64, 4, 2, 1, 4
+#define FM_TILE_4 128, 128, 2, 4, 1, 3
+#define FM_THREADS(BN, BT, WN, WT, WK, ST) (WN * WT * WK * 32)
+#define FM_THREADS_OF(...) FM_THREADS(__VA_ARGS__)
+
+#define FM_KERNEL(NAME, DT, TILE, MODE, BLK)                                        \
+  extern "C" __global__ void __launch_bounds__(FM_THREADS_OF(TILE), BLK ? 1 : 2) NAME(GemmArgs p) { \
+    gemm_body<DT, TILE, MODE, BLK>(p);                                               \
+  }
+
+#define FM_MODES(PFX, DT, BLK, T)                      \
+  FM_KERNEL(PFX##_g_t##T, DT, FM_TILE_##T, 0, BLK)     \
+  FM_KERNEL(PFX##_s_t##T, DT, FM_TILE_##T, 1, BLK)     \
+  FM_KERNEL(PFX##_d_t##T, DT, FM_TILE_##T, 2, BLK)
+
+#define FM_TILES(PFX, DT, BLK) \
+  FM_MODES(PFX, DT, BLK, 0)    \
+  FM_MODES(PFX, DT, BLK, 1)    \
+  FM_MODES(PFX, DT, BLK, 2)    \
+  FM_MODES(PFX, DT, BLK, 3)    \
+  FM_MODES(PFX, DT, BLK, 4)
+
+// The host compiles one variant per module (FM_VARIANT defined before this file); with
+// none defined, every variant is built (the CI compile check).
+#if !defined(FM_VARIANT) || FM_VARIANT == 0
+FM_TILES(fm_gemm_bf16, 0, false)
+#endif
+#if !defined(FM_VARIANT) || FM_VARIANT == 1
+FM_TILES(fm_gemm_f16, 1, false)
+#endif
+#if !defined(FM_VARIANT) || FM_VARIANT == 2
+FM_TILES(fm_gemm_fp8, 2, false)
+#endif
+#if !defined(FM_VARIANT) || FM_VARIANT == 3
+FM_TILES(fm_gemm_fp8blk, 2, true)
+#endif

@@ -1,0 +1,118 @@
+// Dynamic and static fp8 e4m3fn quantization of bf16 activation rows, as the emulation does
+// it: scale = amax / 448 (per tensor, per row, or per row per 128 columns) or a static
+// scale; q = round_to_nearest_even(clamp(x / scale, -448, 448)).
+
+#define Q_THREADS 256
+
+// amax over rows of a [rows, cols] bf16 matrix into amax[0] (as float bits; zero it
+// first). With `sorted` non-null, row r counts only when sorted[r] < pairs (padding rows of
+// the expert-sorted intermediate are skipped); `num_rows` (device) bounds the rows.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_amax_rows(const u16* __restrict__ src, int rows, int cols, const int* __restrict__ num_rows,
+             const int* __restrict__ sorted, int pairs, u32* __restrict__ amax) {
+  __shared__ float red[Q_THREADS / 32];
+  int nr = num_rows ? min(rows, num_rows[0]) : rows;
+  float m = 0.0f;
+  const long total8 = (long)nr * cols / 8;  // cols % 8 == 0
+  for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < total8;
+       i += (long)gridDim.x * blockDim.x) {
+    long r = i * 8 / cols;
+    if (sorted && sorted[r] >= pairs) continue;
+    uint4 v = reinterpret_cast<const uint4*>(src)[i];
+    u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      m = fmaxf(m, fabsf(bf16_to_f32((u16)(w[j] & 0xffff))));
+      m = fmaxf(m, fabsf(bf16_to_f32((u16)(w[j] >> 16))));
+    }
+  }
+  m = warp_max(m);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < Q_THREADS / 32 ? red[threadIdx.x] : 0.0f;
+    v = warp_max(v);
+    if (threadIdx.x == 0 && v > 0.0f) atomic_max_nonneg(amax, v);
+  }
+}
+
+__device__ __forceinline__ float scale_from_amax(float amax) {
+  return fmaxf(amax, 1e-12f) / FM_E4M3_MAX;
+}
+
+// One block per row. mode: 0 = per tensor (scale from amax[0]), 1 = per row, 2 = per row
+// per 128 columns, 3 = static (scale `static_scale`). Writes codes [rows, cols] and scales:
+// mode 0/3 -> scales[0]; mode 1 -> scales[row]; mode 2 -> scales[row * ceil(cols/128) + g].
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __restrict__ num_rows,
+              const int* __restrict__ sorted, int pairs, int mode, const u32* __restrict__ amax,
+              float static_scale, u8* __restrict__ codes, float* __restrict__ scales) {
+  __shared__ float red[Q_THREADS / 32];
+  __shared__ float row_scale;
+  const int row = blockIdx.x;
+  int nr = num_rows ? min(rows, num_rows[0]) : rows;
+  if (row >= nr) return;
+  if ((mode == 0 || mode == 3) && row == 0 && threadIdx.x == 0)
+    scales[0] = mode == 0 ? scale_from_amax(__uint_as_float(amax[0])) : static_scale;
+  if (sorted && sorted[row] >= pairs) return;
+  const u16* x = src + (long)row * cols;
+  u8* q = codes + (long)row * cols;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  if (mode == 2) {
+    // Each warp takes 128-column groups; each lane 4 consecutive values.
+    const int groups = (cols + 127) / 128;
+    for (int g = warp; g < groups; g += Q_THREADS / 32) {
+      int c = g * 128 + lane * 4;
+      float v[4];
+      float m = 0.0f;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        v[j] = c + j < cols ? bf16_to_f32(x[c + j]) : 0.0f;
+        m = fmaxf(m, fabsf(v[j]));
+      }
+      m = warp_max(m);
+      float s = scale_from_amax(m);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (c + j < cols) q[c + j] = f32_to_e4m3(fminf(fmaxf(v[j] / s, -FM_E4M3_MAX), FM_E4M3_MAX));
+      if (lane == 0) scales[(long)row * groups + g] = s;
+    }
+    return;
+  }
+
+  float s;
+  if (mode == 1) {
+    float m = 0.0f;
+    for (int c = tid; c < cols; c += Q_THREADS) m = fmaxf(m, fabsf(bf16_to_f32(x[c])));
+    m = warp_max(m);
+    if (lane == 0) red[warp] = m;
+    __syncthreads();
+    if (tid < 32) {
+      float v = tid < Q_THREADS / 32 ? red[tid] : 0.0f;
+      v = warp_max(v);
+      if (tid == 0) row_scale = scale_from_amax(v);
+    }
+    __syncthreads();
+    s = row_scale;
+    if (tid == 0) scales[row] = s;
+  } else {
+    s = mode == 0 ? scale_from_amax(__uint_as_float(amax[0])) : static_scale;
+  }
+  for (int c = tid; c < cols; c += Q_THREADS)
+    q[c] = f32_to_e4m3(fminf(fmaxf(bf16_to_f32(x[c]) / s, -FM_E4M3_MAX), FM_E4M3_MAX));
+}
+
+// Router weight on the input (top-1 layers such as Llama 4): dst[t] = round(src[t] * w[t]) in
+// the model dtype (f16 when `is_f16`, else bf16), as the emulation scales before quantizing.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_scale_rows(const u16* __restrict__ src, int rows, int cols, const float* __restrict__ w,
+              int is_f16, u16* __restrict__ dst) {
+  const int row = blockIdx.x;
+  if (row >= rows) return;
+  const float s = w[row];
+  for (int c = threadIdx.x; c < cols; c += Q_THREADS) {
+    const long i = (long)row * cols + c;
+    dst[i] = is_f16 ? f32_to_f16(f16_to_f32(src[i]) * s) : f32_to_bf16(bf16_to_f32(src[i]) * s);
+  }
+}

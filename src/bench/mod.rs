@@ -1,0 +1,66 @@
+//! `fleetmoe bench`: the layer's experts timed on the GPU against the roofline floor and
+//! the peers' figures on the same H100. Speed is reported, never asserted.
+
+pub mod peers;
+pub mod roofline;
+
+/// One measured cell of the benchmark table.
+#[derive(Debug, Clone)]
+pub struct BenchRow {
+    pub shape: &'static str,
+    pub scheme: String,
+    pub tokens: usize,
+    pub backend: String,
+    /// Median time of one layer forward (top-k given), microseconds.
+    pub us: f64,
+    pub floor_us: f64,
+    /// The same forward with LoRA on (two adapters, tokens alternating), when asked for.
+    pub lora_us: Option<f64>,
+}
+
+impl BenchRow {
+    /// One JSON object: `shape, scheme, M, us, floor_us, backend`.
+    pub fn json(&self) -> String {
+        let lora = self
+            .lora_us
+            .map(|l| format!(",\"lora_us\":{l:.2}"))
+            .unwrap_or_default();
+        format!(
+            "{{\"shape\":\"{}\",\"scheme\":\"{}\",\"M\":{},\"us\":{:.2},\"floor_us\":{:.2},\"backend\":\"{}\"{lora}}}",
+            self.shape, self.scheme, self.tokens, self.us, self.floor_us, self.backend
+        )
+    }
+
+    /// The human table's header, matching `line`.
+    pub fn header() -> String {
+        format!(
+            "{:14} {:13} {:>5} {:18} {:>10} {:>10} {:>7} {:>10} {:>7}",
+            "shape", "scheme", "M", "backend", "us", "floor us", "/floor", "vLLM us", "/floor"
+        )
+    }
+
+    /// One line of the human table, with vLLM's figure where the anchors have one.
+    pub fn line(&self) -> String {
+        let peer = peers::vllm_us(self.shape, &self.scheme, self.tokens);
+        let (p_us, p_x) = match peer {
+            Some(v) => (format!("{v:.1}"), format!("{:.2}", v / self.floor_us)),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        let lora = self
+            .lora_us
+            .map(|l| format!("   LoRA {l:>9.1} us (+{:.0}%)", (l / self.us - 1.0) * 100.0))
+            .unwrap_or_default();
+        format!(
+            "{:14} {:13} {:>5} {:18} {:>10.1} {:>10.1} {:>7.2} {:>10} {:>7}{lora}",
+            self.shape,
+            self.scheme,
+            self.tokens,
+            self.backend,
+            self.us,
+            self.floor_us,
+            self.us / self.floor_us,
+            p_us,
+            p_x
+        )
+    }
+}
