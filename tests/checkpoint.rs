@@ -279,6 +279,7 @@ fn modelopt_fp8_static() {
         loras: vec![],
         tokens: 4,
         seed: 1,
+        backend: None,
     })
     .unwrap();
     assert!(ok, "{report}");

@@ -163,7 +163,11 @@ fn unknown_quant_method_and_bad_group() {
     write_config(dir.path(), &config(Some(q)));
     match load(dir.path()) {
         Err(e @ Error::Checkpoint { .. }) => {
-            assert!(e.to_string().contains("group size 48"), "{e}")
+            assert!(e.to_string().contains("group size 48"), "{e}");
+            assert!(
+                matches!(&e, Error::Checkpoint { file, .. } if !file.is_empty()),
+                "{e}"
+            );
         }
         other => panic!("expected a group-size error, got {other:?}"),
     }

@@ -178,6 +178,7 @@ fn peft_adapter_loads_into_slots_and_changes_the_output() {
         loras: vec![ad.path().into()],
         tokens: 4,
         seed: 0,
+        backend: None,
     })
     .unwrap();
     assert!(ok && report.contains("lora"), "{report}");
@@ -302,6 +303,7 @@ fn adapter_on_the_shared_expert_only() {
         loras: vec![ad.path().into()],
         tokens: 3,
         seed: 2,
+        backend: None,
     })
     .unwrap();
     assert!(ok, "{report}");

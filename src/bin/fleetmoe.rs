@@ -141,13 +141,14 @@ fn main() -> ExitCode {
             layer,
             lora,
         } => {
-            let _ = (shape, scheme, experts, reps, backend);
+            let _ = (shape, scheme, experts, reps);
             fleetmoe::checkpoint::inspect::run_model(&fleetmoe::checkpoint::inspect::RunModel {
                 dir,
                 layer,
                 loras: lora,
                 tokens,
                 seed,
+                backend,
             })
             .map(|(report, ok)| {
                 print!("{report}");

@@ -190,7 +190,12 @@ impl ModelConfig {
             scoring_func: cfg
                 .get("scoring_func")
                 .and_then(|v| v.as_str())
-                .unwrap_or("softmax")
+                // GLM-4.5 and DeepSeek-V3 score with a sigmoid; GLM's config does not say so.
+                .unwrap_or(if matches!(arch, Arch::Glm4Moe | Arch::DeepseekV3) {
+                    "sigmoid"
+                } else {
+                    "softmax"
+                })
                 .to_string(),
             first_k_dense: get_usize(cfg, &["first_k_dense_replace"]).unwrap_or(0),
             swiglu_limit: f("swiglu_limit", 7.0) as f32,

@@ -137,6 +137,8 @@ pub struct RunModel {
     pub loras: Vec<PathBuf>,
     pub tokens: usize,
     pub seed: u64,
+    /// Force this backend instead of the oracle's choice.
+    pub backend: Option<String>,
 }
 
 /// The f64 output of the routed experts plus the (gated) shared expert.
@@ -231,7 +233,11 @@ pub fn run_model(opts: &RunModel) -> Result<(String, bool)> {
     let extras = LayerExtras {
         shared: l.shared.clone(),
         lora: with_lora.then(|| lora.clone()),
-        backend: None,
+        backend: opts
+            .backend
+            .as_deref()
+            .map(oracle::BackendId::parse)
+            .transpose()?,
     };
     let layer = MoeLayer::new(l.config.clone(), &l.weights, &target, extras)?;
     let _ = writeln!(s, "device    {}", target.capabilities());

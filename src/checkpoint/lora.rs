@@ -32,7 +32,7 @@ pub fn load_adapter(dir: &Path, ck: &Checkpoint, layer: &LoadedLayer) -> Result<
     let alpha = cfg
         .get("lora_alpha")
         .and_then(|v| v.as_f64())
-        .unwrap_or(rank as f64);
+        .unwrap_or(8.0); // PEFT `LoraConfig.lora_alpha` default
     let rslora = cfg.get("use_rslora").and_then(|v| v.as_bool()) == Some(true);
     let scaling = if rslora {
         alpha / (rank as f64).sqrt()

@@ -130,6 +130,15 @@ impl Checkpoint {
                 self.config.num_layers
             )));
         }
-        layer::load(self, n)
+        // Checks that are not about one file (a group size, a shape rule) name the model
+        // directory instead.
+        layer::load(self, n).map_err(|e| match e {
+            Error::Checkpoint { file, tensor, why } if file.is_empty() => Error::Checkpoint {
+                file: self.dir.display().to_string(),
+                tensor,
+                why,
+            },
+            e => e,
+        })
     }
 }

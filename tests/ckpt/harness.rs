@@ -100,6 +100,7 @@ pub fn check_tol(dir: &Path, layer: usize, want: &Expected, scheme: &str, w13_to
         loras: vec![],
         tokens: 5,
         seed: 3,
+        backend: None,
     })
     .unwrap();
     assert!(ok, "forward off its reference:\n{report}");
