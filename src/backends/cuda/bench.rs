@@ -71,6 +71,7 @@ fn random_projection(
         row_scales,
         block_scales,
         bias: None,
+        packing: None,
     }
 }
 

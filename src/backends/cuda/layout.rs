@@ -11,7 +11,8 @@
 
 use crate::error::{Error, Result};
 use crate::moe::Activation;
-use crate::quant::{ExpertWeights, Fp8WeightScale, QuantScheme, QuantTensor, WeightData};
+use super::packed::{self, Code, Packing};
+use crate::quant::{ExpertWeights, Fp8WeightScale, MxAct, QuantScheme, QuantTensor, WeightData};
 
 /// Element type fed to the tensor cores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,9 @@ pub struct GemmWeights {
     pub block_scales: Option<Vec<f32>>,
     /// `[E, rows]`.
     pub bias: Option<Vec<f32>>,
+    /// Low-bit weights: `data` holds packed fragment tiles (see `packed`) and `elem` is
+    /// the type they are expanded to for the tensor cores.
+    pub packing: Option<Packing>,
 }
 
 /// Both projections of a layer, ready to upload.
@@ -101,7 +105,7 @@ fn permute_rows<T: Copy>(
     out
 }
 
-fn permute_per_row(v: &[f32], experts: usize, rows: usize, order: &[usize]) -> Vec<f32> {
+pub(crate) fn permute_per_row(v: &[f32], experts: usize, rows: usize, order: &[usize]) -> Vec<f32> {
     permute_rows(v, experts, rows, 1, order)
 }
 
@@ -171,6 +175,21 @@ fn prepare_tensor(
                 }
             }
         }
+        (WeightData::Mx { .. } | WeightData::Nvfp4 { .. } | WeightData::Int(_), _) => {
+            let fp8_act = fp8_activations(scheme);
+            let (data, packing, row_scales) = packed::pack(scheme, t, order, fp8_act)?;
+            return Ok(GemmWeights {
+                elem: if fp8_act { Elem::Fp8 } else { Elem::Bf16 },
+                experts: e,
+                rows,
+                cols,
+                data,
+                row_scales,
+                block_scales: None,
+                bias: bias.map(|b| permute_per_row(b, e, rows, order)),
+                packing: Some(packing),
+            });
+        }
         _ => return Err(unsupported()),
     };
     Ok(GemmWeights {
@@ -182,7 +201,20 @@ fn prepare_tensor(
         row_scales,
         block_scales,
         bias: bias.map(|b| permute_per_row(b, e, rows, order)),
+        packing: None,
     })
+}
+
+/// Whether the GEMMs of `scheme` take fp8 e4m3 activations (and so fp8 tensor cores).
+pub fn fp8_activations(scheme: &QuantScheme) -> bool {
+    match scheme {
+        QuantScheme::Fp8 { .. } | QuantScheme::W4A8 => true,
+        QuantScheme::Mx { act, .. } => *act == MxAct::Fp8Static,
+        QuantScheme::Unquantized(_)
+        | QuantScheme::Nvfp4 { .. }
+        | QuantScheme::IntWeightOnly { .. }
+        | QuantScheme::Int8W8A8 => false,
+    }
 }
 
 fn le_bytes(v: &[u16]) -> Vec<u8> {
@@ -192,10 +224,7 @@ fn le_bytes(v: &[u16]) -> Vec<u8> {
 /// Prepares a layer's weights for the CUDA GEMMs. Needs K a multiple of 16 bytes per row
 /// (16-byte asynchronous copies) and, when gated, I a multiple of 8.
 pub fn prepare(weights: &ExpertWeights, activation: Activation) -> Result<PreparedLayer> {
-    let elem_bytes = match weights.scheme {
-        QuantScheme::Fp8 { .. } => 1,
-        _ => 2,
-    };
+    let elem_bytes = if fp8_activations(&weights.scheme) { 1 } else { 2 };
     for (what, k) in [
         ("hidden size", weights.hidden),
         ("intermediate size", weights.intermediate),
@@ -230,6 +259,9 @@ impl GemmWeights {
     /// The weight at prepared row `r`, column `c` of expert `e`, dequantized: what the
     /// kernel multiplies by, for the layout tests.
     pub fn value(&self, e: usize, r: usize, c: usize) -> f32 {
+        if let Some(p) = &self.packing {
+            return self.packed_value(p, e, r, c);
+        }
         let i = (e * self.rows + r) * self.cols + c;
         let raw = match self.elem {
             Elem::Bf16 => {
@@ -251,5 +283,46 @@ impl GemmWeights {
             s[(e * (self.rows / 8) + r / 8) * kb + c / 128]
         });
         raw * row * block
+    }
+}
+
+impl GemmWeights {
+    /// What the kernel multiplies by for a packed weight, rounding included: e2m1 values
+    /// and their scales expand exactly; integer weights become bf16 `(code − zero) · scale`
+    /// with a bf16 scale (bf16 activations) or stay exact with the group scale folded in
+    /// f32 after the MMA (fp8 activations).
+    fn packed_value(&self, p: &Packing, e: usize, r: usize, c: usize) -> f32 {
+        use crate::formats::{MiniFloat, F4E2M1, F8E4M3};
+        // One code: unpacking a single element through the same index map.
+        let code = {
+            let rg = self.rows.div_ceil(16);
+            let tiles = self.cols.div_ceil(p.ks()) * p.ks() / p.kf();
+            let (lane, bit) = p.position(r % 16, c % p.kf());
+            let tile = (e * rg + r / 16) * tiles + c / p.kf();
+            let byte = self.data[tile * 32 * p.lane_bytes() + lane * p.lane_bytes() + bit / 8];
+            (byte >> (bit % 8)) & (((1u16 << p.code.bits()) - 1) as u8)
+        };
+        let entry = packed::entry(p, (self.experts, self.rows), e, r, c);
+        let bf16 = |b: &[u8]| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+        let round = |v: f32| half::bf16::from_f32(v).to_f32();
+        let raw = match p.code {
+            Code::Mxfp4 => F4E2M1::from_bits(code).to_f32() * (entry[0] as f32 - 127.0).exp2(),
+            Code::Nvfp4 => {
+                F4E2M1::from_bits(code).to_f32()
+                    * F8E4M3::from_bits(entry[0]).to_f32()
+                    / packed::NVFP4_ROW_FACTOR
+            }
+            Code::Uint4 | Code::Uint8 if p.fp8_act => {
+                let s = f32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
+                (code as f32 - 8.0) * s
+            }
+            Code::Uint4 => round((code as f32 + 128.0 - bf16(&entry[2..])) * bf16(entry)),
+            Code::Uint8 => round((code as f32 - bf16(&entry[2..])) * bf16(entry)),
+        };
+        let row = self
+            .row_scales
+            .as_ref()
+            .map_or(1.0, |s| s[e * self.rows + r]);
+        raw * row
     }
 }

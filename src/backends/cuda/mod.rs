@@ -12,6 +12,7 @@ pub mod kernels;
 #[cfg(feature = "cuda")]
 pub mod launch;
 pub mod layout;
+pub mod packed;
 #[cfg(feature = "cuda")]
 pub mod lora;
 #[cfg(feature = "cuda")]
