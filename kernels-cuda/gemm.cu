@@ -17,6 +17,11 @@
 // MODE 2: gemm2: scaled by the router weight and added (atomically, f32) into out[token].
 // BLK:    scales change along K (128x128 weight blocks and/or per-128-column activation
 //         scales): each 128-element K stage is accumulated apart and folded in scaled.
+// WQ:     packed low-bit weights (packed.rs): 1 MXFP4, 2 NVFP4, 3 uint4, 4 uint8. Each
+//         16-row group's stage arrives as fragment tiles plus a chunk of group scales and
+//         is expanded in registers (expand.cuh) instead of read with ldmatrix. With bf16
+//         activations the group scale is applied before the MMA; with fp8 ones (MXFP4,
+//         W4A8) each k32 MMA is accumulated apart and folded in scaled.
 
 struct GemmArgs {
   const u8* w;             // [E, N, K] elements of DT
@@ -40,6 +45,18 @@ struct GemmArgs {
   int weight_on_input;     // router weight scales gemm1's output (before bias), not gemm2's
   const float* lora_delta; // [slots, N] LoRA delta (lora.cu), or null
   const int* token_adapter;// [tokens] adapter slot or -1; read only with lora_delta
+  const u8* gs;            // WQ: scale chunks [E, ceil(N/16), kpad/sc_k, chunk_bytes]
+  int group, sc_k, chunk_bytes, kpad;  // WQ: K per scale, per chunk; K padded to a stage
+};
+
+// Bytes one lane holds per fragment tile, and the per-16-row stage sizes in shared memory.
+template <int DT, int WQ>
+struct Packed {
+  static constexpr int BITS = WQ == 4 ? 8 : 4;
+  static constexpr int LANE = (DT == 2 ? 16 : 8) * BITS / 8;
+  static constexpr int KF = DT == 2 ? 32 : 16;    // K per fragment tile
+  static constexpr int STAGE = 4 * 32 * LANE;     // four tiles = 128 bytes of activations
+  static constexpr int CHUNK = 256;               // room for the largest scale chunk
 };
 
 // The LoRA delta of one output, when the token has an adapter.
@@ -79,9 +96,54 @@ __device__ __forceinline__ float from_half(u16 h) { return DT == 1 ? f16_to_f32(
 template <int DT>
 __device__ __forceinline__ float round_half(float v) { return from_half<DT>(to_half<DT>(v)); }
 
-template <int DT, int BN, int BT, int WN, int WT, int WK, int STAGES, int MODE, bool BLK>
+// The four A registers of weight rows [row16, row16 + 16) for K step ks of a stage that
+// begins at K element kglob, from the packed stage `a` (tiles, then scale chunks); `fold`
+// gets the f32 factors of rows g and g + 8 when they are applied after the MMA.
+template <int DT, int WQ, int BN>
+__device__ __forceinline__ void packed_fragment(const GemmArgs& p, const u8* a, int rg, int ks,
+                                                int kglob, int lane, u32* af, float* fold) {
+  using P = Packed<DT, WQ>;
+  const u8* tile = a + rg * P::STAGE + ks * 32 * P::LANE + lane * P::LANE;
+  const int k = kglob + ks * P::KF;
+  const int gpc = p.sc_k / p.group;
+  const int within = (k % p.sc_k) / p.group;
+  const u8* sc = a + (BN / 16) * P::STAGE + rg * P::CHUNK;
+  const int g = lane >> 2;
+  const int EB = (WQ == 1 || WQ == 2) ? 1 : 4;
+  const u8* e0 = sc + (g * gpc + within) * EB;
+  const u8* e1 = sc + ((g + 8) * gpc + within) * EB;
+  if constexpr (DT == 2) {
+    const uint2 w = *reinterpret_cast<const uint2*>(tile);
+    if constexpr (WQ == 1) {
+      expand_e2m1_fp8(w.x, w.y, af);
+      fold[0] = mx_fold_f32(*e0);
+      fold[1] = mx_fold_f32(*e1);
+    } else {
+      expand_u4_fp8(w.x, w.y, af);
+      fold[0] = *reinterpret_cast<const float*>(e0);
+      fold[1] = *reinterpret_cast<const float*>(e1);
+    }
+  } else if constexpr (WQ == 1) {
+    expand_e2m1_bf16(*reinterpret_cast<const u32*>(tile), mx_scale_bf16(*e0), mx_scale_bf16(*e1), af);
+  } else if constexpr (WQ == 2) {
+    expand_e2m1_bf16(*reinterpret_cast<const u32*>(tile), nvfp4_scale_bf16(*e0),
+                     nvfp4_scale_bf16(*e1), af);
+  } else if constexpr (WQ == 3) {
+    expand_u4_bf16(*reinterpret_cast<const u32*>(tile), *reinterpret_cast<const u32*>(e0),
+                   *reinterpret_cast<const u32*>(e1), af);
+  } else {
+    const uint2 w = *reinterpret_cast<const uint2*>(tile);
+    expand_u8_bf16(w.x, w.y, *reinterpret_cast<const u32*>(e0), *reinterpret_cast<const u32*>(e1), af);
+  }
+}
+
+template <int DT, int BN, int BT, int WN, int WT, int WK, int STAGES, int MODE, bool BLK, int WQ>
 __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
   constexpr int ES = DT == 2 ? 1 : 2;
+  using P = Packed<DT, WQ == 0 ? 1 : WQ>;
+  // Shared memory of one stage of weights: 128 bytes per row, or packed tiles + scales.
+  constexpr int A_STAGE = WQ ? (BN / 16) * (P::STAGE + P::CHUNK) : BN * 128;
+  constexpr bool FOLD = WQ != 0 && DT == 2;
   constexpr int NTHR = WN * WT * WK * 32;
   constexpr int WM = BN / WN;
   constexpr int WTT = BT / WT;
@@ -90,7 +152,7 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
   static_assert(WM % 16 == 0 && WTT % 8 == 0 && 4 % WK == 0, "tile shape");
   extern __shared__ __align__(128) u8 smem[];
   u8* sA = smem;
-  u8* sB = smem + STAGES * BN * 128;
+  u8* sB = smem + STAGES * A_STAGE;
   int* s_row = reinterpret_cast<int*>(sB + STAGES * BT * 128);
   int* s_pair = s_row + BT;
 
@@ -118,16 +180,40 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
   const int kb0 = kbeg * ES, kb1 = kend * ES;
   const int ntiles = (kb1 - kb0 + 127) / 128;
 
+  const int n16 = (p.N + 15) / 16;
   auto load_stage = [&](int stage, int kt) {
     const int kbyte = kb0 + kt * 128;
-    u8* a = sA + stage * BN * 128;
+    u8* a = sA + stage * A_STAGE;
+    if constexpr (WQ != 0) {
+      // Packed: each 16-row group's stage is contiguous (tiles along K), then its chunk.
+      const int kglob = kbeg + kt * (128 / ES);
+      const u8* wb = p.w + (long)e * n16 * (p.kpad / (128 / ES)) * P::STAGE;
 #pragma unroll
-    for (int c = tid; c < BN * 8; c += NTHR) {
-      const int r = c >> 3, ch = c & 7;
-      const int kk = kbyte + ch * 16;
-      const bool ok = n0 + r < p.N && kk < kb1;
-      const u8* src = ok ? wbase + (long)(n0 + r) * Kb + kk : p.w;
-      cp_async16(smem_addr(a + r * 128 + ((ch ^ (r & 7)) << 4)), src, ok ? 16 : 0);
+      for (int c = tid; c < (BN / 16) * (P::STAGE / 16); c += NTHR) {
+        const int rg = c / (P::STAGE / 16), off = (c % (P::STAGE / 16)) * 16;
+        const int grow = n0 / 16 + rg;
+        const bool ok = grow < n16;
+        const u8* src = ok ? wb + ((long)grow * (p.kpad / (128 / ES)) + kglob / (128 / ES)) * P::STAGE + off : p.w;
+        cp_async16(smem_addr(a + rg * P::STAGE + off), src, ok ? 16 : 0);
+      }
+      const int nchunks = p.kpad / p.sc_k;
+      const int chunk = kglob / p.sc_k;
+      for (int c = tid; c < (BN / 16) * (p.chunk_bytes / 16); c += NTHR) {
+        const int rg = c / (p.chunk_bytes / 16), off = (c % (p.chunk_bytes / 16)) * 16;
+        const int grow = n0 / 16 + rg;
+        const bool ok = grow < n16;
+        const u8* src = ok ? p.gs + (((long)e * n16 + grow) * nchunks + chunk) * p.chunk_bytes + off : p.gs;
+        cp_async16(smem_addr(a + (BN / 16) * P::STAGE + rg * P::CHUNK + off), src, ok ? 16 : 0);
+      }
+    } else {
+#pragma unroll
+      for (int c = tid; c < BN * 8; c += NTHR) {
+        const int r = c >> 3, ch = c & 7;
+        const int kk = kbyte + ch * 16;
+        const bool ok = n0 + r < p.N && kk < kb1;
+        const u8* src = ok ? wbase + (long)(n0 + r) * Kb + kk : p.w;
+        cp_async16(smem_addr(a + r * 128 + ((ch ^ (r & 7)) << 4)), src, ok ? 16 : 0);
+      }
     }
     u8* b = sB + stage * BT * 128;
 #pragma unroll
@@ -163,7 +249,7 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
       if (nk < ntiles) load_stage(nk % STAGES, nk);
       cp_async_commit();
     }
-    const u8* a = sA + (kt % STAGES) * BN * 128;
+    const u8* a = sA + (kt % STAGES) * A_STAGE;
     const u8* b = sB + (kt % STAGES) * BT * 128;
     float part[BLK ? MI : 1][BLK ? NI : 1][4];
     if constexpr (BLK) {
@@ -177,12 +263,18 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
 #pragma unroll
     for (int ks = wk; ks < 4; ks += WK) {
       u32 af[MI][4], bfr[NI][2];
+      float fold[FOLD ? MI : 1][2];
 #pragma unroll
       for (int i = 0; i < MI; ++i) {
-        const int row = wn * WM + i * 16 + (lane & 15);
-        const int ch = ks * 2 + (lane >> 4);
-        ldmatrix_x4(smem_addr(a + row * 128 + ((ch ^ (row & 7)) << 4)), af[i][0], af[i][1],
-                    af[i][2], af[i][3]);
+        if constexpr (WQ != 0) {
+          packed_fragment<DT, WQ, BN>(p, a, (wn * WM + i * 16) / 16, ks, kbeg + kt * (128 / ES), lane,
+                                      af[i], fold[FOLD ? i : 0]);
+        } else {
+          const int row = wn * WM + i * 16 + (lane & 15);
+          const int ch = ks * 2 + (lane >> 4);
+          ldmatrix_x4(smem_addr(a + row * 128 + ((ch ^ (row & 7)) << 4)), af[i][0], af[i][1],
+                      af[i][2], af[i][3]);
+        }
       }
       if constexpr (NI == 1) {
         const int tok = wt * WTT + (lane & 7);
@@ -201,8 +293,18 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
       for (int i = 0; i < MI; ++i)
 #pragma unroll
         for (int j = 0; j < NI; ++j) {
-          if constexpr (BLK) mma_32B<DT>(part[i][j], af[i], bfr[j]);
-          else mma_32B<DT>(acc[i][j], af[i], bfr[j]);
+          if constexpr (BLK) {
+            mma_32B<DT>(part[i][j], af[i], bfr[j]);
+          } else if constexpr (FOLD) {
+            float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            mma_32B<DT>(t, af[i], bfr[j]);
+            acc[i][j][0] += t[0] * fold[i][0];
+            acc[i][j][1] += t[1] * fold[i][0];
+            acc[i][j][2] += t[2] * fold[i][1];
+            acc[i][j][3] += t[3] * fold[i][1];
+          } else {
+            mma_32B<DT>(acc[i][j], af[i], bfr[j]);
+          }
         }
     }
     if constexpr (BLK) {
@@ -350,34 +452,53 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
 #define FM_THREADS(BN, BT, WN, WT, WK, ST) (WN * WT * WK * 32)
 #define FM_THREADS_OF(...) FM_THREADS(__VA_ARGS__)
 
-#define FM_KERNEL(NAME, DT, TILE, MODE, BLK)                                        \
+#define FM_KERNEL(NAME, DT, TILE, MODE, BLK, WQ)                                    \
   extern "C" __global__ void __launch_bounds__(FM_THREADS_OF(TILE), BLK ? 1 : 2) NAME(GemmArgs p) { \
-    gemm_body<DT, TILE, MODE, BLK>(p);                                               \
+    gemm_body<DT, TILE, MODE, BLK, WQ>(p);                                           \
   }
 
-#define FM_MODES(PFX, DT, BLK, T)                      \
-  FM_KERNEL(PFX##_g_t##T, DT, FM_TILE_##T, 0, BLK)     \
-  FM_KERNEL(PFX##_s_t##T, DT, FM_TILE_##T, 1, BLK)     \
-  FM_KERNEL(PFX##_d_t##T, DT, FM_TILE_##T, 2, BLK)
+#define FM_MODES(PFX, DT, BLK, WQ, T)                      \
+  FM_KERNEL(PFX##_g_t##T, DT, FM_TILE_##T, 0, BLK, WQ)     \
+  FM_KERNEL(PFX##_s_t##T, DT, FM_TILE_##T, 1, BLK, WQ)     \
+  FM_KERNEL(PFX##_d_t##T, DT, FM_TILE_##T, 2, BLK, WQ)
 
-#define FM_TILES(PFX, DT, BLK) \
-  FM_MODES(PFX, DT, BLK, 0)    \
-  FM_MODES(PFX, DT, BLK, 1)    \
-  FM_MODES(PFX, DT, BLK, 2)    \
-  FM_MODES(PFX, DT, BLK, 3)    \
-  FM_MODES(PFX, DT, BLK, 4)
+#define FM_TILES(PFX, DT, BLK, WQ) \
+  FM_MODES(PFX, DT, BLK, WQ, 0)    \
+  FM_MODES(PFX, DT, BLK, WQ, 1)    \
+  FM_MODES(PFX, DT, BLK, WQ, 2)    \
+  FM_MODES(PFX, DT, BLK, WQ, 3)    \
+  FM_MODES(PFX, DT, BLK, WQ, 4)
 
 // The host compiles one variant per module (FM_VARIANT defined before this file); with
 // none defined, every variant is built (the CI compile check).
 #if !defined(FM_VARIANT) || FM_VARIANT == 0
-FM_TILES(fm_gemm_bf16, 0, false)
+FM_TILES(fm_gemm_bf16, 0, false, 0)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 1
-FM_TILES(fm_gemm_f16, 1, false)
+FM_TILES(fm_gemm_f16, 1, false, 0)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 2
-FM_TILES(fm_gemm_fp8, 2, false)
+FM_TILES(fm_gemm_fp8, 2, false, 0)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 3
-FM_TILES(fm_gemm_fp8blk, 2, true)
+FM_TILES(fm_gemm_fp8blk, 2, true, 0)
+#endif
+// Packed low-bit weights (the WQ codes of packed.rs).
+#if !defined(FM_VARIANT) || FM_VARIANT == 4
+FM_TILES(fm_gemm_mxfp4, 0, false, 1)
+#endif
+#if !defined(FM_VARIANT) || FM_VARIANT == 5
+FM_TILES(fm_gemm_nvfp4, 0, false, 2)
+#endif
+#if !defined(FM_VARIANT) || FM_VARIANT == 6
+FM_TILES(fm_gemm_w4a16, 0, false, 3)
+#endif
+#if !defined(FM_VARIANT) || FM_VARIANT == 7
+FM_TILES(fm_gemm_w8a16, 0, false, 4)
+#endif
+#if !defined(FM_VARIANT) || FM_VARIANT == 8
+FM_TILES(fm_gemm_mxfp4f8, 2, false, 1)
+#endif
+#if !defined(FM_VARIANT) || FM_VARIANT == 9
+FM_TILES(fm_gemm_w4a8, 2, false, 3)
 #endif

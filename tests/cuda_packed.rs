@@ -116,7 +116,11 @@ fn check_projection(
 #[test]
 fn packed_weights_round_trip_and_dequantize_to_the_checkpoint() {
     for (name, hidden, inter) in cases() {
-        for act in [Activation::SiluAndMul, Activation::GPT_OSS, Activation::Relu2] {
+        for act in [
+            Activation::SiluAndMul,
+            Activation::GPT_OSS,
+            Activation::Relu2,
+        ] {
             let config = LayerConfig {
                 activation: act,
                 has_bias: true,
@@ -148,7 +152,10 @@ fn every_lane_owns_distinct_bits_of_a_fragment_tile() {
         for r in 0..16 {
             for k in 0..packing.kf() {
                 let (lane, bit) = packing.position(r, k);
-                assert!(lane < 32 && bit + bits <= 8 * packing.lane_bytes(), "{name}");
+                assert!(
+                    lane < 32 && bit + bits <= 8 * packing.lane_bytes(),
+                    "{name}"
+                );
                 assert!(bit % bits == 0, "{name}: unaligned code");
                 assert!(seen.insert((lane, bit)), "{name}: r{r} k{k} collides");
             }
@@ -161,8 +168,8 @@ fn every_lane_owns_distinct_bits_of_a_fragment_tile() {
 fn act_order_and_groups_the_fragments_cannot_use_are_refused() {
     let config = LayerConfig::new(2, 1, 256, 128);
     let dense = DenseExperts::random(&config, 3);
-    let w = ExpertWeights::quantize(&dense, QuantScheme::parse("w4a16-g64-actorder").unwrap())
-        .unwrap();
+    let w =
+        ExpertWeights::quantize(&dense, QuantScheme::parse("w4a16-g64-actorder").unwrap()).unwrap();
     let err = prepare(&w, Activation::SiluAndMul).unwrap_err().to_string();
     assert!(err.contains("act-order"), "{err}");
     let w = ExpertWeights::quantize(&dense, QuantScheme::parse("w4a16-g8").unwrap()).unwrap();

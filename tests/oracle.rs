@@ -415,16 +415,16 @@ fn integer_weight_only_and_w4a8() {
     for scheme in [
         "w4a16",
         "w4a16-g32-zp",
-        "w4a16-g64-actorder",
         "w4a16-channel",
         "w8a16",
+        "w8a16-g128-zp",
     ] {
         for caps in [Capabilities::h100(), a100()] {
             assert_only_availability(&caps, scheme, &layer(), BackendId::CudaMarlin);
         }
     }
-    // Marlin has no int8 zero points and no 16-wide groups.
-    for scheme in ["w8a16-g128-zp", "w4a16-g16"] {
+    // No 16-wide groups (a k16 fragment would straddle two), no act-order gather yet.
+    for scheme in ["w4a16-g16", "w4a16-g64-actorder"] {
         assert_scheme_refused(&Capabilities::h100(), scheme, BackendId::CudaMarlin);
     }
 
@@ -659,4 +659,121 @@ fn conversions_are_shown_when_the_chosen_backend_needs_them() {
         "{text}"
     );
     assert!(text.contains("doubled"), "{text}");
+}
+
+/// The backend a build with every feature would choose: the first in priority order that
+/// lacks nothing but availability.
+fn chosen_when_built(caps: &Capabilities, scheme: &str, layer: &LayerConfig) -> BackendId {
+    backends()
+        .iter()
+        .find(|s| {
+            let scheme = QuantScheme::parse(scheme).unwrap();
+            s.needs
+                .assess(&scheme, caps, layer)
+                .unmet
+                .iter()
+                .all(Unmet::is_availability)
+        })
+        .map(|s| s.id)
+        .expect("emulation runs everything")
+}
+
+#[test]
+fn low_bit_schemes_on_every_preset() {
+    use BackendId::*;
+    let presets = [
+        Capabilities::h100(),
+        a100(),
+        l40s(),
+        Capabilities::mi300x(),
+        Capabilities::mi355x(),
+        Capabilities::cpu_only(),
+    ];
+    // One row per scheme: H100, A100, L40S, MI300X, MI355X, CPU.
+    let table: [(&str, [BackendId; 6]); 9] = [
+        (
+            "mxfp4",
+            [
+                CudaMxfp4W4a16,
+                CudaMxfp4W4a16,
+                CudaMxfp4W4a16,
+                AiterMxfp4,
+                AiterMxfp4,
+                Emulation,
+            ],
+        ),
+        (
+            "mxfp4-a-fp8",
+            [
+                CudaW4a8,
+                Emulation,
+                Emulation,
+                Emulation,
+                AiterMxNative,
+                Emulation,
+            ],
+        ),
+        (
+            "nvfp4-a16",
+            [
+                CudaNvfp4W4a16,
+                CudaNvfp4W4a16,
+                CudaNvfp4W4a16,
+                Emulation,
+                Emulation,
+                Emulation,
+            ],
+        ),
+        (
+            "w4a16",
+            [
+                CudaMarlin, CudaMarlin, CudaMarlin, Emulation, Emulation, Emulation,
+            ],
+        ),
+        (
+            "w4a16-g32-zp",
+            [
+                CudaMarlin, CudaMarlin, CudaMarlin, Emulation, Emulation, Emulation,
+            ],
+        ),
+        (
+            "w4a16-g64-actorder",
+            [
+                Emulation, Emulation, Emulation, Emulation, Emulation, Emulation,
+            ],
+        ),
+        (
+            "w8a16-g128-zp",
+            [
+                CudaMarlin, CudaMarlin, CudaMarlin, Emulation, Emulation, Emulation,
+            ],
+        ),
+        (
+            "w4a8",
+            [
+                CudaW4a8, Emulation, Emulation, Emulation, Emulation, Emulation,
+            ],
+        ),
+        (
+            "nvfp4",
+            [
+                Emulation, Emulation, Emulation, Emulation, Emulation, Emulation,
+            ],
+        ),
+    ];
+    for (scheme, want) in table {
+        for (caps, want) in presets.iter().zip(want) {
+            let layer = if scheme.starts_with("mxfp4") && !scheme.contains("fp8") {
+                gpt_oss_layer()
+            } else {
+                layer()
+            };
+            assert_eq!(
+                chosen_when_built(caps, scheme, &layer),
+                want,
+                "{scheme} on {}",
+                caps.name
+            );
+        }
+    }
 }

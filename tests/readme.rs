@@ -15,13 +15,14 @@ fn row_schemes(row: &str) -> &'static [&'static str] {
         "nvfp4 weight-only" => &["nvfp4-a16"],
         "nvfp4 W4A4" => &["nvfp4"],
         "mxfp4, bf16 activations" => &["mxfp4"],
-        "mxfp4 / mxfp6, MX or fp8 activations" => &[
-            "mxfp4-a-mxfp4",
-            "mxfp4-a-fp8",
-            "mxfp6-e3m2",
-            "mxfp6-e2m3-a-fp8",
-        ],
-        "int4 / int8 weight-only (GPTQ, AWQ)" => &["w4a16", "w4a16-g32-zp", "w8a16-channel"],
+        "mxfp4, fp8 activations" => &["mxfp4-a-fp8"],
+        "mxfp4 / mxfp6, MX activations; mxfp6, fp8 activations" => {
+            &["mxfp4-a-mxfp4", "mxfp6-e3m2", "mxfp6-e2m3-a-fp8"]
+        }
+        "int4 / int8 weight-only (GPTQ, AWQ)" => {
+            &["w4a16", "w4a16-g32-zp", "w8a16-channel", "w8a16-g128-zp"]
+        }
+        "int4 weight-only with act-order (GPTQ g_idx)" => &["w4a16-g128-actorder"],
         "w4a8" => &["w4a8"],
         "int8 w8a8" => &["w8a8-int8"],
         other => panic!("README row '{other}' has no schemes in tests/readme.rs"),

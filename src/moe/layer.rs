@@ -106,7 +106,7 @@ impl MoeLayer {
         let experts = build_experts(&selection, weights, &config, target, extras.lora.as_ref())?;
         #[cfg(feature = "cuda")]
         let gpu_router = match (target.cuda_device(), selection.chosen) {
-            (Some(dev), BackendId::CudaBf16 | BackendId::CudaFp8 | BackendId::CudaFp8Block128) => {
+            (Some(dev), id) if id.is_cuda() => {
                 crate::backends::cuda::CudaRouter::new(dev, &config)?
             }
             _ => None,
@@ -254,7 +254,7 @@ fn build_experts(
     match selection.chosen {
         BackendId::Emulation => Ok(Box::new(EmulatedExperts::prepare(weights, config)?)),
         #[cfg(feature = "cuda")]
-        id @ (BackendId::CudaBf16 | BackendId::CudaFp8 | BackendId::CudaFp8Block128) => {
+        id if id.is_cuda() => {
             let dev = target
                 .cuda_device()
                 .ok_or_else(|| Error::BackendUnavailable {

@@ -41,9 +41,9 @@ backend_ids! {
     CudaMxfp4W4a16 => "cuda-mxfp4-w4a16",
     /// NVFP4 weights dequantized in registers, bf16 activations.
     CudaNvfp4W4a16 => "cuda-nvfp4-w4a16",
-    /// Marlin-style int4 / int8 weight-only GEMMs (GPTQ, AWQ).
+    /// int4 / int8 weight-only GEMMs (GPTQ, AWQ), weights expanded to bf16 in registers.
     CudaMarlin => "cuda-marlin",
-    /// int4 weights with fp8 activations on Hopper.
+    /// 4-bit weights (int4 W4A8, or MXFP4) expanded to fp8 e4m3, fp8 activations.
     CudaW4a8 => "cuda-w4a8",
     /// AITER unquantized fused MoE.
     AiterBf16 => "aiter-bf16",
@@ -58,6 +58,11 @@ backend_ids! {
 }
 
 impl BackendId {
+    /// Whether this is one of the CUDA experts backends (`CudaExperts` runs them all).
+    pub fn is_cuda(self) -> bool {
+        self.name().starts_with("cuda-")
+    }
+
     /// Parses a backend name as [`BackendId::name`] prints it (case-insensitive).
     pub fn parse(name: &str) -> Result<BackendId> {
         let wanted = name.trim().to_ascii_lowercase();

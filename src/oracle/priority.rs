@@ -126,6 +126,7 @@ static BACKENDS: [BackendSpec; 13] = [
             hardware: Hardware::Nvidia { min_cc: (9, 0) },
             schemes: w4a8,
             fp8_matrix: true,
+            availability: cuda(true),
             ..NVIDIA_BASE
         },
     },
@@ -133,6 +134,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::CudaNvfp4W4a16,
         needs: Needs {
             schemes: nvfp4_weight_only,
+            availability: cuda(true),
             ..NVIDIA_BASE
         },
     },
@@ -140,6 +142,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::CudaMxfp4W4a16,
         needs: Needs {
             schemes: mxfp4_weight_only,
+            availability: cuda(true),
             ..NVIDIA_BASE
         },
     },
@@ -147,6 +150,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::CudaMarlin,
         needs: Needs {
             schemes: marlin,
+            availability: cuda(true),
             ..NVIDIA_BASE
         },
     },
@@ -331,13 +335,20 @@ fn fp8_any_block(s: &S) -> bool {
     }
 }
 
+/// 4-bit weights with fp8 e4m3 activations: W4A8, and MXFP4 with static fp8 activations
+/// (e2m1 values are exact in e4m3; the block scale is folded in after each k32 MMA).
 fn w4a8(s: &S) -> bool {
     match s {
         S::W4A8 => true,
+        S::Mx { elem, act } => match (elem, act) {
+            (MxElem::Fp4E2M1, MxAct::Fp8Static) => true,
+            (MxElem::Fp4E2M1, MxAct::Bf16 | MxAct::Mx) | (MxElem::Fp6E3M2 | MxElem::Fp6E2M3, _) => {
+                false
+            }
+        },
         S::Unquantized(_)
         | S::Fp8 { .. }
         | S::Nvfp4 { .. }
-        | S::Mx { .. }
         | S::IntWeightOnly { .. }
         | S::Int8W8A8 => false,
     }
@@ -396,25 +407,25 @@ fn mx_quantized_activations(s: &S) -> bool {
     }
 }
 
-/// Marlin's weight types: int4 with or without zero points, int8 symmetric only; groups of
-/// 32, 64 or 128, or per channel.
+/// Marlin's weight types — int4 and int8, with or without zero points, in groups of 32, 64
+/// or 128 or per channel — without act-order (GPTQ `g_idx`), which the kernels do not
+/// gather yet.
 fn marlin(s: &S) -> bool {
     match s {
         S::IntWeightOnly {
             bits,
             group,
-            zero_point,
-            act_order: _,
+            zero_point: _,
+            act_order,
         } => {
             let group_ok = match group {
                 IntGroup::Channel => true,
                 IntGroup::Size(n) => matches!(n, 32 | 64 | 128),
             };
             let bits_ok = match bits {
-                IntBits::Int4 => true,
-                IntBits::Int8 => !zero_point,
+                IntBits::Int4 | IntBits::Int8 => true,
             };
-            group_ok && bits_ok
+            group_ok && bits_ok && !act_order
         }
         S::Unquantized(_)
         | S::Fp8 { .. }

@@ -13,6 +13,6 @@ pub mod weights;
 
 pub use activation::{ActQuant, Stage};
 pub use dense::DenseExperts;
-pub use quantize::group_size;
+pub use quantize::{group_size, stored_bytes_per_expert};
 pub use scheme::*;
 pub use weights::*;

@@ -566,26 +566,36 @@ impl ExpertWeights {
     /// Bytes of one expert's stored weights and scales (both projections), the amount a
     /// kernel must read per expert hit: the numerator of the memory floor.
     pub fn bytes_per_expert(&self) -> usize {
-        let elems = self.w13_rows() * self.hidden + self.hidden * self.intermediate;
-        let value_bits = elems * self.scheme.weight_bits();
-        let scale_bytes = match self.scheme {
-            QuantScheme::Unquantized(_) => 0,
-            QuantScheme::Fp8 { weight, .. } => {
-                4 * (fp8::scales_per_expert(weight, self.w13_rows(), self.hidden)
-                    + fp8::scales_per_expert(weight, self.hidden, self.intermediate))
-            }
-            QuantScheme::Nvfp4 { .. } => elems / nvfp4::BLOCK + 8,
-            QuantScheme::Mx { .. } => elems / mx::BLOCK,
-            QuantScheme::IntWeightOnly {
-                group, zero_point, ..
-            } => {
-                let groups = self.w13_rows() * (self.hidden / group_size(group, self.hidden))
-                    + self.hidden * (self.intermediate / group_size(group, self.intermediate));
-                groups * (2 + usize::from(zero_point))
-            }
-            QuantScheme::W4A8 => elems / 128 + 4 * (self.w13_rows() + self.hidden),
-            QuantScheme::Int8W8A8 => 4 * (self.w13_rows() + self.hidden),
-        };
-        value_bits / 8 + scale_bytes
+        stored_bytes_per_expert(
+            &self.scheme,
+            self.w13_rows(),
+            self.hidden,
+            self.intermediate,
+        )
     }
+}
+
+/// Bytes of one expert's checkpoint weights and scales under `scheme` (w13 of `w13_rows`
+/// rows, hidden `h`, intermediate `i`): f16 group scales and packed zero points for
+/// GPTQ/AWQ, one byte per e4m3 / e8m0 scale, f32 elsewhere.
+pub fn stored_bytes_per_expert(scheme: &QuantScheme, w13_rows: usize, h: usize, i: usize) -> usize {
+    let elems = w13_rows * h + h * i;
+    let value_bits = elems * scheme.weight_bits();
+    let scale_bytes = match *scheme {
+        QuantScheme::Unquantized(_) => 0,
+        QuantScheme::Fp8 { weight, .. } => {
+            4 * (fp8::scales_per_expert(weight, w13_rows, h) + fp8::scales_per_expert(weight, h, i))
+        }
+        QuantScheme::Nvfp4 { .. } => elems / nvfp4::BLOCK + 8,
+        QuantScheme::Mx { .. } => elems / mx::BLOCK,
+        QuantScheme::IntWeightOnly {
+            group, zero_point, ..
+        } => {
+            let groups = w13_rows * (h / group_size(group, h)) + h * (i / group_size(group, i));
+            groups * (2 + usize::from(zero_point))
+        }
+        QuantScheme::W4A8 => elems / 128 + 4 * (w13_rows + h),
+        QuantScheme::Int8W8A8 => 4 * (w13_rows + h),
+    };
+    value_bits / 8 + scale_bytes
 }

@@ -6,7 +6,8 @@
 //! launches above.
 
 use super::experts::{act_modes, CudaExperts};
-use super::layout::{Elem, GemmWeights, PreparedLayer};
+use super::layout::{fp8_activations, Elem, GemmWeights, PreparedLayer};
+use super::packed::{Code, Packing};
 use crate::bench::roofline::{floor_us, H100_BF16_FLOPS, H100_FP8_FLOPS};
 use crate::bench::BenchRow;
 use crate::device::cuda::{CudaDevice, CudaGraph, CudaTimer};
@@ -14,7 +15,7 @@ use crate::device::{Device, Stream};
 use crate::error::Result;
 use crate::moe::{LayerConfig, Lora, LoraAdapter, LoraExpert, LoraProj, ModelShape};
 use crate::oracle::{self, BackendId};
-use crate::quant::{InputScales, QuantScheme};
+use crate::quant::{group_size, stored_bytes_per_expert, InputScales, IntBits, QuantScheme};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -73,6 +74,83 @@ fn random_projection(
         bias: None,
         packing: None,
     }
+}
+
+/// The packed code and group of a low-bit scheme (`None`: not packed).
+fn packed_code(scheme: &QuantScheme, cols: usize) -> Option<(Code, usize)> {
+    match *scheme {
+        QuantScheme::Mx { .. } => Some((Code::Mxfp4, 32)),
+        QuantScheme::Nvfp4 { .. } => Some((Code::Nvfp4, 16)),
+        QuantScheme::IntWeightOnly { bits, group, .. } => Some((
+            match bits {
+                IntBits::Int4 => Code::Uint4,
+                IntBits::Int8 => Code::Uint8,
+            },
+            group_size(group, cols),
+        )),
+        QuantScheme::W4A8 => Some((Code::Uint4, 128)),
+        QuantScheme::Unquantized(_) | QuantScheme::Fp8 { .. } | QuantScheme::Int8W8A8 => None,
+    }
+}
+
+/// Random packed weights for one projection: any nibble or byte is a valid code; scales
+/// are valid entries of magnitude ~2^-7 (see `packed::Packing` for what each entry is).
+fn random_packed(
+    scheme: &QuantScheme,
+    experts: usize,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<GemmWeights> {
+    let (code, group) = packed_code(scheme, cols).expect("a packed scheme");
+    let fp8_act = fp8_activations(scheme);
+    let mut packing = Packing::geometry(code, fp8_act, group, cols).map_err(|why| {
+        crate::Error::BackendUnavailable {
+            backend: "cuda".into(),
+            reasons: format!("{scheme}: {why}"),
+        }
+    })?;
+    let (data_len, chunks_len) = packing.sizes(experts, rows, cols);
+    let mut data = vec![0u8; data_len];
+    data.par_chunks_mut(1 << 20)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            rng.fill(chunk);
+        });
+    let entry: Vec<u8> = match (code, fp8_act) {
+        (Code::Mxfp4, _) => vec![120],
+        (Code::Nvfp4, _) => vec![0x30],
+        (Code::Uint4 | Code::Uint8, true) => (1.0f32 / 128.0).to_le_bytes().to_vec(),
+        (Code::Uint4 | Code::Uint8, false) => {
+            let zero = if code == Code::Uint4 { 136.0 } else { 128.0 };
+            [1.0f32 / 128.0, zero]
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes())
+                .collect()
+        }
+    };
+    packing.chunks = entry.iter().copied().cycle().take(chunks_len).collect();
+    let row_scales = match code {
+        Code::Nvfp4 => Some(vec![
+            1.0 / 4096.0 * super::packed::NVFP4_ROW_FACTOR;
+            experts * rows
+        ]),
+        Code::Uint4 if fp8_act => Some(vec![1.0 / 64.0; experts * rows]),
+        _ => None,
+    };
+    Ok(GemmWeights {
+        elem: if fp8_act { Elem::Fp8 } else { Elem::Bf16 },
+        experts,
+        rows,
+        cols,
+        data,
+        row_scales,
+        block_scales: None,
+        bias: None,
+        packing: Some(packing),
+    })
 }
 
 /// Distinct experts for each token, uniformly at random, and softmax-like weights.
@@ -150,18 +228,31 @@ pub fn bench_shape(
             reasons: format!("no CUDA backend for {scheme}:\n{selection}"),
         });
     }
-    let (elem, flops, bytes) = match scheme {
-        QuantScheme::Fp8 { .. } => (Elem::Fp8, H100_FP8_FLOPS, 1.0),
-        QuantScheme::Unquantized(crate::quant::FloatDtype::F16) => {
-            (Elem::F16, H100_BF16_FLOPS, 2.0)
-        }
-        _ => (Elem::Bf16, H100_BF16_FLOPS, 2.0),
-    };
-    let blocked = backend == BackendId::CudaFp8Block128;
     let (e, h, i) = (config.num_experts, config.hidden, config.intermediate);
-    let prepared = PreparedLayer {
-        w13: random_projection(elem, e, config.activation.w13_rows(i), h, 1, blocked),
-        w2: random_projection(elem, e, h, i, 2, blocked),
+    let rows13 = config.activation.w13_rows(i);
+    let flops = if fp8_activations(&scheme) {
+        H100_FP8_FLOPS
+    } else {
+        H100_BF16_FLOPS
+    };
+    // The floor counts the checkpoint's bytes per weight, scales included.
+    let bytes = stored_bytes_per_expert(&scheme, rows13, h, i) as f64 / (3 * h * i) as f64;
+    let prepared = if packed_code(&scheme, h).is_some() {
+        PreparedLayer {
+            w13: random_packed(&scheme, e, rows13, h, 1)?,
+            w2: random_packed(&scheme, e, h, i, 2)?,
+        }
+    } else {
+        let elem = match scheme {
+            QuantScheme::Fp8 { .. } => Elem::Fp8,
+            QuantScheme::Unquantized(crate::quant::FloatDtype::F16) => Elem::F16,
+            _ => Elem::Bf16,
+        };
+        let blocked = backend == BackendId::CudaFp8Block128;
+        PreparedLayer {
+            w13: random_projection(elem, e, rows13, h, 1, blocked),
+            w2: random_projection(elem, e, h, i, 2, blocked),
+        }
     };
     let acts = act_modes(
         &scheme,

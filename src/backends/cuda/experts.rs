@@ -13,7 +13,10 @@ use crate::device::{Device, Stream};
 use crate::error::{check_len, Error, Result};
 use crate::moe::{Activation, Experts, LayerConfig, Lora, LoraBatch, TopK};
 use crate::oracle::BackendId;
-use crate::quant::{ActScale, ExpertWeights, FloatDtype, Fp8Flavor, InputScales, QuantScheme};
+use crate::quant::{
+    ActScale, ExpertWeights, FloatDtype, Fp8Flavor, InputScales, IntBits, MxAct, MxElem,
+    QuantScheme,
+};
 use std::sync::{Arc, Mutex};
 
 /// How an fp8 activation is quantized (the `mode` of `fm_quant_rows`).
@@ -53,6 +56,16 @@ struct DeviceWeights {
     bias: Option<CudaBuffer>,
     rows: usize,
     cols: usize,
+    /// Packed low-bit weights: the scale chunks and their geometry.
+    packed: Option<PackedScales>,
+}
+
+struct PackedScales {
+    chunks: CudaBuffer,
+    group: usize,
+    sc_k: usize,
+    chunk_bytes: usize,
+    kpad: usize,
 }
 
 impl DeviceWeights {
@@ -69,6 +82,32 @@ impl DeviceWeights {
             bias: opt(&w.bias)?,
             rows: w.rows,
             cols: w.cols,
+            packed: w
+                .packing
+                .as_ref()
+                .map(|p| -> Result<PackedScales> {
+                    Ok(PackedScales {
+                        chunks: CudaBuffer::from_slice(dev, &p.chunks)?,
+                        group: p.group,
+                        sc_k: p.sc_k,
+                        chunk_bytes: p.chunk_bytes(),
+                        kpad: w.cols.div_ceil(p.ks()) * p.ks(),
+                    })
+                })
+                .transpose()?,
+        })
+    }
+
+    /// The packed-weight fields of `GemmArgs` (zero when not packed).
+    fn packed_args(&self) -> (u64, i32, i32, i32, i32) {
+        self.packed.as_ref().map_or((0, 0, 0, 0, 0), |p| {
+            (
+                p.chunks.ptr(),
+                p.group as i32,
+                p.sc_k as i32,
+                p.chunk_bytes as i32,
+                p.kpad as i32,
+            )
         })
     }
 }
@@ -141,6 +180,17 @@ pub fn act_modes(
                 (ActMode::Static(s.w13), ActMode::Static(s.w2))
             }
         }),
+        QuantScheme::W4A8 => Some((ActMode::PerRow, ActMode::PerRow)),
+        QuantScheme::Mx {
+            act: MxAct::Fp8Static,
+            ..
+        } => {
+            let s = input_scales.ok_or_else(|| Error::Missing {
+                what: "static input scales".into(),
+                why: format!("{scheme} quantizes activations with calibrated scales"),
+            })?;
+            Some((ActMode::Static(s.w13), ActMode::Static(s.w2)))
+        }
         _ => None,
     })
 }
@@ -161,6 +211,24 @@ fn variant_for(scheme: &QuantScheme) -> Result<GemmVariant> {
                 GemmVariant::Fp8
             },
         ),
+        QuantScheme::Mx {
+            elem: MxElem::Fp4E2M1,
+            act: MxAct::Bf16,
+        } => Ok(GemmVariant::Mxfp4),
+        QuantScheme::Mx {
+            elem: MxElem::Fp4E2M1,
+            act: MxAct::Fp8Static,
+        } => Ok(GemmVariant::Mxfp4Fp8),
+        QuantScheme::Nvfp4 { w4a4: false } => Ok(GemmVariant::Nvfp4),
+        QuantScheme::IntWeightOnly {
+            bits: IntBits::Int4,
+            ..
+        } => Ok(GemmVariant::W4a16),
+        QuantScheme::IntWeightOnly {
+            bits: IntBits::Int8,
+            ..
+        } => Ok(GemmVariant::W8a16),
+        QuantScheme::W4A8 => Ok(GemmVariant::W4a8),
         other => Err(Error::BackendUnavailable {
             backend: "cuda".into(),
             reasons: format!("no CUDA GEMM for {other} yet"),
@@ -426,6 +494,8 @@ impl CudaExperts {
             )?;
         }
         let (kind, alpha, limit) = act_kind(self.activation);
+        let (gs1, group1, sc_k1, chunk1, kpad1) = self.w13.packed_args();
+        let (gs2, group2, sc_k2, chunk2, kpad2) = self.w2.packed_args();
         let (as_row1, as_k1) = self.acts.map_or((0, 0), |(a, _)| a.strides(h));
         let a2_per_tensor = matches!(self.acts, Some((_, ActMode::PerTensor)));
         let gemm1 = GemmArgs {
@@ -456,6 +526,11 @@ impl CudaExperts {
             weight_on_input: 0,
             lora_delta: if lora.is_some() { ws.delta13.ptr() } else { 0 },
             token_adapter: ws.token_adapter.ptr(),
+            gs: gs1,
+            group: group1,
+            sc_k: sc_k1,
+            chunk_bytes: chunk1,
+            kpad: kpad1,
         };
         let stage1 = if self.activation.is_gated() { 'g' } else { 's' };
         m.gemm(
@@ -541,6 +616,11 @@ impl CudaExperts {
             k_split: k_split as i32,
             weight_on_input: self.weight_on_input as i32,
             lora_delta: if lora.is_some() { ws.delta2.ptr() } else { 0 },
+            gs: gs2,
+            group: group2,
+            sc_k: sc_k2,
+            chunk_bytes: chunk2,
+            kpad: kpad2,
             ..gemm1
         };
         m.gemm(
@@ -565,7 +645,15 @@ fn to_model_dtype(variant: GemmVariant, x: &[f32]) -> Vec<u16> {
             .iter()
             .map(|&v| half::f16::from_f32(v).to_bits())
             .collect(),
-        GemmVariant::Bf16 | GemmVariant::Fp8 | GemmVariant::Fp8Block => x
+        GemmVariant::Bf16
+        | GemmVariant::Fp8
+        | GemmVariant::Fp8Block
+        | GemmVariant::Mxfp4
+        | GemmVariant::Nvfp4
+        | GemmVariant::W4a16
+        | GemmVariant::W8a16
+        | GemmVariant::Mxfp4Fp8
+        | GemmVariant::W4a8 => x
             .iter()
             .map(|&v| half::bf16::from_f32(v).to_bits())
             .collect(),

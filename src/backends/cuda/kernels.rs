@@ -4,6 +4,9 @@
 /// Prepended to every kernel file.
 pub const PRELUDE: &str = include_str!("../../../kernels-cuda/prelude.cuh");
 
+/// Register expansion of packed weights, included by gemm.cu's module after the prelude.
+pub const EXPAND: &str = include_str!("../../../kernels-cuda/expand.cuh");
+
 /// Every `kernels-cuda/*.cu` file, by name.
 pub const SOURCES: &[(&str, &str)] = &[
     ("align.cu", include_str!("../../../kernels-cuda/align.cu")),
@@ -29,6 +32,10 @@ pub fn module_source(file: &str, defines: &[(&str, &str)]) -> Option<String> {
     let mut s = String::with_capacity(prelude.len() + body.len() + 128);
     s.push_str(&prelude);
     s.push('\n');
+    if file == "gemm.cu" {
+        s.push_str(&from_dir("expand.cuh").unwrap_or_else(|| EXPAND.to_string()));
+        s.push('\n');
+    }
     for (k, v) in defines {
         s.push_str(&format!("#define {k} {v}\n"));
     }
@@ -48,6 +55,18 @@ pub enum GemmVariant {
     /// fp8 with scales that change every 128 elements of K (block weights or per-group
     /// activations).
     Fp8Block = 3,
+    /// MXFP4 weights expanded to bf16, bf16 activations.
+    Mxfp4 = 4,
+    /// NVFP4 weights expanded to bf16, bf16 activations.
+    Nvfp4 = 5,
+    /// uint4 weights with group scales (and zeros) expanded to bf16.
+    W4a16 = 6,
+    /// uint8 weights with group scales (and zeros) expanded to bf16.
+    W8a16 = 7,
+    /// MXFP4 weights expanded to e4m3, fp8 activations, block scale folded per k32.
+    Mxfp4Fp8 = 8,
+    /// uint4 weights expanded to e4m3 (code − 8), fp8 activations, group scale folded.
+    W4a8 = 9,
 }
 
 impl GemmVariant {
@@ -58,14 +77,56 @@ impl GemmVariant {
             GemmVariant::F16 => "fm_gemm_f16",
             GemmVariant::Fp8 => "fm_gemm_fp8",
             GemmVariant::Fp8Block => "fm_gemm_fp8blk",
+            GemmVariant::Mxfp4 => "fm_gemm_mxfp4",
+            GemmVariant::Nvfp4 => "fm_gemm_nvfp4",
+            GemmVariant::W4a16 => "fm_gemm_w4a16",
+            GemmVariant::W8a16 => "fm_gemm_w8a16",
+            GemmVariant::Mxfp4Fp8 => "fm_gemm_mxfp4f8",
+            GemmVariant::W4a8 => "fm_gemm_w4a8",
         }
     }
-    pub const ALL: [GemmVariant; 4] = [
+    pub const ALL: [GemmVariant; 10] = [
         GemmVariant::Bf16,
         GemmVariant::F16,
         GemmVariant::Fp8,
         GemmVariant::Fp8Block,
+        GemmVariant::Mxfp4,
+        GemmVariant::Nvfp4,
+        GemmVariant::W4a16,
+        GemmVariant::W8a16,
+        GemmVariant::Mxfp4Fp8,
+        GemmVariant::W4a8,
     ];
+
+    /// Whether the tensor cores take fp8 e4m3 activations.
+    pub fn fp8_activations(self) -> bool {
+        match self {
+            GemmVariant::Fp8
+            | GemmVariant::Fp8Block
+            | GemmVariant::Mxfp4Fp8
+            | GemmVariant::W4a8 => true,
+            GemmVariant::Bf16
+            | GemmVariant::F16
+            | GemmVariant::Mxfp4
+            | GemmVariant::Nvfp4
+            | GemmVariant::W4a16
+            | GemmVariant::W8a16 => false,
+        }
+    }
+
+    /// Shared memory of one weight stage per 16 rows: `None` for plain 128-byte rows, else
+    /// the packed tiles plus room for a scale chunk (gemm.cu's `Packed`).
+    fn packed_stage_bytes(self) -> Option<usize> {
+        const CHUNK: usize = 256;
+        let lane = match self {
+            GemmVariant::Bf16 | GemmVariant::F16 | GemmVariant::Fp8 | GemmVariant::Fp8Block => {
+                return None
+            }
+            GemmVariant::Mxfp4 | GemmVariant::Nvfp4 | GemmVariant::W4a16 => 4,
+            GemmVariant::W8a16 | GemmVariant::Mxfp4Fp8 | GemmVariant::W4a8 => 8,
+        };
+        Some(4 * 32 * lane + CHUNK)
+    }
 }
 
 /// One GEMM tile shape (must match the `FM_TILE_n` table in gemm.cu).
@@ -85,9 +146,12 @@ pub struct Tile {
 }
 
 impl Tile {
-    /// Dynamic shared memory of the kernel.
-    pub fn smem_bytes(&self) -> u32 {
-        let stages = self.stages * (self.bn + self.bt) * 128;
+    /// Dynamic shared memory of the kernel for `variant`.
+    pub fn smem_bytes(&self, variant: GemmVariant) -> u32 {
+        let a_stage = variant
+            .packed_stage_bytes()
+            .map_or(self.bn * 128, |b| self.bn / 16 * b);
+        let stages = self.stages * (a_stage + self.bt * 128);
         let rows = 2 * self.bt * 4;
         let mi = self.bn / self.wn / 16;
         let ni = self.bt / self.wt / 8;

@@ -38,6 +38,11 @@ pub struct GemmArgs {
     pub weight_on_input: i32,
     pub lora_delta: u64,
     pub token_adapter: u64,
+    pub gs: u64,
+    pub group: i32,
+    pub sc_k: i32,
+    pub chunk_bytes: i32,
+    pub kpad: i32,
 }
 
 /// Where the expert-sorted slots are, for the LoRA kernels.
@@ -60,6 +65,7 @@ pub struct Modules {
     lora: Module,
     quant: Module,
     gemm: Module,
+    variant: GemmVariant,
 }
 
 fn load(dev: &CudaDevice, name: &'static str, source: &str) -> Result<Module> {
@@ -80,6 +86,12 @@ impl Modules {
             GemmVariant::F16 => "gemm_f16.cu",
             GemmVariant::Fp8 => "gemm_fp8.cu",
             GemmVariant::Fp8Block => "gemm_fp8blk.cu",
+            GemmVariant::Mxfp4 => "gemm_mxfp4.cu",
+            GemmVariant::Nvfp4 => "gemm_nvfp4.cu",
+            GemmVariant::W4a16 => "gemm_w4a16.cu",
+            GemmVariant::W8a16 => "gemm_w8a16.cu",
+            GemmVariant::Mxfp4Fp8 => "gemm_mxfp4f8.cu",
+            GemmVariant::W4a8 => "gemm_w4a8.cu",
         };
         Ok(Modules {
             dev: dev.clone(),
@@ -87,6 +99,7 @@ impl Modules {
             lora: load(dev, "lora.cu", &src("lora.cu")?)?,
             quant: load(dev, "quant.cu", &src("quant.cu")?)?,
             gemm: load(dev, name, gemm_source)?,
+            variant,
         })
     }
 
@@ -305,7 +318,7 @@ impl Modules {
     ) -> Result<()> {
         let stream = self.dev.raw_stream(stream)?;
         let f = self.dev.function(self.gemm, kernel)?;
-        let smem = tile.smem_bytes();
+        let smem = tile.smem_bytes(self.variant);
         self.dev.set_max_dynamic_smem(self.gemm, kernel, smem)?;
         let cfg = LaunchConfig {
             grid: (

@@ -9,9 +9,9 @@
 //! per 128 columns, which is exact because 8 consecutive prepared rows always come from
 //! one 128-row block of the checkpoint.
 
+use super::packed::{self, Code, Packing};
 use crate::error::{Error, Result};
 use crate::moe::Activation;
-use super::packed::{self, Code, Packing};
 use crate::quant::{ExpertWeights, Fp8WeightScale, MxAct, QuantScheme, QuantTensor, WeightData};
 
 /// Element type fed to the tensor cores.
@@ -224,7 +224,11 @@ fn le_bytes(v: &[u16]) -> Vec<u8> {
 /// Prepares a layer's weights for the CUDA GEMMs. Needs K a multiple of 16 bytes per row
 /// (16-byte asynchronous copies) and, when gated, I a multiple of 8.
 pub fn prepare(weights: &ExpertWeights, activation: Activation) -> Result<PreparedLayer> {
-    let elem_bytes = if fp8_activations(&weights.scheme) { 1 } else { 2 };
+    let elem_bytes = if fp8_activations(&weights.scheme) {
+        1
+    } else {
+        2
+    };
     for (what, k) in [
         ("hidden size", weights.hidden),
         ("intermediate size", weights.intermediate),
@@ -308,8 +312,7 @@ impl GemmWeights {
         let raw = match p.code {
             Code::Mxfp4 => F4E2M1::from_bits(code).to_f32() * (entry[0] as f32 - 127.0).exp2(),
             Code::Nvfp4 => {
-                F4E2M1::from_bits(code).to_f32()
-                    * F8E4M3::from_bits(entry[0]).to_f32()
+                F4E2M1::from_bits(code).to_f32() * F8E4M3::from_bits(entry[0]).to_f32()
                     / packed::NVFP4_ROW_FACTOR
             }
             Code::Uint4 | Code::Uint8 if p.fp8_act => {

@@ -12,9 +12,9 @@ pub mod kernels;
 #[cfg(feature = "cuda")]
 pub mod launch;
 pub mod layout;
-pub mod packed;
 #[cfg(feature = "cuda")]
 pub mod lora;
+pub mod packed;
 #[cfg(feature = "cuda")]
 pub mod router;
 

@@ -70,6 +70,56 @@ pub struct Packing {
 }
 
 impl Packing {
+    /// The geometry (no scales yet) of `code` weights with `cols` columns in groups of
+    /// `group`; the error says why the kernels cannot take them.
+    pub fn geometry(
+        code: Code,
+        fp8_act: bool,
+        group: usize,
+        cols: usize,
+    ) -> std::result::Result<Packing, String> {
+        if code == Code::Uint8 && fp8_act {
+            return Err("int8 weights with fp8 activations".into());
+        }
+        let entry_bytes = match code {
+            Code::Mxfp4 | Code::Nvfp4 => 1,
+            Code::Uint4 | Code::Uint8 => 4,
+        };
+        let mut p = Packing {
+            code,
+            fp8_act,
+            group,
+            sc_k: 0,
+            entry_bytes,
+            chunks: Vec::new(),
+        };
+        let (kf, ks) = (p.kf(), p.ks());
+        // A per-channel group (or any group covering all of K) spans the padded K.
+        let group = if group >= cols {
+            cols.div_ceil(ks) * ks
+        } else {
+            group
+        };
+        if group < kf || !(ks % group == 0 || group % ks == 0) {
+            return Err(format!(
+                "group {group} does not fit the {kf}-column fragments and {ks}-column stages"
+            ));
+        }
+        p.group = group;
+        p.sc_k = group.max(ks);
+        Ok(p)
+    }
+
+    /// Bytes of packed weights and of scale chunks for `experts × rows × cols`.
+    pub fn sizes(&self, experts: usize, rows: usize, cols: usize) -> (usize, usize) {
+        let kpad = cols.div_ceil(self.ks()) * self.ks();
+        let groups16 = experts * rows.div_ceil(16);
+        (
+            groups16 * (kpad / self.kf()) * 32 * self.lane_bytes(),
+            groups16 * (kpad / self.sc_k) * self.chunk_bytes(),
+        )
+    }
+
     /// K columns of one fragment tile.
     pub fn kf(&self) -> usize {
         if self.fp8_act {
@@ -137,7 +187,6 @@ struct Codes {
     /// Per (expert, row, group): the scale entry's bytes.
     entries: Vec<[u8; 4]>,
     group: usize,
-    entry_bytes: usize,
     /// Per (expert, row) epilogue scale, if any.
     row_scales: Option<Vec<f32>>,
 }
@@ -179,7 +228,6 @@ fn read_codes(scheme: &QuantScheme, t: &QuantTensor, fp8_act: bool) -> Result<(C
                     codes: unpack_fp4(packed),
                     entries: scales.iter().map(|&s| [s, 0, 0, 0]).collect(),
                     group: 32,
-                    entry_bytes: 1,
                     row_scales: None,
                 },
             ))
@@ -193,7 +241,10 @@ fn read_codes(scheme: &QuantScheme, t: &QuantTensor, fp8_act: bool) -> Result<(C
             QuantScheme::Nvfp4 { w4a4: false },
         ) => {
             if let Some(&s) = block_scales.iter().find(|&&s| s & 0x7f == 0x7f) {
-                return Err(unsupported(scheme, &format!("e4m3 block scale {s:#x} is NaN")));
+                return Err(unsupported(
+                    scheme,
+                    &format!("e4m3 block scale {s:#x} is NaN"),
+                ));
             }
             let row_scales = global_scales
                 .iter()
@@ -208,7 +259,6 @@ fn read_codes(scheme: &QuantScheme, t: &QuantTensor, fp8_act: bool) -> Result<(C
                     codes: unpack_fp4(packed),
                     entries: block_scales.iter().map(|&s| [s, 0, 0, 0]).collect(),
                     group: 16,
-                    entry_bytes: 1,
                     row_scales: Some(row_scales),
                 },
             ))
@@ -252,7 +302,6 @@ fn read_codes(scheme: &QuantScheme, t: &QuantTensor, fp8_act: bool) -> Result<(C
                     codes,
                     entries,
                     group: iw.group,
-                    entry_bytes: 4,
                     row_scales: iw.channel_scales.clone(),
                 },
             ))
@@ -271,37 +320,20 @@ pub fn pack(
 ) -> Result<(Vec<u8>, Packing, Option<Vec<f32>>)> {
     let (code, src) = read_codes(scheme, t, fp8_act)?;
     let (e, rows, cols) = (t.experts, t.rows, t.cols);
-    if code == Code::Uint8 && fp8_act {
-        return Err(unsupported(scheme, "int8 weights with fp8 activations"));
-    }
-    let mut p = Packing {
-        code,
-        fp8_act,
-        group: src.group,
-        sc_k: 0,
-        entry_bytes: src.entry_bytes,
-        chunks: Vec::new(),
-    };
+    let mut p = Packing::geometry(code, fp8_act, src.group, cols)
+        .map_err(|why| unsupported(scheme, &why))?;
     let (kf, ks) = (p.kf(), p.ks());
     let kpad = cols.div_ceil(ks) * ks;
-    // A per-channel group (or any group covering all of K) spans the padded K.
-    let group = if src.group >= cols { kpad } else { src.group };
-    if group < kf || !(ks % group == 0 || group % ks == 0) {
-        return Err(unsupported(
-            scheme,
-            &format!("group {group} does not fit the {kf}-column fragments and {ks}-column stages"),
-        ));
-    }
-    p.group = group;
-    p.sc_k = group.max(ks);
+    let group = p.group;
     let rg = rows.div_ceil(16);
     let lane_bytes = p.lane_bytes();
     let tiles = kpad / kf;
-    let mut data = vec![0u8; e * rg * tiles * 32 * lane_bytes];
+    let (data_len, chunks_len) = p.sizes(e, rows, cols);
+    let mut data = vec![0u8; data_len];
     let groups_src = cols / src.group.min(cols);
     let nchunks = kpad / p.sc_k;
     let gpc = p.sc_k / group;
-    let mut chunks = vec![0u8; e * rg * nchunks * p.chunk_bytes()];
+    let mut chunks = vec![0u8; chunks_len];
     for ex in 0..e {
         for (pr, &cr) in order.iter().enumerate() {
             let (g16, r) = (pr / 16, pr % 16);
@@ -355,7 +387,7 @@ pub fn entry(p: &Packing, experts_rows: (usize, usize), e: usize, r: usize, k: u
     let rg = rows.div_ceil(16);
     let nchunks = p.chunks.len() / p.chunk_bytes() / (experts_rows.0 * rg);
     let gpc = p.sc_k / p.group;
-    let at = (((e * rg + r / 16) * nchunks + k / p.sc_k) * 16 + r % 16) * gpc
-        + (k % p.sc_k) / p.group;
+    let at =
+        (((e * rg + r / 16) * nchunks + k / p.sc_k) * 16 + r % 16) * gpc + (k % p.sc_k) / p.group;
     &p.chunks[at * p.entry_bytes..][..p.entry_bytes]
 }
