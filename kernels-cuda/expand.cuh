@@ -36,7 +36,9 @@ __device__ __forceinline__ u32 mx_scale_bf16(u8 s) { return ((u32)s + 126u) << 7
 // (the host's NVFP4 row scale carries 2^119 with the global scale).
 __device__ __forceinline__ u32 nvfp4_scale_bf16(u8 b) {
   const float f = __uint_as_float((((u32)b & 0x7fu) << 20) | (((u32)b & 0x80u) << 24));
-  return f32_to_bf16(f * FM_POW2_127);  // f is b * 2^-120; exact in bf16
+  u16 h;  // f is b * 2^-120; times 2^127 it is exact in bf16
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f * FM_POW2_127));
+  return h;
 }
 
 // e8m0 s as the f32 factor folded after an fp8 MMA: 2^(s-127) times the 2^6 the e2m1 ->

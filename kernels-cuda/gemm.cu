@@ -47,6 +47,7 @@ struct GemmArgs {
   const int* token_adapter;// [tokens] adapter slot or -1; read only with lora_delta
   const u8* gs;            // WQ: scale chunks [E, ceil(N/16), kpad/sc_k, chunk_bytes]
   int group, sc_k, chunk_bytes, kpad;  // WQ: K per scale, per chunk; K padded to a stage
+  int group_log2;          // WQ: log2(group), or 30 when one group covers all of K
 };
 
 // Bytes one lane holds per fragment tile, and the per-16-row stage sizes in shared memory.
@@ -99,14 +100,14 @@ __device__ __forceinline__ float round_half(float v) { return from_half<DT>(to_h
 // The four A registers of weight rows [row16, row16 + 16) for K step ks of a stage that
 // begins at K element kglob, from the packed stage `a` (tiles, then scale chunks); `fold`
 // gets the f32 factors of rows g and g + 8 when they are applied after the MMA.
+// `kin` is the stage's first K column relative to its scale chunk; `gpc` the groups per
+// chunk row. No division here: this runs for every fragment.
 template <int DT, int WQ, int BN>
 __device__ __forceinline__ void packed_fragment(const GemmArgs& p, const u8* a, int rg, int ks,
-                                                int kglob, int lane, u32* af, float* fold) {
+                                                int kin, int gpc, int lane, u32* af, float* fold) {
   using P = Packed<DT, WQ>;
   const u8* tile = a + rg * P::STAGE + ks * 32 * P::LANE + lane * P::LANE;
-  const int k = kglob + ks * P::KF;
-  const int gpc = p.sc_k / p.group;
-  const int within = (k % p.sc_k) / p.group;
+  const int within = (kin + ks * P::KF) >> p.group_log2;
   const u8* sc = a + (BN / 16) * P::STAGE + rg * P::CHUNK;
   const int g = lane >> 2;
   const int EB = (WQ == 1 || WQ == 2) ? 1 : 4;
@@ -198,8 +199,10 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
       }
       const int nchunks = p.kpad / p.sc_k;
       const int chunk = kglob / p.sc_k;
-      for (int c = tid; c < (BN / 16) * (p.chunk_bytes / 16); c += NTHR) {
-        const int rg = c / (p.chunk_bytes / 16), off = (c % (p.chunk_bytes / 16)) * 16;
+#pragma unroll
+      for (int c = tid; c < (BN / 16) * (P::CHUNK / 16); c += NTHR) {
+        const int rg = c / (P::CHUNK / 16), off = (c % (P::CHUNK / 16)) * 16;
+        if (off >= p.chunk_bytes) continue;
         const int grow = n0 / 16 + rg;
         const bool ok = grow < n16;
         const u8* src = ok ? p.gs + (((long)e * n16 + grow) * nchunks + chunk) * p.chunk_bytes + off : p.gs;
@@ -250,6 +253,10 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
       cp_async_commit();
     }
     const u8* a = sA + (kt % STAGES) * A_STAGE;
+    // Packed: where this stage starts inside its scale chunk (one division per stage).
+    const int kst = kbeg + kt * (128 / ES);
+    const int kin = WQ ? kst - (kst / p.sc_k) * p.sc_k : 0;
+    const int gpc = WQ ? p.sc_k / p.group : 0;
     const u8* b = sB + (kt % STAGES) * BT * 128;
     float part[BLK ? MI : 1][BLK ? NI : 1][4];
     if constexpr (BLK) {
@@ -267,8 +274,8 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
 #pragma unroll
       for (int i = 0; i < MI; ++i) {
         if constexpr (WQ != 0) {
-          packed_fragment<DT, WQ, BN>(p, a, (wn * WM + i * 16) / 16, ks, kbeg + kt * (128 / ES), lane,
-                                      af[i], fold[FOLD ? i : 0]);
+          packed_fragment<DT, WQ, BN>(p, a, (wn * WM + i * 16) / 16, ks, kin, gpc, lane, af[i],
+                                      fold[FOLD ? i : 0]);
         } else {
           const int row = wn * WM + i * 16 + (lane & 15);
           const int ch = ks * 2 + (lane >> 4);
@@ -449,6 +456,14 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
 #define FM_TILE_2 64, 32, 2, 2, 1, 5
 #define FM_TILE_3 128, 64, 4, 2, 1, 4
 #define FM_TILE_4 128, 128, 2, 4, 1, 3
+// Packed weights carry a quarter (int8: half) of the bytes per row, so their small-batch
+// tiles take four times the rows: a stage then moves as many bytes as a bf16 one and the
+// fixed cost of each pipeline step is spread over as much data.
+#define FM_PTILE_0 128, 8, 4, 1, 2, 6
+#define FM_PTILE_1 128, 16, 4, 1, 2, 5
+#define FM_PTILE_2 128, 32, 4, 2, 1, 5
+#define FM_PTILE_3 128, 64, 4, 2, 1, 4
+#define FM_PTILE_4 128, 128, 2, 4, 1, 3
 #define FM_THREADS(BN, BT, WN, WT, WK, ST) (WN * WT * WK * 32)
 #define FM_THREADS_OF(...) FM_THREADS(__VA_ARGS__)
 
@@ -457,48 +472,49 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
     gemm_body<DT, TILE, MODE, BLK, WQ>(p);                                           \
   }
 
-#define FM_MODES(PFX, DT, BLK, WQ, T)                      \
-  FM_KERNEL(PFX##_g_t##T, DT, FM_TILE_##T, 0, BLK, WQ)     \
-  FM_KERNEL(PFX##_s_t##T, DT, FM_TILE_##T, 1, BLK, WQ)     \
-  FM_KERNEL(PFX##_d_t##T, DT, FM_TILE_##T, 2, BLK, WQ)
+#define FM_MODES(PFX, DT, BLK, WQ, TS, T)                  \
+  FM_KERNEL(PFX##_g_t##T, DT, TS##T, 0, BLK, WQ)           \
+  FM_KERNEL(PFX##_s_t##T, DT, TS##T, 1, BLK, WQ)           \
+  FM_KERNEL(PFX##_d_t##T, DT, TS##T, 2, BLK, WQ)
 
-#define FM_TILES(PFX, DT, BLK, WQ) \
-  FM_MODES(PFX, DT, BLK, WQ, 0)    \
-  FM_MODES(PFX, DT, BLK, WQ, 1)    \
-  FM_MODES(PFX, DT, BLK, WQ, 2)    \
-  FM_MODES(PFX, DT, BLK, WQ, 3)    \
-  FM_MODES(PFX, DT, BLK, WQ, 4)
+// TS: the tile table, FM_TILE_ or FM_PTILE_ (packed weights).
+#define FM_TILES(PFX, DT, BLK, WQ, TS) \
+  FM_MODES(PFX, DT, BLK, WQ, TS, 0)    \
+  FM_MODES(PFX, DT, BLK, WQ, TS, 1)    \
+  FM_MODES(PFX, DT, BLK, WQ, TS, 2)    \
+  FM_MODES(PFX, DT, BLK, WQ, TS, 3)    \
+  FM_MODES(PFX, DT, BLK, WQ, TS, 4)
 
 // The host compiles one variant per module (FM_VARIANT defined before this file); with
 // none defined, every variant is built (the CI compile check).
 #if !defined(FM_VARIANT) || FM_VARIANT == 0
-FM_TILES(fm_gemm_bf16, 0, false, 0)
+FM_TILES(fm_gemm_bf16, 0, false, 0, FM_TILE_)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 1
-FM_TILES(fm_gemm_f16, 1, false, 0)
+FM_TILES(fm_gemm_f16, 1, false, 0, FM_TILE_)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 2
-FM_TILES(fm_gemm_fp8, 2, false, 0)
+FM_TILES(fm_gemm_fp8, 2, false, 0, FM_TILE_)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 3
-FM_TILES(fm_gemm_fp8blk, 2, true, 0)
+FM_TILES(fm_gemm_fp8blk, 2, true, 0, FM_TILE_)
 #endif
 // Packed low-bit weights (the WQ codes of packed.rs).
 #if !defined(FM_VARIANT) || FM_VARIANT == 4
-FM_TILES(fm_gemm_mxfp4, 0, false, 1)
+FM_TILES(fm_gemm_mxfp4, 0, false, 1, FM_PTILE_)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 5
-FM_TILES(fm_gemm_nvfp4, 0, false, 2)
+FM_TILES(fm_gemm_nvfp4, 0, false, 2, FM_PTILE_)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 6
-FM_TILES(fm_gemm_w4a16, 0, false, 3)
+FM_TILES(fm_gemm_w4a16, 0, false, 3, FM_PTILE_)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 7
-FM_TILES(fm_gemm_w8a16, 0, false, 4)
+FM_TILES(fm_gemm_w8a16, 0, false, 4, FM_PTILE_)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 8
-FM_TILES(fm_gemm_mxfp4f8, 2, false, 1)
+FM_TILES(fm_gemm_mxfp4f8, 2, false, 1, FM_PTILE_)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 9
-FM_TILES(fm_gemm_w4a8, 2, false, 3)
+FM_TILES(fm_gemm_w4a8, 2, false, 3, FM_PTILE_)
 #endif

@@ -5,7 +5,7 @@
 //! int weight-only, whose scales go to bf16).
 
 use fleetmoe::backends::cuda::layout::{prepare, w13_row_order, GemmWeights};
-use fleetmoe::backends::cuda::packed::{entry, unpack_codes, Code};
+use fleetmoe::backends::cuda::packed::{entry, unpack_codes, Code, NVFP4_ROW_FACTOR};
 use fleetmoe::formats::{unpack_fp4, unpack_int4_i32};
 use fleetmoe::moe::{Activation, LayerConfig};
 use fleetmoe::quant::{DenseExperts, ExpertWeights, QuantScheme, QuantTensor, WeightData};
@@ -175,4 +175,11 @@ fn act_order_and_groups_the_fragments_cannot_use_are_refused() {
     let w = ExpertWeights::quantize(&dense, QuantScheme::parse("w4a16-g8").unwrap()).unwrap();
     let err = prepare(&w, Activation::SiluAndMul).unwrap_err().to_string();
     assert!(err.contains("group 8"), "{err}");
+}
+
+/// The NVFP4 row factor is written as a decimal literal (the MSRV has no const
+/// `f32::from_bits`); it must be exactly 2^119 or every NVFP4 result is off by a ulp.
+#[test]
+fn nvfp4_row_factor_is_exactly_two_to_the_119() {
+    assert_eq!(NVFP4_ROW_FACTOR, 2f32.powi(119));
 }

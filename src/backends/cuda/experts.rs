@@ -4,7 +4,7 @@
 //! alignment → fp8 quantization of the input → gemm1 with the activation fused →
 //! fp8 quantization of the intermediate → gemm2 with the router-weighted sum fused.
 
-use super::kernels::{gemm_kernel_name, module_source, GemmVariant, Tile, TILES};
+use super::kernels::{gemm_kernel_name, module_source, GemmVariant, Tile};
 use super::launch::{GemmArgs, LoraRoute, Modules};
 use super::layout::{self, GemmWeights, PreparedLayer};
 use super::lora::DeviceLora;
@@ -66,6 +66,7 @@ struct PackedScales {
     sc_k: usize,
     chunk_bytes: usize,
     kpad: usize,
+    group_log2: u32,
 }
 
 impl DeviceWeights {
@@ -92,23 +93,35 @@ impl DeviceWeights {
                         sc_k: p.sc_k,
                         chunk_bytes: p.chunk_bytes(),
                         kpad: w.cols.div_ceil(p.ks()) * p.ks(),
+                        group_log2: p.group_log2(w.cols),
                     })
                 })
                 .transpose()?,
         })
     }
 
-    /// The packed-weight fields of `GemmArgs` (zero when not packed).
-    fn packed_args(&self) -> (u64, i32, i32, i32, i32) {
-        self.packed.as_ref().map_or((0, 0, 0, 0, 0), |p| {
-            (
-                p.chunks.ptr(),
-                p.group as i32,
-                p.sc_k as i32,
-                p.chunk_bytes as i32,
-                p.kpad as i32,
-            )
-        })
+    /// `args` with this projection's packed-weight fields (unchanged when not packed).
+    fn with_packed(&self, args: GemmArgs) -> GemmArgs {
+        match &self.packed {
+            None => GemmArgs {
+                gs: 0,
+                group: 0,
+                sc_k: 0,
+                chunk_bytes: 0,
+                kpad: 0,
+                group_log2: 0,
+                ..args
+            },
+            Some(p) => GemmArgs {
+                gs: p.chunks.ptr(),
+                group: p.group as i32,
+                sc_k: p.sc_k as i32,
+                chunk_bytes: p.chunk_bytes as i32,
+                kpad: p.kpad as i32,
+                group_log2: p.group_log2 as i32,
+                ..args
+            },
+        }
     }
 }
 
@@ -249,7 +262,7 @@ fn act_kind(a: Activation) -> (i32, f32, f32) {
 }
 
 /// The token tile for a batch: enough slots for the tokens an expert typically gets.
-fn tile_for(pairs: usize, experts: usize) -> Tile {
+fn tile_for(variant: GemmVariant, pairs: usize, experts: usize) -> Tile {
     let per_expert = pairs.div_ceil(experts.max(1));
     let i = match per_expert {
         0..=8 => 0,
@@ -258,7 +271,7 @@ fn tile_for(pairs: usize, experts: usize) -> Tile {
         33..=64 => 3,
         _ => 4,
     };
-    TILES[i]
+    variant.tiles()[i]
 }
 
 impl CudaExperts {
@@ -337,7 +350,7 @@ impl CudaExperts {
     pub fn workspace(&self, tokens: usize, top_k: usize) -> Result<Workspace> {
         let dev = &self.dev;
         let pairs = tokens * top_k;
-        let tile = tile_for(pairs, self.num_experts);
+        let tile = tile_for(self.variant, pairs, self.num_experts);
         let max_blocks = pairs.div_ceil(tile.bt) + self.num_experts.min(pairs);
         let slots = max_blocks * tile.bt;
         let (h, i) = (self.hidden, self.intermediate);
@@ -494,8 +507,6 @@ impl CudaExperts {
             )?;
         }
         let (kind, alpha, limit) = act_kind(self.activation);
-        let (gs1, group1, sc_k1, chunk1, kpad1) = self.w13.packed_args();
-        let (gs2, group2, sc_k2, chunk2, kpad2) = self.w2.packed_args();
         let (as_row1, as_k1) = self.acts.map_or((0, 0), |(a, _)| a.strides(h));
         let a2_per_tensor = matches!(self.acts, Some((_, ActMode::PerTensor)));
         let gemm1 = GemmArgs {
@@ -526,12 +537,14 @@ impl CudaExperts {
             weight_on_input: 0,
             lora_delta: if lora.is_some() { ws.delta13.ptr() } else { 0 },
             token_adapter: ws.token_adapter.ptr(),
-            gs: gs1,
-            group: group1,
-            sc_k: sc_k1,
-            chunk_bytes: chunk1,
-            kpad: kpad1,
+            gs: 0,
+            group: 0,
+            sc_k: 0,
+            chunk_bytes: 0,
+            kpad: 0,
+            group_log2: 0,
         };
+        let gemm1 = self.w13.with_packed(gemm1);
         let stage1 = if self.activation.is_gated() { 'g' } else { 's' };
         m.gemm(
             &gemm_kernel_name(self.variant, stage1, &tile),
@@ -616,13 +629,9 @@ impl CudaExperts {
             k_split: k_split as i32,
             weight_on_input: self.weight_on_input as i32,
             lora_delta: if lora.is_some() { ws.delta2.ptr() } else { 0 },
-            gs: gs2,
-            group: group2,
-            sc_k: sc_k2,
-            chunk_bytes: chunk2,
-            kpad: kpad2,
             ..gemm1
         };
+        let gemm2 = self.w2.with_packed(gemm2);
         m.gemm(
             &gemm_kernel_name(self.variant, 'd', &tile),
             &tile,
@@ -697,7 +706,8 @@ impl Experts for CudaExperts {
         }
         let mut slot = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_none_or(|w| {
-            w.tokens != topk.tokens || w.tile != tile_for(topk.tokens * topk.k, self.num_experts)
+            w.tokens != topk.tokens
+                || w.tile != tile_for(self.variant, topk.tokens * topk.k, self.num_experts)
         }) {
             *slot = Some(self.workspace(topk.tokens, topk.k)?);
         }

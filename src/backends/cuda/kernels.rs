@@ -181,7 +181,7 @@ const fn tile(
     }
 }
 
-/// The table of gemm.cu, smallest token tile first.
+/// The `FM_TILE_` table of gemm.cu, smallest token tile first.
 pub const TILES: [Tile; 5] = [
     tile(0, 32, 8, 2, 1, 2, 8),
     tile(1, 64, 16, 4, 1, 1, 6),
@@ -189,6 +189,26 @@ pub const TILES: [Tile; 5] = [
     tile(3, 128, 64, 4, 2, 1, 4),
     tile(4, 128, 128, 2, 4, 1, 3),
 ];
+
+/// The `FM_PTILE_` table (packed weights: more rows per block at small batch).
+pub const PACKED_TILES: [Tile; 5] = [
+    tile(0, 128, 8, 4, 1, 2, 6),
+    tile(1, 128, 16, 4, 1, 2, 5),
+    tile(2, 128, 32, 4, 2, 1, 5),
+    tile(3, 128, 64, 4, 2, 1, 4),
+    tile(4, 128, 128, 2, 4, 1, 3),
+];
+
+impl GemmVariant {
+    /// The tile table this variant's kernels are built with.
+    pub fn tiles(self) -> &'static [Tile; 5] {
+        if self.packed_stage_bytes().is_some() {
+            &PACKED_TILES
+        } else {
+            &TILES
+        }
+    }
+}
 
 /// The GEMM kernel name for a variant, stage and tile. Stage: `g` gated gemm1, `s`
 /// single (non-gated) gemm1, `d` gemm2 (down).

@@ -43,6 +43,7 @@ pub struct GemmArgs {
     pub sc_k: i32,
     pub chunk_bytes: i32,
     pub kpad: i32,
+    pub group_log2: i32,
 }
 
 /// Where the expert-sorted slots are, for the LoRA kernels.

@@ -51,7 +51,7 @@ impl Code {
 
 /// NVFP4 weights come out of the register expansion `2^-119` too small (the bf16 bit trick
 /// keeps e2m1 and e4m3 exact); the row scale puts it back.
-pub const NVFP4_ROW_FACTOR: f32 = 6.646_139_978_924_579e35; // 2^119
+pub const NVFP4_ROW_FACTOR: f32 = 6.646_14e35; // 2^119 exactly (shortest f32 spelling)
 
 /// The geometry of one packed projection.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +100,8 @@ impl Packing {
         } else {
             group
         };
-        if group < kf || !(ks % group == 0 || group % ks == 0) {
+        let covers_k = group >= cols;
+        if group < kf || !(covers_k || group.is_power_of_two()) {
             return Err(format!(
                 "group {group} does not fit the {kf}-column fragments and {ks}-column stages"
             ));
@@ -118,6 +119,16 @@ impl Packing {
             groups16 * (kpad / self.kf()) * 32 * self.lane_bytes(),
             groups16 * (kpad / self.sc_k) * self.chunk_bytes(),
         )
+    }
+
+    /// What the kernel shifts by to find a column's group: log2 of the group, or 30 when
+    /// one group spans the whole (padded) K, so every column lands in group 0.
+    pub fn group_log2(&self, cols: usize) -> u32 {
+        if self.group >= cols {
+            30
+        } else {
+            self.group.trailing_zeros()
+        }
     }
 
     /// K columns of one fragment tile.
