@@ -46,8 +46,9 @@ struct GemmArgs {
   const float* lora_delta; // [slots, N] LoRA delta (lora.cu), or null
   const int* token_adapter;// [tokens] adapter slot or -1; read only with lora_delta
   const u8* gs;            // WQ: scale chunks [E, ceil(N/16), kpad/sc_k, chunk_bytes]
-  int group, sc_k, chunk_bytes, kpad;  // WQ: K per scale, per chunk; K padded to a stage
+  int gpc, nchunks, chunk_bytes, kpad;  // WQ: groups per chunk row, chunks per row; K padded to a stage
   int group_log2;          // WQ: log2(group), or 30 when one group covers all of K
+  int spc_log2;            // WQ: log2(stages per chunk), or 30 when one chunk covers all of K
 };
 
 // Bytes one lane holds per fragment tile, and the per-16-row stage sizes in shared memory.
@@ -197,15 +198,14 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
         const u8* src = ok ? wb + ((long)grow * (p.kpad / (128 / ES)) + kglob / (128 / ES)) * P::STAGE + off : p.w;
         cp_async16(smem_addr(a + rg * P::STAGE + off), src, ok ? 16 : 0);
       }
-      const int nchunks = p.kpad / p.sc_k;
-      const int chunk = kglob / p.sc_k;
+      const int chunk = (kglob / (128 / ES)) >> p.spc_log2;
 #pragma unroll
       for (int c = tid; c < (BN / 16) * (P::CHUNK / 16); c += NTHR) {
         const int rg = c / (P::CHUNK / 16), off = (c % (P::CHUNK / 16)) * 16;
         if (off >= p.chunk_bytes) continue;
         const int grow = n0 / 16 + rg;
         const bool ok = grow < n16;
-        const u8* src = ok ? p.gs + (((long)e * n16 + grow) * nchunks + chunk) * p.chunk_bytes + off : p.gs;
+        const u8* src = ok ? p.gs + (((long)e * n16 + grow) * p.nchunks + chunk) * p.chunk_bytes + off : p.gs;
         cp_async16(smem_addr(a + (BN / 16) * P::STAGE + rg * P::CHUNK + off), src, ok ? 16 : 0);
       }
     } else {
@@ -253,10 +253,10 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
       cp_async_commit();
     }
     const u8* a = sA + (kt % STAGES) * A_STAGE;
-    // Packed: where this stage starts inside its scale chunk (one division per stage).
-    const int kst = kbeg + kt * (128 / ES);
-    const int kin = WQ ? kst - (kst / p.sc_k) * p.sc_k : 0;
-    const int gpc = WQ ? p.sc_k / p.group : 0;
+    // Packed: where this stage starts inside its scale chunk (chunks hold whole stages).
+    const int sidx = kbeg / (128 / ES) + kt;
+    const int kin = WQ ? (sidx & ((1 << p.spc_log2) - 1)) * (128 / ES) : 0;
+    const int gpc = p.gpc;
     const u8* b = sB + (kt % STAGES) * BT * 128;
     float part[BLK ? MI : 1][BLK ? NI : 1][4];
     if constexpr (BLK) {

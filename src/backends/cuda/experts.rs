@@ -62,11 +62,12 @@ struct DeviceWeights {
 
 struct PackedScales {
     chunks: CudaBuffer,
-    group: usize,
-    sc_k: usize,
+    gpc: usize,
+    nchunks: usize,
     chunk_bytes: usize,
     kpad: usize,
     group_log2: u32,
+    spc_log2: u32,
 }
 
 impl DeviceWeights {
@@ -87,13 +88,15 @@ impl DeviceWeights {
                 .packing
                 .as_ref()
                 .map(|p| -> Result<PackedScales> {
+                    let kpad = w.cols.div_ceil(p.ks()) * p.ks();
                     Ok(PackedScales {
                         chunks: CudaBuffer::from_slice(dev, &p.chunks)?,
-                        group: p.group,
-                        sc_k: p.sc_k,
+                        gpc: p.sc_k / p.group,
+                        nchunks: kpad / p.sc_k,
                         chunk_bytes: p.chunk_bytes(),
-                        kpad: w.cols.div_ceil(p.ks()) * p.ks(),
+                        kpad,
                         group_log2: p.group_log2(w.cols),
+                        spc_log2: p.stages_per_chunk_log2(w.cols),
                     })
                 })
                 .transpose()?,
@@ -105,20 +108,22 @@ impl DeviceWeights {
         match &self.packed {
             None => GemmArgs {
                 gs: 0,
-                group: 0,
-                sc_k: 0,
+                gpc: 0,
+                nchunks: 0,
                 chunk_bytes: 0,
                 kpad: 0,
                 group_log2: 0,
+                spc_log2: 0,
                 ..args
             },
             Some(p) => GemmArgs {
                 gs: p.chunks.ptr(),
-                group: p.group as i32,
-                sc_k: p.sc_k as i32,
+                gpc: p.gpc as i32,
+                nchunks: p.nchunks as i32,
                 chunk_bytes: p.chunk_bytes as i32,
                 kpad: p.kpad as i32,
                 group_log2: p.group_log2 as i32,
+                spc_log2: p.spc_log2 as i32,
                 ..args
             },
         }
@@ -538,11 +543,12 @@ impl CudaExperts {
             lora_delta: if lora.is_some() { ws.delta13.ptr() } else { 0 },
             token_adapter: ws.token_adapter.ptr(),
             gs: 0,
-            group: 0,
-            sc_k: 0,
+            gpc: 0,
+            nchunks: 0,
             chunk_bytes: 0,
             kpad: 0,
             group_log2: 0,
+            spc_log2: 0,
         };
         let gemm1 = self.w13.with_packed(gemm1);
         let stage1 = if self.activation.is_gated() { 'g' } else { 's' };

@@ -39,11 +39,12 @@ pub struct GemmArgs {
     pub lora_delta: u64,
     pub token_adapter: u64,
     pub gs: u64,
-    pub group: i32,
-    pub sc_k: i32,
+    pub gpc: i32,
+    pub nchunks: i32,
     pub chunk_bytes: i32,
     pub kpad: i32,
     pub group_log2: i32,
+    pub spc_log2: i32,
 }
 
 /// Where the expert-sorted slots are, for the LoRA kernels.

@@ -131,6 +131,17 @@ impl Packing {
         }
     }
 
+    /// What the kernel shifts a stage index by to find its scale chunk: log2 of the stages
+    /// per chunk (a power of two, as groups below all of K are), or 30 when one chunk spans
+    /// the whole (padded) K.
+    pub fn stages_per_chunk_log2(&self, cols: usize) -> u32 {
+        if self.group >= cols {
+            30
+        } else {
+            (self.sc_k / self.ks()).trailing_zeros()
+        }
+    }
+
     /// K columns of one fragment tile.
     pub fn kf(&self) -> usize {
         if self.fp8_act {
