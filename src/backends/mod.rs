@@ -2,3 +2,4 @@
 //! `ExpertWeights`) and implements `moe::Experts`.
 
 pub mod cuda;
+pub mod rocm;

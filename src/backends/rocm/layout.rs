@@ -1,0 +1,286 @@
+//! The HIP kernels' weight layout, prepared on the host from checkpoint-layout
+//! `ExpertWeights`, and its exact inverse. Pure Rust, tested on machines without a GPU.
+//!
+//! Per projection (`[E, rows, cols]`, rows = N, cols = K):
+//! - the element bytes (bf16 / f16 little-endian, fp8 codes, or the checkpoint's packed
+//!   MXFP4 / MXFP6 bytes) go through AITER's 16×16 shuffle ([`super::shuffle`]);
+//! - fp8 on a device whose matrix cores take the other e4m3 flavour is re-read in that
+//!   flavour ([`super::fnuz`]: bytes kept, 0x80 → 0x00, scales doubled for fnuz);
+//!   fp8 scales keep the checkpoint's granularity and indexing (`quant::fp8::scale_index`);
+//! - MX e8m0 scales of all experts, viewed as `[E·rows, cols/32]` as AITER's MoE does, go
+//!   through the e8m0 shuffle ([`super::scale_shuffle`]).
+//!
+//! Rows and columns are not reordered: the HIP stage 1 writes gate and up rows as the
+//! checkpoint has them and the activation is a separate step.
+
+use super::fnuz;
+use super::scale_shuffle::{self, shuffle_e8m0, unshuffle_e8m0};
+use super::shuffle::{shuffle_16x16, unshuffle_16x16, ShuffleShape};
+use crate::error::{Error, Result};
+use crate::formats::MiniFloat;
+use crate::oracle::Conversion;
+use crate::quant::{
+    fp8, mx, ExpertWeights, Fp8Flavor, Fp8WeightScale, MxElem, QuantScheme, QuantTensor, WeightData,
+};
+
+/// Element type of a prepared projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elem {
+    Bf16,
+    F16,
+    Fp8(Fp8Flavor),
+    /// Packed OCP MX elements, as the checkpoint packs them.
+    Mx(MxElem),
+}
+
+impl Elem {
+    /// Bytes of one row of `cols` elements.
+    pub fn row_bytes(self, cols: usize) -> usize {
+        match self {
+            Elem::Bf16 | Elem::F16 => 2 * cols,
+            Elem::Fp8(_) => cols,
+            Elem::Mx(m) => mx::packed_len(m, cols),
+        }
+    }
+
+    /// Bytes the shuffle moves as one element (packed MX data moves byte by byte, as AITER
+    /// shuffles fp4x2).
+    fn shuffle_bytes(self) -> usize {
+        match self {
+            Elem::Bf16 | Elem::F16 => 2,
+            Elem::Fp8(_) | Elem::Mx(_) => 1,
+        }
+    }
+}
+
+/// One projection in the HIP kernels' layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HipGemmWeights {
+    pub elem: Elem,
+    pub experts: usize,
+    pub rows: usize,
+    pub cols: usize,
+    /// AITER 16×16-shuffled element bytes of all experts.
+    pub data: Vec<u8>,
+    /// fp8 scales in the checkpoint's granularity, in the prepared flavour.
+    pub fp8_scales: Option<(Fp8WeightScale, Vec<f32>)>,
+    /// e8m0 scales of `[E·rows, cols/32]`, e8m0-shuffled (padded).
+    pub mx_scales: Option<Vec<u8>>,
+    /// `[E, rows]`.
+    pub bias: Option<Vec<f32>>,
+}
+
+/// Both projections of a layer, and what was converted on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HipLayer {
+    pub w13: HipGemmWeights,
+    pub w2: HipGemmWeights,
+    pub conversions: Vec<Conversion>,
+}
+
+fn unsupported(scheme: &QuantScheme) -> Error {
+    Error::BackendUnavailable {
+        backend: "rocm".into(),
+        reasons: format!("scheme {scheme} has no HIP GEMM layout"),
+    }
+}
+
+impl HipGemmWeights {
+    /// The shuffle shape of the element bytes.
+    pub fn shuffle_shape(&self) -> ShuffleShape {
+        let s = self.elem.shuffle_bytes();
+        ShuffleShape {
+            matrices: self.experts,
+            rows: self.rows,
+            cols: self.elem.row_bytes(self.cols) / s,
+            elem_bytes: s,
+        }
+    }
+
+    /// The weight at row `r`, column `c` of expert `e`, read through the shuffled layout
+    /// and dequantized: what the kernel multiplies by.
+    pub fn value(&self, e: usize, r: usize, c: usize) -> f32 {
+        let shape = self.shuffle_shape();
+        let byte = |b: usize| self.data[shape.shuffled_offset(e, r, b)];
+        let raw = match self.elem {
+            Elem::Bf16 | Elem::F16 => {
+                let o = shape.shuffled_offset(e, r, c);
+                let bits = u16::from_le_bytes([self.data[o], self.data[o + 1]]);
+                if self.elem == Elem::Bf16 {
+                    half::bf16::from_bits(bits).to_f32()
+                } else {
+                    half::f16::from_bits(bits).to_f32()
+                }
+            }
+            Elem::Fp8(flavor) => fp8::decode(flavor, byte(c)),
+            Elem::Mx(MxElem::Fp4E2M1) => {
+                let b = byte(c / 2);
+                mx::decode(MxElem::Fp4E2M1, if c % 2 == 0 { b & 0xF } else { b >> 4 })
+            }
+            Elem::Mx(m) => {
+                // Four 6-bit codes per three bytes, code i at bits 6i of the 24-bit word.
+                let q = c / 4 * 3;
+                let word = u32::from_le_bytes([byte(q), byte(q + 1), byte(q + 2), 0]);
+                mx::decode(m, ((word >> (6 * (c % 4))) & 0x3F) as u8)
+            }
+        };
+        let fp8_scale = self.fp8_scales.as_ref().map_or(1.0, |(g, s)| {
+            let per = fp8::scales_per_expert(*g, self.rows, self.cols);
+            s[e * per + fp8::scale_index(*g, r, c, self.cols)]
+        });
+        let mx_scale = self.mx_scales.as_ref().map_or(1.0, |s| {
+            let (_, pc) = scale_shuffle::padded_shape(self.experts * self.rows, self.cols / 32);
+            let code = s[scale_shuffle::shuffled_index(pc, e * self.rows + r, c / 32)];
+            crate::formats::E8M0::from_bits(code).to_f32()
+        });
+        raw * fp8_scale * mx_scale
+    }
+}
+
+/// Prepares one projection; `device_fp8` is the flavour the matrix cores take.
+fn prepare_tensor(
+    scheme: &QuantScheme,
+    t: &QuantTensor,
+    bias: Option<&Vec<f32>>,
+    device_fp8: Option<Fp8Flavor>,
+    conversions: &mut Vec<Conversion>,
+) -> Result<HipGemmWeights> {
+    let (elem, bytes, fp8_scales, mx_scales) = match (&t.data, scheme) {
+        (WeightData::Bf16(w), _) => (
+            Elem::Bf16,
+            w.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect(),
+            None,
+            None,
+        ),
+        (WeightData::F16(w), _) => (
+            Elem::F16,
+            w.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect(),
+            None,
+            None,
+        ),
+        (WeightData::Fp8 { codes, scales }, QuantScheme::Fp8 { flavor, weight, .. }) => {
+            let (mut codes, mut scales) = (codes.clone(), scales.clone());
+            let target = device_fp8.unwrap_or(*flavor);
+            match (*flavor, target) {
+                (Fp8Flavor::E4M3Fn, Fp8Flavor::E4M3Fnuz) => {
+                    fnuz::fn_to_fnuz(&mut codes, &mut scales)?;
+                    if !conversions.contains(&Conversion::Fp8FnToFnuz) {
+                        conversions.push(Conversion::Fp8FnToFnuz);
+                    }
+                }
+                (Fp8Flavor::E4M3Fnuz, Fp8Flavor::E4M3Fn) => {
+                    fnuz::fnuz_to_fn(&mut codes, &mut scales)?
+                }
+                _ => {}
+            }
+            (Elem::Fp8(target), codes, Some((*weight, scales)), None)
+        }
+        (WeightData::Mx { packed, scales }, QuantScheme::Mx { elem, .. }) => {
+            let shuffled = shuffle_e8m0(scales, t.experts * t.rows, t.cols / mx::BLOCK)?;
+            (Elem::Mx(*elem), packed.clone(), None, Some(shuffled))
+        }
+        _ => return Err(unsupported(scheme)),
+    };
+    let mut w = HipGemmWeights {
+        elem,
+        experts: t.experts,
+        rows: t.rows,
+        cols: t.cols,
+        data: Vec::new(),
+        fp8_scales,
+        mx_scales,
+        bias: bias.cloned(),
+    };
+    w.data = shuffle_16x16(&bytes, w.shuffle_shape())?;
+    Ok(w)
+}
+
+/// Prepares a layer's weights for the HIP kernels of a device whose fp8 matrix cores take
+/// `device_fp8` (`None`: no fp8 matrix cores; fp8 stays in the checkpoint's flavour).
+pub fn prepare(weights: &ExpertWeights, device_fp8: Option<Fp8Flavor>) -> Result<HipLayer> {
+    let mut conversions = Vec::new();
+    let w13 = prepare_tensor(
+        &weights.scheme,
+        &weights.w13,
+        weights.w13_bias.as_ref(),
+        device_fp8,
+        &mut conversions,
+    )?;
+    let w2 = prepare_tensor(
+        &weights.scheme,
+        &weights.w2,
+        weights.w2_bias.as_ref(),
+        device_fp8,
+        &mut conversions,
+    )?;
+    Ok(HipLayer {
+        w13,
+        w2,
+        conversions,
+    })
+}
+
+/// The exact inverse of [`prepare_tensor`]: checkpoint-layout data in `flavor` (the
+/// checkpoint's fp8 flavour).
+fn unprepare_tensor(w: &HipGemmWeights, flavor: Option<Fp8Flavor>) -> Result<QuantTensor> {
+    let bytes = unshuffle_16x16(&w.data, w.shuffle_shape())?;
+    let halves = |b: &[u8]| -> Vec<u16> {
+        b.chunks_exact(2)
+            .map(|p| u16::from_le_bytes([p[0], p[1]]))
+            .collect()
+    };
+    let data = match w.elem {
+        Elem::Bf16 => WeightData::Bf16(
+            halves(&bytes)
+                .into_iter()
+                .map(half::bf16::from_bits)
+                .collect(),
+        ),
+        Elem::F16 => WeightData::F16(
+            halves(&bytes)
+                .into_iter()
+                .map(half::f16::from_bits)
+                .collect(),
+        ),
+        Elem::Fp8(prepared) => {
+            let (mut codes, mut scales) =
+                (bytes, w.fp8_scales.clone().map(|s| s.1).unwrap_or_default());
+            match (prepared, flavor.unwrap_or(prepared)) {
+                (Fp8Flavor::E4M3Fnuz, Fp8Flavor::E4M3Fn) => {
+                    fnuz::fnuz_to_fn(&mut codes, &mut scales)?
+                }
+                (Fp8Flavor::E4M3Fn, Fp8Flavor::E4M3Fnuz) => {
+                    fnuz::fn_to_fnuz(&mut codes, &mut scales)?
+                }
+                _ => {}
+            }
+            WeightData::Fp8 { codes, scales }
+        }
+        Elem::Mx(_) => {
+            let s = w.mx_scales.as_ref().ok_or_else(|| Error::Missing {
+                what: "MX scales of a prepared projection".into(),
+                why: "MX weights carry e8m0 scales".into(),
+            })?;
+            WeightData::Mx {
+                packed: bytes,
+                scales: unshuffle_e8m0(s, w.experts * w.rows, w.cols / mx::BLOCK)?,
+            }
+        }
+    };
+    Ok(QuantTensor {
+        experts: w.experts,
+        rows: w.rows,
+        cols: w.cols,
+        data,
+    })
+}
+
+/// The checkpoint-layout projections `(w13, w2)` a prepared layer came from, bit for bit
+/// (fp8 −0 comes back as +0: fnuz has no −0; the values are equal).
+pub fn unprepare(layer: &HipLayer, scheme: &QuantScheme) -> Result<(QuantTensor, QuantTensor)> {
+    let flavor = scheme.fp8_flavor();
+    Ok((
+        unprepare_tensor(&layer.w13, flavor)?,
+        unprepare_tensor(&layer.w2, flavor)?,
+    ))
+}

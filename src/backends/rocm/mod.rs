@@ -1,0 +1,10 @@
+//! AMD (ROCm) experts backends. The weight preparation is pure Rust and always built, so
+//! every layout an AMD kernel reads is checked on any machine: fnuz normalisation for
+//! gfx942, AITER's 16×16 MFMA weight shuffle and its e8m0 scale shuffle, each with its
+//! exact inverse (`layout` puts them together per projection). The parts that talk to the
+//! HIP runtime need feature `rocm`; no AMD GPU has run them yet.
+
+pub mod fnuz;
+pub mod layout;
+pub mod scale_shuffle;
+pub mod shuffle;
