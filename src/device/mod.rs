@@ -77,7 +77,7 @@ pub enum Arg {
 }
 
 /// What fleetmoe needs from a device. Implementations: `cpu::CpuDevice` (always),
-/// `cuda::CudaDevice` (feature `cuda`), `rocm::HipDevice` (feature `rocm`).
+/// `cuda::CudaDevice` (feature `cuda`), `hip::HipDevice` (feature `rocm`).
 pub trait Device: Send + Sync {
     /// What the device can do; the oracle decides from this alone.
     fn capabilities(&self) -> &Capabilities;
@@ -109,3 +109,6 @@ pub trait Device: Send + Sync {
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod gfx;
+#[cfg(feature = "rocm")]
+pub mod hip;

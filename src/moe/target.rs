@@ -2,7 +2,7 @@
 //! backends need it (a handle).
 
 use crate::device::{Capabilities, Device};
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "rocm"))]
 use crate::error::Result;
 
 /// Where a layer runs.
@@ -10,6 +10,8 @@ pub struct Target {
     caps: Capabilities,
     #[cfg(feature = "cuda")]
     cuda: Option<std::sync::Arc<crate::device::cuda::CudaDevice>>,
+    #[cfg(feature = "rocm")]
+    hip: Option<std::sync::Arc<crate::device::hip::HipDevice>>,
 }
 
 impl Target {
@@ -19,6 +21,8 @@ impl Target {
             caps: crate::device::cpu::CpuDevice::new().capabilities().clone(),
             #[cfg(feature = "cuda")]
             cuda: None,
+            #[cfg(feature = "rocm")]
+            hip: None,
         }
     }
 
@@ -29,7 +33,27 @@ impl Target {
         Ok(Target {
             caps: dev.capabilities().clone(),
             cuda: Some(std::sync::Arc::new(dev)),
+            #[cfg(feature = "rocm")]
+            hip: None,
         })
+    }
+
+    /// AMD GPU `ordinal`; `Error::NoDevice` (with the reason) when there is none.
+    #[cfg(feature = "rocm")]
+    pub fn hip(ordinal: usize) -> Result<Self> {
+        let dev = crate::device::hip::HipDevice::new(ordinal)?;
+        Ok(Target {
+            caps: dev.capabilities().clone(),
+            #[cfg(feature = "cuda")]
+            cuda: None,
+            hip: Some(std::sync::Arc::new(dev)),
+        })
+    }
+
+    /// The AMD device, when the target is one.
+    #[cfg(feature = "rocm")]
+    pub fn hip_device(&self) -> Option<&std::sync::Arc<crate::device::hip::HipDevice>> {
+        self.hip.as_ref()
     }
 
     /// The best device present: a GPU when a backend feature is built and a driver
@@ -39,6 +63,11 @@ impl Target {
         match Self::cuda(0) {
             Ok(t) => return t,
             Err(e) => log::info!("no CUDA device: {e}"),
+        }
+        #[cfg(feature = "rocm")]
+        match Self::hip(0) {
+            Ok(t) => return t,
+            Err(e) => log::info!("no AMD GPU: {e}"),
         }
         Self::cpu()
     }
