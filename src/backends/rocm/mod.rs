@@ -5,6 +5,8 @@
 //! HIP runtime need feature `rocm`; no AMD GPU has run them yet.
 
 pub mod fnuz;
+#[cfg(feature = "rocm")]
+pub mod kernels;
 pub mod layout;
 pub mod scale_shuffle;
 pub mod shuffle;

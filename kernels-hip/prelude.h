@@ -1,0 +1,235 @@
+// fleetmoe HIP prelude: included by every kernels-hip/*.hip. Self-contained (no HIP or
+// ROCm headers, no device libraries), so clang compiles it with
+// `-x hip --cuda-device-only -nogpuinc -nogpulib` for gfx90a, gfx942 and gfx950 alike.
+// Wavefronts are 64 lanes. bf16 / f16 are carried as raw 16-bit patterns, fp8 / fp6 /
+// fp4 as codes; every conversion is written out here, round to nearest even, so the
+// kernels compute what fleetmoe's emulation defines.
+#pragma once
+
+#define __global__ __attribute__((global))
+#define __device__ __attribute__((device))
+#define __shared__ __attribute__((shared))
+#define __launch_bounds__(n) __attribute__((amdgpu_flat_work_group_size(1, n)))
+#define FM_INLINE __device__ __attribute__((always_inline)) inline
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef short v4s __attribute__((ext_vector_type(4)));
+typedef _Float16 v4h __attribute__((ext_vector_type(4)));
+typedef float v4f __attribute__((ext_vector_type(4)));
+typedef int v8i __attribute__((ext_vector_type(8)));
+
+#define FM_WAVE 64
+
+FM_INLINE int tid_x() { return __builtin_amdgcn_workitem_id_x(); }
+FM_INLINE int bid_x() { return __builtin_amdgcn_workgroup_id_x(); }
+FM_INLINE int bid_y() { return __builtin_amdgcn_workgroup_id_y(); }
+FM_INLINE int bdim_x() { return __builtin_amdgcn_workgroup_size_x(); }
+FM_INLINE int gdim_x() { return __builtin_amdgcn_grid_size_x() / __builtin_amdgcn_workgroup_size_x(); }
+
+// Workgroup barrier with the memory ordering __syncthreads gives.
+FM_INLINE void sync_threads() {
+  __builtin_amdgcn_fence(__ATOMIC_RELEASE, "workgroup");
+  __builtin_amdgcn_s_barrier();
+  __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "workgroup");
+}
+
+FM_INLINE float as_float(u32 u) { return __builtin_bit_cast(float, u); }
+FM_INLINE u32 as_u32(float f) { return __builtin_bit_cast(u32, f); }
+
+// Lane exchange within the wavefront (ds_bpermute takes a byte address).
+FM_INLINE float shfl_xor(float v, int m) {
+  const int src = (tid_x() & (FM_WAVE - 1)) ^ m;
+  return as_float((u32)__builtin_amdgcn_ds_bpermute(src << 2, (int)as_u32(v)));
+}
+FM_INLINE int shfl_xor_i(int v, int m) {
+  const int src = (tid_x() & (FM_WAVE - 1)) ^ m;
+  return __builtin_amdgcn_ds_bpermute(src << 2, v);
+}
+FM_INLINE float wave_max(float v) {
+#pragma unroll
+  for (int o = FM_WAVE / 2; o > 0; o >>= 1) v = __builtin_fmaxf(v, shfl_xor(v, o));
+  return v;
+}
+FM_INLINE float wave_sum(float v) {
+#pragma unroll
+  for (int o = FM_WAVE / 2; o > 0; o >>= 1) v += shfl_xor(v, o);
+  return v;
+}
+
+FM_INLINE int atomic_add_i(int* p, int v) {
+  return __hip_atomic_fetch_add(p, v, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_WORKGROUP);
+}
+FM_INLINE void atomic_add_f(float* p, float v) {
+  __hip_atomic_fetch_add(p, v, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_AGENT);
+}
+// Non-negative float max through the integer order of its bits.
+FM_INLINE void atomic_max_nonneg(u32* p, float v) {
+  __hip_atomic_fetch_max(p, as_u32(v), __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_AGENT);
+}
+
+FM_INLINE float fabs_(float x) { return __builtin_fabsf(x); }
+FM_INLINE float fmin_(float a, float b) { return __builtin_fminf(a, b); }
+FM_INLINE float fmax_(float a, float b) { return __builtin_fmaxf(a, b); }
+FM_INLINE float clampf(float x, float lo, float hi) { return fmin_(fmax_(x, lo), hi); }
+FM_INLINE float exp_(float x) { return __builtin_expf(x); }
+
+// ---- 16-bit floats ------------------------------------------------------------------
+FM_INLINE float bf16_to_f32(u16 h) { return as_float(((u32)h) << 16); }
+FM_INLINE u16 f32_to_bf16(float f) {
+  u32 u = as_u32(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (u16)(u >> 16);
+}
+FM_INLINE float f16_to_f32(u16 h) { return (float)__builtin_bit_cast(_Float16, h); }
+FM_INLINE u16 f32_to_f16(float f) { return __builtin_bit_cast(u16, (_Float16)f); }
+// The model dtype: f16 when `is_f16`, else bf16.
+FM_INLINE float model_to_f32(u16 h, int is_f16) { return is_f16 ? f16_to_f32(h) : bf16_to_f32(h); }
+FM_INLINE u16 f32_to_model(float f, int is_f16) { return is_f16 ? f32_to_f16(f) : f32_to_bf16(f); }
+
+// ---- minifloats ---------------------------------------------------------------------
+// Encodes x (already divided by its scale) as a sign-magnitude minifloat with `ebits`
+// exponent and `mbits` mantissa bits and `bias`, round to nearest even, saturating at
+// magnitude code `max_code`. Subnormals included. `neg_zero` false maps -0 to +0 (fnuz).
+FM_INLINE u32 encode_minifloat(float x, int ebits, int mbits, int bias, u32 max_code,
+                               bool neg_zero) {
+  const u32 sign = (as_u32(x) >> 31) & 1u;
+  const float a = fabs_(x);
+  u32 mag;
+  const int min_normal_exp = 1 - bias;
+  const float min_normal = as_float((u32)(min_normal_exp + 127) << 23);
+  if (a < min_normal) {
+    // Steps of 2^(min_normal_exp - mbits).
+    const float step = as_float((u32)(min_normal_exp - mbits + 127) << 23);
+    mag = (u32)__builtin_rintf(a / step);
+  } else {
+    int e = (int)((as_u32(a) >> 23) & 0xff) - 127;
+    const float m = as_float((as_u32(a) & 0x807fffffu) | (127u << 23));  // [1, 2)
+    u32 mant = (u32)__builtin_rintf((m - 1.0f) * (float)(1u << mbits));
+    if (mant == (1u << mbits)) { mant = 0; e += 1; }
+    const int biased = e + bias;
+    mag = biased > (1 << ebits) - 1 ? max_code + 1 : ((u32)biased << mbits) | mant;
+  }
+  if (mag > max_code) mag = max_code;
+  if (mag == 0 && !neg_zero) return 0;
+  return (sign << (ebits + mbits)) | mag;
+}
+
+FM_INLINE float decode_minifloat(u32 code, int ebits, int mbits, int bias) {
+  const u32 sign = (code >> (ebits + mbits)) & 1u;
+  const u32 e = (code >> mbits) & ((1u << ebits) - 1);
+  const u32 m = code & ((1u << mbits) - 1);
+  float v;
+  if (e == 0) v = (float)m * as_float((u32)(1 - bias - mbits + 127) << 23);
+  else v = as_float(((u32)((int)e - bias + 127) << 23) | (m << (23 - mbits)));
+  return sign ? -v : v;
+}
+
+// fp8 e4m3: OCP e4m3fn (bias 7, max 448 = 0x7E) or e4m3fnuz (bias 8, max 240 = 0x7F,
+// 0x80 is NaN so -0 becomes +0). The gfx942 matrix cores read fnuz, gfx950 fn.
+#define FM_E4M3FN_MAX 448.0f
+#define FM_E4M3FNUZ_MAX 240.0f
+FM_INLINE float e4m3_max(int fnuz) { return fnuz ? FM_E4M3FNUZ_MAX : FM_E4M3FN_MAX; }
+FM_INLINE u8 f32_to_e4m3(float x, int fnuz) {
+  return (u8)(fnuz ? encode_minifloat(x, 4, 3, 8, 0x7f, false)
+                   : encode_minifloat(x, 4, 3, 7, 0x7e, true));
+}
+FM_INLINE float e4m3_to_f32(u8 c, int fnuz) {
+  return decode_minifloat(c, 4, 3, fnuz ? 8 : 7);
+}
+
+// OCP MX element types, numbered as the gfx950 scaled MFMA's format operand:
+// 0 fp8 e4m3, 2 fp6 e2m3, 3 fp6 e3m2, 4 fp4 e2m1.
+#define FM_MX_FP8 0
+#define FM_MX_FP6_E2M3 2
+#define FM_MX_FP6_E3M2 3
+#define FM_MX_FP4 4
+FM_INLINE float mx_decode(u32 code, int fmt) {
+  switch (fmt) {
+    case FM_MX_FP4: return decode_minifloat(code, 2, 1, 1);
+    case FM_MX_FP6_E2M3: return decode_minifloat(code, 2, 3, 1);
+    case FM_MX_FP6_E3M2: return decode_minifloat(code, 3, 2, 3);
+    default: return decode_minifloat(code, 4, 3, 7);
+  }
+}
+FM_INLINE u32 mx_encode(float x, int fmt) {
+  switch (fmt) {
+    case FM_MX_FP4: return encode_minifloat(x, 2, 1, 1, 0x7, true);
+    case FM_MX_FP6_E2M3: return encode_minifloat(x, 2, 3, 1, 0x1f, true);
+    case FM_MX_FP6_E3M2: return encode_minifloat(x, 3, 2, 3, 0x1f, true);
+    default: return encode_minifloat(x, 4, 3, 7, 0x7e, true);
+  }
+}
+// Stored mantissa bits and emax of an element type (AMD Quark's "even" scale rule).
+FM_INLINE int mx_mbits(int fmt) { return fmt == FM_MX_FP4 ? 1 : fmt == FM_MX_FP6_E3M2 ? 2 : 3; }
+FM_INLINE int mx_emax(int fmt) { return fmt == FM_MX_FP8 ? 8 : fmt == FM_MX_FP6_E3M2 ? 4 : 2; }
+FM_INLINE int mx_bits(int fmt) { return fmt == FM_MX_FP4 ? 4 : fmt == FM_MX_FP8 ? 8 : 6; }
+
+// e8m0: 2^(code - 127).
+FM_INLINE float e8m0_to_f32(u32 code) {
+  return code == 0 ? as_float(0x00400000u) : as_float(code << 23);
+}
+// Quark's "even" shared exponent of a block with amax `amax` (as quant::mx does).
+FM_INLINE int mx_shared_exponent(float amax, int fmt) {
+  const u32 r = (as_u32(fabs_(amax)) + (1u << (23 - mx_mbits(fmt) - 1))) & 0xff800000u;
+  const int log2 = r == 0 ? -126 : (int)((r >> 23) & 0xff) - 127;
+  const int e = log2 - mx_emax(fmt);
+  return e < -127 ? -127 : (e > 127 ? 127 : e);
+}
+FM_INLINE float exp2i(int e) {
+  // 2^e for e in [-127, 127] (subnormal for -127).
+  return e >= -126 ? as_float((u32)(e + 127) << 23) : as_float(0x00400000u);
+}
+
+// ---- AITER layouts ------------------------------------------------------------------
+// Byte offset of byte `kb` of row `n` of matrix `m` ([rows, row_bytes]) after AITER's
+// 16x16 shuffle with 1-byte elements: tiles of 16 rows x 32 bytes, each stored as two
+// 16-byte slabs holding the 16 rows' chunks one after another (src/backends/rocm/shuffle.rs).
+FM_INLINE long shuffled_byte(long m, int rows, int row_bytes, int n, int kb) {
+  const long tile = ((m * (rows / 16) + n / 16) * (row_bytes / 32) + kb / 32);
+  return tile * 512 + ((kb % 32) / 16) * 256 + (n % 16) * 16 + (kb % 16);
+}
+// The same for 2-byte elements (bf16 / f16): tiles of 16 rows x 32 elements, four slabs
+// of 8 elements; returns the element index.
+FM_INLINE long shuffled_elem16(long m, int rows, int cols, int n, int k) {
+  const long tile = ((m * (rows / 16) + n / 16) * (cols / 32) + k / 32);
+  return tile * 512 + ((k % 32) / 8) * 128 + (n % 16) * 8 + (k % 8);
+}
+// Index of e8m0 scale (r, c) of a [rows, cols] matrix after AITER's e8m0 shuffle (padded
+// to [256k, 8j]; src/backends/rocm/scale_shuffle.rs), `pc` the padded column count.
+FM_INLINE long shuffled_scale(int pc, long r, int c) {
+  const long a = r / 32, b = (r / 16) % 2, cc = r % 16;
+  const long d = c / 8, e = (c / 4) % 2, f = c % 4;
+  return ((((a * (pc / 8) + d) * 4 + f) * 16 + cc) * 2 + e) * 2 + b;
+}
+
+// ---- activations --------------------------------------------------------------------
+// erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), exp only.
+FM_INLINE float erf_(float x) {
+  const float z = fabs_(x);
+  const float t = 1.0f / (1.0f + 0.5f * z);
+  const float r =
+      t * exp_(-z * z - 1.26551223f +
+               t * (1.00002368f +
+                    t * (0.37409196f +
+                         t * (0.09678418f +
+                              t * (-0.18628806f +
+                                   t * (0.27886807f +
+                                        t * (-1.13520398f +
+                                             t * (1.48851587f +
+                                                  t * (-0.82215223f + t * 0.17087277f)))))))));
+  return x >= 0.0f ? 1.0f - r : r - 1.0f;
+}
+FM_INLINE float tanh_(float x) {
+  const float e = exp_(-2.0f * fabs_(x));
+  const float t = (1.0f - e) / (1.0f + e);
+  return x >= 0.0f ? t : -t;
+}
+FM_INLINE float silu_(float x) { return x / (1.0f + exp_(-x)); }
+FM_INLINE float gelu_(float x) { return 0.5f * x * (1.0f + erf_(x * 0.70710678f)); }
+FM_INLINE float gelu_tanh_(float x) {
+  return 0.5f * x * (1.0f + tanh_(0.7978846f * (x + 0.044715f * x * x * x)));
+}

@@ -1,0 +1,174 @@
+// Activation quantization, the activation between the GEMMs, and the router weight on the
+// input — as the emulation does them (kernels-cuda/quant.cu is the NVIDIA twin):
+//   fp8: scale = amax / fp8 max (per tensor, per row, or per row per 128 columns) or a
+//        static scale; q = rne(clamp(x / scale, -max, max)) in e4m3fn (max 448) or, for
+//        gfx942's matrix cores, e4m3fnuz (max 240);
+//   MX:  Quark's "even" e8m0 scale per 32 columns, elements rne and saturating.
+// Rows of the expert-sorted intermediate whose slot is padding (sorted[r] >= pairs) are
+// skipped; `num_rows` (device) bounds the rows when given.
+#include "prelude.h"
+
+#define Q_THREADS 256
+#define Q_WAVES (Q_THREADS / FM_WAVE)
+
+FM_INLINE int live_rows(int rows, const int* num_rows) {
+  return num_rows ? (rows < num_rows[0] ? rows : num_rows[0]) : rows;
+}
+
+// amax over the live rows of a [rows, cols] model-dtype matrix into amax[0] (float bits,
+// zeroed by the caller).
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_amax_rows(const u16* __restrict__ src, int rows, int cols, const int* __restrict__ num_rows,
+             const int* __restrict__ sorted, int pairs, int is_f16, u32* __restrict__ amax) {
+  __shared__ float red[Q_WAVES];
+  const int nr = live_rows(rows, num_rows);
+  float m = 0.0f;
+  const long total = (long)nr * cols;
+  for (long i = (long)bid_x() * Q_THREADS + tid_x(); i < total; i += (long)gdim_x() * Q_THREADS) {
+    if (sorted && sorted[i / cols] >= pairs) continue;
+    m = fmax_(m, fabs_(model_to_f32(src[i], is_f16)));
+  }
+  m = wave_max(m);
+  if (tid_x() % FM_WAVE == 0) red[tid_x() / FM_WAVE] = m;
+  sync_threads();
+  if (tid_x() == 0) {
+    float v = 0.0f;
+    for (int w = 0; w < Q_WAVES; ++w) v = fmax_(v, red[w]);
+    if (v > 0.0f) atomic_max_nonneg(amax, v);
+  }
+}
+
+FM_INLINE float scale_from_amax(float amax, int fnuz) { return fmax_(amax, 1e-12f) / e4m3_max(fnuz); }
+
+// One workgroup per row. mode: 0 per tensor (scale from amax[0]), 1 per row, 2 per row per
+// 128 columns, 3 static. Scales: mode 0/3 -> scales[0]; 1 -> scales[row];
+// 2 -> scales[row * ceil(cols/128) + g].
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __restrict__ num_rows,
+              const int* __restrict__ sorted, int pairs, int mode, const u32* __restrict__ amax,
+              float static_scale, int fnuz, int is_f16, u8* __restrict__ codes,
+              float* __restrict__ scales) {
+  __shared__ float red[Q_WAVES];
+  const int row = bid_x();
+  if (row >= live_rows(rows, num_rows)) return;
+  const float fmax8 = e4m3_max(fnuz);
+  if ((mode == 0 || mode == 3) && row == 0 && tid_x() == 0)
+    scales[0] = mode == 0 ? scale_from_amax(as_float(amax[0]), fnuz) : static_scale;
+  if (sorted && sorted[row] >= pairs) return;
+  const u16* x = src + (long)row * cols;
+  u8* q = codes + (long)row * cols;
+  const int tid = tid_x(), lane = tid % FM_WAVE, wave = tid / FM_WAVE;
+
+  if (mode == 2) {
+    // Each wave takes 128-column groups, two values per lane.
+    const int groups = (cols + 127) / 128;
+    for (int g = wave; g < groups; g += Q_WAVES) {
+      const int c = g * 128 + lane * 2;
+      float v[2];
+      float m = 0.0f;
+      for (int j = 0; j < 2; ++j) {
+        v[j] = c + j < cols ? model_to_f32(x[c + j], is_f16) : 0.0f;
+        m = fmax_(m, fabs_(v[j]));
+      }
+      const float s = scale_from_amax(wave_max(m), fnuz);
+      for (int j = 0; j < 2; ++j)
+        if (c + j < cols) q[c + j] = f32_to_e4m3(clampf(v[j] / s, -fmax8, fmax8), fnuz);
+      if (lane == 0) scales[(long)row * groups + g] = s;
+    }
+    return;
+  }
+  float s;
+  if (mode == 1) {
+    float m = 0.0f;
+    for (int c = tid; c < cols; c += Q_THREADS) m = fmax_(m, fabs_(model_to_f32(x[c], is_f16)));
+    m = wave_max(m);
+    if (lane == 0) red[wave] = m;
+    sync_threads();
+    float v = 0.0f;
+    for (int w = 0; w < Q_WAVES; ++w) v = fmax_(v, red[w]);
+    s = scale_from_amax(v, fnuz);
+    if (tid == 0) scales[row] = s;
+  } else {
+    s = mode == 0 ? scale_from_amax(as_float(amax[0]), fnuz) : static_scale;
+  }
+  for (int c = tid; c < cols; c += Q_THREADS)
+    q[c] = f32_to_e4m3(clampf(model_to_f32(x[c], is_f16) / s, -fmax8, fmax8), fnuz);
+}
+
+// MX quantization of activation rows for the gfx950 scaled MFMA: one lane per 32-column
+// block; codes packed as checkpoints pack them (fp4 two per byte, low nibble first; fp6 an
+// LSB-first bit stream; fp8 one per byte) into [rows, cols * bits / 8], e8m0 scales into
+// [rows, cols / 32].
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_mx_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __restrict__ num_rows,
+                 const int* __restrict__ sorted, int pairs, int fmt, int is_f16,
+                 u8* __restrict__ codes, u8* __restrict__ scales) {
+  const int blocks = cols / 32;
+  const long i = (long)bid_x() * Q_THREADS + tid_x();
+  const int row = (int)(i / blocks), b = (int)(i % blocks);
+  if (row >= live_rows(rows, num_rows)) return;
+  if (sorted && sorted[row] >= pairs) return;
+  const u16* x = src + (long)row * cols + b * 32;
+  float v[32];
+  float m = 0.0f;
+  for (int j = 0; j < 32; ++j) { v[j] = model_to_f32(x[j], is_f16); m = fmax_(m, fabs_(v[j])); }
+  const int e = mx_shared_exponent(m, fmt);
+  const float s = exp2i(e);
+  scales[(long)row * blocks + b] = (u8)(e + 127);
+  const int bits = mx_bits(fmt);
+  u8* out = codes + ((long)row * cols + b * 32) * bits / 8;
+  u64 acc = 0;
+  int filled = 0, o = 0;
+  for (int j = 0; j < 32; ++j) {
+    acc |= (u64)mx_encode(v[j] / s, fmt) << filled;
+    filled += bits;
+    while (filled >= 8) { out[o++] = (u8)(acc & 0xff); acc >>= 8; filled -= 8; }
+  }
+}
+
+// The activation on gemm1's f32 output (bias included): rounded to the model dtype, the
+// activation, rounded again — as the emulation does. kind: 0 silu*up, 1 gelu*up,
+// 2 gelu_tanh*up, 3 swigluoai (gate/up interleaved), 4 relu^2, 5 silu (not gated).
+// Gate and up are halves of the row ([gate | up]) except for swigluoai.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_act(const float* __restrict__ g, int rows, int inter, const int* __restrict__ num_rows,
+       const int* __restrict__ sorted, int pairs, int kind, float alpha, float limit, int is_f16,
+       u16* __restrict__ out) {
+  const int row = bid_x();
+  if (row >= live_rows(rows, num_rows)) return;
+  if (sorted && sorted[row] >= pairs) return;
+  const bool gated = kind <= 3;
+  const float* h = g + (long)row * (gated ? 2 * inter : inter);
+  for (int j = tid_x(); j < inter; j += Q_THREADS) {
+    const float a = model_to_f32(f32_to_model(kind == 3 ? h[2 * j] : h[j], is_f16), is_f16);
+    const float u = gated ? model_to_f32(f32_to_model(kind == 3 ? h[2 * j + 1] : h[inter + j], is_f16), is_f16) : 0.0f;
+    float r;
+    switch (kind) {
+      case 0: r = silu_(a) * u; break;
+      case 1: r = gelu_(a) * u; break;
+      case 2: r = gelu_tanh_(a) * u; break;
+      case 3: {
+        const float gg = fmin_(a, limit);
+        const float uu = clampf(u, -limit, limit);
+        r = (uu + 1.0f) * gg / (1.0f + exp_(-alpha * gg));
+        break;
+      }
+      case 4: { const float p = fmax_(a, 0.0f); r = p * p; break; }
+      default: r = silu_(a); break;
+    }
+    out[(long)row * inter + j] = f32_to_model(r, is_f16);
+  }
+}
+
+// Router weight on the input (top-1 layers such as Llama 4): dst[t] = round(src[t] * w[t]).
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_scale_rows(const u16* __restrict__ src, int rows, int cols, const float* __restrict__ w,
+              int is_f16, u16* __restrict__ dst) {
+  const int row = bid_x();
+  if (row >= rows) return;
+  const float s = w[row];
+  for (int c = tid_x(); c < cols; c += Q_THREADS) {
+    const long i = (long)row * cols + c;
+    dst[i] = f32_to_model(model_to_f32(src[i], is_f16) * s, is_f16);
+  }
+}
