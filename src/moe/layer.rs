@@ -265,6 +265,27 @@ fn build_experts(
                 dev, weights, config, id, lora,
             )?))
         }
+        #[cfg(feature = "rocm")]
+        id @ (BackendId::AiterBf16
+        | BackendId::AiterFp8
+        | BackendId::AiterFp8Block128
+        | BackendId::AiterMxfp4
+        | BackendId::AiterMxNative) => {
+            let dev = target
+                .hip_device()
+                .ok_or_else(|| Error::BackendUnavailable {
+                    backend: id.name().to_string(),
+                    reasons: "the target is not an AMD GPU".into(),
+                })?;
+            let kernels = &crate::backends::rocm::kernels::BUILD_NOTE;
+            if !crate::backends::rocm::kernels::built() {
+                log::warn!("{id}: this build has no HIP code objects ({kernels}); the experts run emulated");
+                return Ok(Box::new(EmulatedExperts::prepare(weights, config)?));
+            }
+            Ok(Box::new(crate::backends::rocm::HipExperts::prepare(
+                dev, weights, config, id,
+            )?))
+        }
         other => {
             let _ = (target, lora);
             Err(Error::BackendUnavailable {

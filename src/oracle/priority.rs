@@ -86,6 +86,8 @@ const NVIDIA_BASE: Needs = Needs {
     availability: cuda(false),
 };
 
+/// Every AITER entry has landed (`backends::rocm`: layouts, kernels, host code); none has
+/// run on an AMD GPU yet.
 const AITER_BASE: Needs = Needs {
     hardware: Hardware::Amd { archs: AITER_ARCHS },
     schemes: none,
@@ -95,7 +97,7 @@ const AITER_BASE: Needs = Needs {
     bias: false,
     lora: false,
     weight_on_input: true,
-    availability: rocm(false),
+    availability: rocm(true),
 };
 
 static BACKENDS: [BackendSpec; 13] = [

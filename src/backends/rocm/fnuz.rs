@@ -42,13 +42,15 @@ pub fn fn_to_fnuz_input_scale(scale: f32) -> Result<f32> {
     double_scale(scale)
 }
 
-/// The inverse of [`fn_to_fnuz`]: bytes kept, scales halved.
+/// The inverse of [`fn_to_fnuz`]: bytes kept, scales halved. Refuses 0x80 (NaN in
+/// e4m3fnuz) and ±240 (0x7F / 0xFF), which read as NaN in e4m3fn and would need
+/// requantizing.
 pub fn fnuz_to_fn(codes: &mut [u8], scales: &mut [f32]) -> Result<()> {
-    if let Some(i) = codes.iter().position(|&c| c == 0x80) {
+    if let Some(i) = codes.iter().position(|&c| c == 0x80 || c & 0x7F == 0x7F) {
         return Err(Error::Scale {
-            what: format!("fp8 e4m3fnuz weight code 0x80 at index {i}"),
+            what: format!("fp8 e4m3fnuz weight code 0x{:02X} at index {i}", codes[i]),
             value: f32::NAN,
-            why: "0x80 is NaN in e4m3fnuz",
+            why: "0x80 is NaN in e4m3fnuz and ±240 (0x7F, 0xFF) is NaN in e4m3fn",
         });
     }
     for s in scales.iter() {
@@ -123,6 +125,8 @@ mod tests {
         assert!(fn_to_fnuz(&mut [1], &mut [f32::NAN]).is_err());
         assert!(fn_to_fnuz(&mut [1], &mut [f32::MAX]).is_err());
         assert!(fnuz_to_fn(&mut [0x80], &mut [1.0]).is_err());
+        assert!(fnuz_to_fn(&mut [0x7F], &mut [1.0]).is_err());
+        assert!(fnuz_to_fn(&mut [0xFF], &mut [1.0]).is_err());
         assert_eq!(fn_to_fnuz_input_scale(0.25).unwrap(), 0.5);
     }
 }

@@ -4,9 +4,14 @@
 //! exact inverse (`layout` puts them together per projection). The parts that talk to the
 //! HIP runtime need feature `rocm`; no AMD GPU has run them yet.
 
+#[cfg(feature = "rocm")]
+pub mod experts;
 pub mod fnuz;
 #[cfg(feature = "rocm")]
 pub mod kernels;
 pub mod layout;
 pub mod scale_shuffle;
 pub mod shuffle;
+
+#[cfg(feature = "rocm")]
+pub use experts::HipExperts;

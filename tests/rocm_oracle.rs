@@ -1,0 +1,101 @@
+//! The MI300X and MI355X presets choose the AMD backends in a `rocm` build (and name the
+//! feature otherwise), with the fnuz conversion on gfx942 only.
+
+use fleetmoe::device::Capabilities;
+use fleetmoe::moe::{Activation, LayerConfig};
+use fleetmoe::oracle::{select, BackendId, Conversion, Unmet};
+use fleetmoe::quant::QuantScheme;
+
+fn choose(
+    caps: &Capabilities,
+    scheme: &str,
+    layer: &LayerConfig,
+) -> (BackendId, Vec<Conversion>, String) {
+    let sel = select(&QuantScheme::parse(scheme).unwrap(), caps, layer, None).unwrap();
+    (sel.chosen, sel.conversions.clone(), sel.to_string())
+}
+
+#[test]
+fn amd_presets_choose_the_aiter_backends() {
+    let layer = LayerConfig::new(8, 2, 256, 512);
+    let gpt_oss = LayerConfig {
+        activation: Activation::GPT_OSS,
+        has_bias: true,
+        ..layer.clone()
+    };
+    let (mi300x, mi355x) = (Capabilities::mi300x(), Capabilities::mi355x());
+    let cases: &[(&Capabilities, &str, &LayerConfig, BackendId, bool)] = &[
+        (&mi300x, "bf16", &layer, BackendId::AiterBf16, false),
+        (&mi300x, "fp8", &layer, BackendId::AiterFp8, true),
+        (&mi300x, "fp8-channel", &layer, BackendId::AiterFp8, true),
+        (
+            &mi300x,
+            "fp8-block128",
+            &layer,
+            BackendId::AiterFp8Block128,
+            true,
+        ),
+        (&mi300x, "mxfp4", &gpt_oss, BackendId::AiterMxfp4, false),
+        (&mi355x, "fp8", &layer, BackendId::AiterFp8, false),
+        (
+            &mi355x,
+            "fp8-block128",
+            &layer,
+            BackendId::AiterFp8Block128,
+            false,
+        ),
+        (&mi355x, "mxfp4", &gpt_oss, BackendId::AiterMxfp4, false),
+        (
+            &mi355x,
+            "mxfp4-a-mxfp4",
+            &layer,
+            BackendId::AiterMxNative,
+            false,
+        ),
+        (
+            &mi355x,
+            "mxfp6-e3m2",
+            &layer,
+            BackendId::AiterMxNative,
+            false,
+        ),
+        (
+            &mi355x,
+            "mxfp6-e2m3-a-fp8",
+            &layer,
+            BackendId::AiterMxNative,
+            false,
+        ),
+    ];
+    for &(caps, scheme, l, want, fnuz) in cases {
+        let (chosen, conversions, explain) = choose(caps, scheme, l);
+        if cfg!(feature = "rocm") {
+            assert_eq!(chosen, want, "{scheme} on {}:\n{explain}", caps.arch);
+            assert_eq!(
+                conversions.contains(&Conversion::Fp8FnToFnuz),
+                fnuz,
+                "{scheme} on {}",
+                caps.arch
+            );
+        } else {
+            // Without the feature the same backend is named, lacking only `rocm`.
+            assert_eq!(chosen, BackendId::Emulation, "{scheme}");
+            let sel = select(&QuantScheme::parse(scheme).unwrap(), caps, l, None).unwrap();
+            let r = sel.rejected.iter().find(|r| r.backend == want).unwrap();
+            assert_eq!(
+                r.unmet,
+                vec![Unmet::NotBuilt { feature: "rocm" }],
+                "{scheme} on {}",
+                caps.arch
+            );
+        }
+    }
+}
+
+#[test]
+fn mx_activations_need_gfx950() {
+    let layer = LayerConfig::new(8, 2, 256, 512);
+    let (chosen, _, explain) = choose(&Capabilities::mi300x(), "mxfp4-a-mxfp4", &layer);
+    assert_eq!(chosen, BackendId::Emulation);
+    assert!(explain.contains("aiter-mx-native"), "{explain}");
+}
