@@ -16,7 +16,7 @@ extern "C" __global__ void __launch_bounds__(ALIGN_THREADS)
 fm_align(const int* __restrict__ ids, int pairs, int num_experts, int bt, int max_blocks,
          int* __restrict__ sorted, int* __restrict__ block_expert, int* __restrict__ num_slots,
          int* __restrict__ expert_counts) {
-  extern __shared__ int sm[];
+  FM_DYNAMIC_SHARED(int, sm);
   int* cnt = sm;                       // [E]
   int* off = sm + num_experts;         // [E + 1], padded exclusive prefix
   int* cursor = off + num_experts + 1; // [E]

@@ -61,17 +61,15 @@ FM_INLINE float weight_scale(const float* s, int mode, int e, int n, int c, int 
 }
 
 FM_INLINE v4f mfma_16(v4s a, v4s b, v4f c, int is_f16) {
-  if (is_f16)
-    return __builtin_amdgcn_mfma_f32_16x16x16f16(__builtin_bit_cast(v4h, a), __builtin_bit_cast(v4h, b), c, 0, 0, 0);
-  return __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(a, b, c, 0, 0, 0);
+  return is_f16 ? mfma_f16_k16(a, b, c) : mfma_bf16_k16(a, b, c);
 }
 
 // Eight fp8 codes (one lane's K slice) against eight: native on gfx942 / gfx950; on
 // other targets decoded to bf16 and two 16x16x16 MFMAs over the same eight K values.
 FM_INLINE v4f mfma_fp8(u64 a, u64 b, v4f c, int fnuz) {
-#if defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__) || defined(__gfx950__)
+#ifdef FM_HAS_FP8_MFMA
   (void)fnuz;
-  return __builtin_amdgcn_mfma_f32_16x16x32_fp8_fp8((long)a, (long)b, c, 0, 0, 0);
+  return mfma_fp8_k32(a, b, c);
 #else
   for (int h = 0; h < 2; ++h) {
     v4s av, bv;
@@ -79,7 +77,7 @@ FM_INLINE v4f mfma_fp8(u64 a, u64 b, v4f c, int fnuz) {
       av[q] = (short)f32_to_bf16(e4m3_to_f32((u8)(a >> (8 * (4 * h + q))), fnuz));
       bv[q] = (short)f32_to_bf16(e4m3_to_f32((u8)(b >> (8 * (4 * h + q))), fnuz));
     }
-    c = __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(av, bv, c, 0, 0, 0);
+    c = mfma_bf16_k16(av, bv, c);
   }
   return c;
 #endif
@@ -109,14 +107,14 @@ FM_INLINE void store(const Ctx& x, v4f acc, int stage, const float* bias, int N,
   }
 }
 
-#if defined(__gfx950__)
+#ifdef FM_HAS_SCALED_MFMA
 // The scaled MFMA takes its operand formats as instruction fields, so each pairing the
 // MX schemes use is spelled out: weights fp4 / fp6 e2m3 / fp6 e3m2, activations in the
 // same type or fp8 e4m3.
 FM_INLINE v4f mfma_scale(int fmt_w, int fmt_a, v8i a, v8i b, v4f c, int sa, int sb) {
 #define FM_MX_CASE(W, A)                                                                 \
   if (fmt_w == W && fmt_a == A)                                                          \
-    return __builtin_amdgcn_mfma_scale_f32_16x16x128_f8f6f4(a, b, c, W, A, 0, sa, 0, sb);
+    return FM_MFMA_SCALE(a, b, c, W, A, sa, sb);
   FM_MX_CASE(FM_MX_FP4, FM_MX_FP4)
   FM_MX_CASE(FM_MX_FP4, FM_MX_FP8)
   FM_MX_CASE(FM_MX_FP6_E2M3, FM_MX_FP6_E2M3)
@@ -124,7 +122,7 @@ FM_INLINE v4f mfma_scale(int fmt_w, int fmt_a, v8i a, v8i b, v4f c, int sa, int 
   FM_MX_CASE(FM_MX_FP6_E3M2, FM_MX_FP6_E3M2)
   FM_MX_CASE(FM_MX_FP6_E3M2, FM_MX_FP8)
 #undef FM_MX_CASE
-  __builtin_trap();  // the host never asks for another pairing
+  FM_TRAP();  // the host never asks for another pairing
   return c;
 }
 #endif
@@ -197,7 +195,7 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       acc = mfma_16(a, b, acc, is_f16);
     }
   } else {
-#if defined(__gfx950__)
+#ifdef FM_HAS_SCALED_MFMA
     const int wbits = mx_bits(fmt_w);
     const int row_bytes = K * wbits / 8;
     const int pc = ((K / 32) + 7) / 8 * 8;
@@ -236,7 +234,7 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       for (int r = 0; r < 4; ++r) acc[r] *= a_static;
 #else
     (void)fmt_w; (void)fmt_a; (void)a_static;
-    __builtin_trap();  // the scaled MFMA exists on gfx950 only; the oracle never picks it elsewhere
+    FM_TRAP();  // the scaled MFMA exists on gfx950 only; the oracle never picks it elsewhere
 #endif
   }
   store(x, acc, stage, bias, N, top_k, topk_w, weight_on_input, out);

@@ -6,11 +6,18 @@
 // kernels compute what fleetmoe's emulation defines.
 #pragma once
 
+#ifdef FM_SIM
+// The CPU simulator (kernels-hip/sim/): each lane a host thread, wave-wide operations
+// through a rendezvous, matrix instructions computed in software. Used to test the host
+// code and the kernels' logic against the emulation on machines without an AMD GPU.
+#include "sim/sim.h"
+#else
 #define __global__ __attribute__((global))
 #define __device__ __attribute__((device))
 #define __shared__ __attribute__((shared))
 #define __launch_bounds__(n) __attribute__((amdgpu_flat_work_group_size(1, n)))
 #define FM_INLINE __device__ __attribute__((always_inline)) inline
+#define FM_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
 
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -35,19 +42,50 @@ FM_INLINE void sync_threads() {
   __builtin_amdgcn_s_barrier();
   __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "workgroup");
 }
+FM_INLINE void wave_barrier() { __builtin_amdgcn_wave_barrier(); }
+
+// Lane `src`'s value of `v` (ds_bpermute takes a byte address).
+FM_INLINE int lane_value(int v, int src) { return __builtin_amdgcn_ds_bpermute(src << 2, v); }
+
+FM_INLINE int atomic_add_i(int* p, int v) {
+  return __hip_atomic_fetch_add(p, v, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_WORKGROUP);
+}
+FM_INLINE void atomic_add_f(float* p, float v) {
+  __hip_atomic_fetch_add(p, v, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_AGENT);
+}
+FM_INLINE void atomic_max_u(u32* p, u32 v) {
+  __hip_atomic_fetch_max(p, v, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_AGENT);
+}
+
+// Matrix instructions (16x16 output tiles).
+FM_INLINE v4f mfma_bf16_k16(v4s a, v4s b, v4f c) {
+  return __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(a, b, c, 0, 0, 0);
+}
+FM_INLINE v4f mfma_f16_k16(v4s a, v4s b, v4f c) {
+  return __builtin_amdgcn_mfma_f32_16x16x16f16(__builtin_bit_cast(v4h, a), __builtin_bit_cast(v4h, b), c, 0, 0, 0);
+}
+#if defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__) || defined(__gfx950__)
+#define FM_HAS_FP8_MFMA 1
+FM_INLINE v4f mfma_fp8_k32(u64 a, u64 b, v4f c) {
+  return __builtin_amdgcn_mfma_f32_16x16x32_fp8_fp8((long)a, (long)b, c, 0, 0, 0);
+}
+#endif
+#if defined(__gfx950__)
+#define FM_HAS_SCALED_MFMA 1
+#define FM_MFMA_SCALE(a, b, c, W, A, sa, sb) \
+  __builtin_amdgcn_mfma_scale_f32_16x16x128_f8f6f4(a, b, c, W, A, 0, sa, 0, sb)
+#endif
+#define FM_TRAP() __builtin_trap()
+#endif
 
 FM_INLINE float as_float(u32 u) { return __builtin_bit_cast(float, u); }
 FM_INLINE u32 as_u32(float f) { return __builtin_bit_cast(u32, f); }
 
-// Lane exchange within the wavefront (ds_bpermute takes a byte address).
+// Lane exchange within the wavefront.
 FM_INLINE float shfl_xor(float v, int m) {
-  const int src = (tid_x() & (FM_WAVE - 1)) ^ m;
-  return as_float((u32)__builtin_amdgcn_ds_bpermute(src << 2, (int)as_u32(v)));
+  return as_float((u32)lane_value((int)as_u32(v), (tid_x() & (FM_WAVE - 1)) ^ m));
 }
-FM_INLINE int shfl_xor_i(int v, int m) {
-  const int src = (tid_x() & (FM_WAVE - 1)) ^ m;
-  return __builtin_amdgcn_ds_bpermute(src << 2, v);
-}
+FM_INLINE int shfl_xor_i(int v, int m) { return lane_value(v, (tid_x() & (FM_WAVE - 1)) ^ m); }
 FM_INLINE float wave_max(float v) {
 #pragma unroll
   for (int o = FM_WAVE / 2; o > 0; o >>= 1) v = __builtin_fmaxf(v, shfl_xor(v, o));
@@ -59,16 +97,8 @@ FM_INLINE float wave_sum(float v) {
   return v;
 }
 
-FM_INLINE int atomic_add_i(int* p, int v) {
-  return __hip_atomic_fetch_add(p, v, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_WORKGROUP);
-}
-FM_INLINE void atomic_add_f(float* p, float v) {
-  __hip_atomic_fetch_add(p, v, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_AGENT);
-}
 // Non-negative float max through the integer order of its bits.
-FM_INLINE void atomic_max_nonneg(u32* p, float v) {
-  __hip_atomic_fetch_max(p, as_u32(v), __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_AGENT);
-}
+FM_INLINE void atomic_max_nonneg(u32* p, float v) { atomic_max_u(p, as_u32(v)); }
 
 FM_INLINE float fabs_(float x) { return __builtin_fabsf(x); }
 FM_INLINE float fmin_(float a, float b) { return __builtin_fminf(a, b); }
@@ -233,3 +263,7 @@ FM_INLINE float gelu_(float x) { return 0.5f * x * (1.0f + erf_(x * 0.70710678f)
 FM_INLINE float gelu_tanh_(float x) {
   return 0.5f * x * (1.0f + tanh_(0.7978846f * (x + 0.044715f * x * x * x)));
 }
+
+#ifdef FM_SIM
+#include "sim/sim_mfma.h"
+#endif

@@ -1,8 +1,12 @@
 // Activation quantization, the activation between the GEMMs, and the router weight on the
 // input — as the emulation does them (kernels-cuda/quant.cu is the NVIDIA twin):
 //   fp8: scale = amax / fp8 max (per tensor, per row, or per row per 128 columns) or a
-//        static scale; q = rne(clamp(x / scale, -max, max)) in e4m3fn (max 448) or, for
-//        gfx942's matrix cores, e4m3fnuz (max 240);
+//        static scale; q = rne(clamp(x / scale, -max, max)).
+//        fp8_mode 0: e4m3fn codes (gfx950). 1: e4m3fnuz codes of an e4m3fnuz checkpoint
+//        (max 240). 2: an e4m3fn checkpoint on gfx942: the codes are quantized by the
+//        e4m3fn rule and re-read as e4m3fnuz exactly as the weights are (0x80 -> 0x00,
+//        stored scale doubled), so the matrix cores multiply the very values the
+//        emulation does (fnuz's extra code, 240, is not used).
 //   MX:  Quark's "even" e8m0 scale per 32 columns, elements rne and saturating.
 // Rows of the expert-sorted intermediate whose slot is padding (sorted[r] >= pairs) are
 // skipped; `num_rows` (device) bounds the rows when given.
@@ -38,7 +42,19 @@ fm_amax_rows(const u16* __restrict__ src, int rows, int cols, const int* __restr
   }
 }
 
-FM_INLINE float scale_from_amax(float amax, int fnuz) { return fmax_(amax, 1e-12f) / e4m3_max(fnuz); }
+// The rule's largest value, its code, and the scale the GEMM reads (see fp8_mode above).
+FM_INLINE float rule_max(int fp8_mode) { return fp8_mode == 1 ? FM_E4M3FNUZ_MAX : FM_E4M3FN_MAX; }
+FM_INLINE float scale_from_amax(float amax, int fp8_mode) {
+  return fmax_(amax, 1e-12f) / rule_max(fp8_mode);
+}
+FM_INLINE u8 encode_act(float x, float s, int fp8_mode) {
+  const float m = rule_max(fp8_mode);
+  const float v = clampf(x / s, -m, m);
+  if (fp8_mode == 1) return f32_to_e4m3(v, 1);
+  const u8 c = f32_to_e4m3(v, 0);
+  return fp8_mode == 2 && c == 0x80 ? 0 : c;
+}
+FM_INLINE float stored_scale(float s, int fp8_mode) { return fp8_mode == 2 ? 2.0f * s : s; }
 
 // One workgroup per row. mode: 0 per tensor (scale from amax[0]), 1 per row, 2 per row per
 // 128 columns, 3 static. Scales: mode 0/3 -> scales[0]; 1 -> scales[row];
@@ -46,14 +62,13 @@ FM_INLINE float scale_from_amax(float amax, int fnuz) { return fmax_(amax, 1e-12
 extern "C" __global__ void __launch_bounds__(Q_THREADS)
 fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __restrict__ num_rows,
               const int* __restrict__ sorted, int pairs, int mode, const u32* __restrict__ amax,
-              float static_scale, int fnuz, int is_f16, u8* __restrict__ codes,
+              float static_scale, int fp8_mode, int is_f16, u8* __restrict__ codes,
               float* __restrict__ scales) {
   __shared__ float red[Q_WAVES];
   const int row = bid_x();
   if (row >= live_rows(rows, num_rows)) return;
-  const float fmax8 = e4m3_max(fnuz);
   if ((mode == 0 || mode == 3) && row == 0 && tid_x() == 0)
-    scales[0] = mode == 0 ? scale_from_amax(as_float(amax[0]), fnuz) : static_scale;
+    scales[0] = stored_scale(mode == 0 ? scale_from_amax(as_float(amax[0]), fp8_mode) : static_scale, fp8_mode);
   if (sorted && sorted[row] >= pairs) return;
   const u16* x = src + (long)row * cols;
   u8* q = codes + (long)row * cols;
@@ -70,10 +85,10 @@ fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __rest
         v[j] = c + j < cols ? model_to_f32(x[c + j], is_f16) : 0.0f;
         m = fmax_(m, fabs_(v[j]));
       }
-      const float s = scale_from_amax(wave_max(m), fnuz);
+      const float s = scale_from_amax(wave_max(m), fp8_mode);
       for (int j = 0; j < 2; ++j)
-        if (c + j < cols) q[c + j] = f32_to_e4m3(clampf(v[j] / s, -fmax8, fmax8), fnuz);
-      if (lane == 0) scales[(long)row * groups + g] = s;
+        if (c + j < cols) q[c + j] = encode_act(v[j], s, fp8_mode);
+      if (lane == 0) scales[(long)row * groups + g] = stored_scale(s, fp8_mode);
     }
     return;
   }
@@ -86,13 +101,13 @@ fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __rest
     sync_threads();
     float v = 0.0f;
     for (int w = 0; w < Q_WAVES; ++w) v = fmax_(v, red[w]);
-    s = scale_from_amax(v, fnuz);
-    if (tid == 0) scales[row] = s;
+    s = scale_from_amax(v, fp8_mode);
+    if (tid == 0) scales[row] = stored_scale(s, fp8_mode);
   } else {
-    s = mode == 0 ? scale_from_amax(as_float(amax[0]), fnuz) : static_scale;
+    s = mode == 0 ? scale_from_amax(as_float(amax[0]), fp8_mode) : static_scale;
   }
   for (int c = tid; c < cols; c += Q_THREADS)
-    q[c] = f32_to_e4m3(clampf(model_to_f32(x[c], is_f16) / s, -fmax8, fmax8), fnuz);
+    q[c] = encode_act(model_to_f32(x[c], is_f16), s, fp8_mode);
 }
 
 // MX quantization of activation rows for the gfx950 scaled MFMA: one lane per 32-column

@@ -47,7 +47,7 @@ fm_route(const float* __restrict__ logits, int tokens, int E, int k, int mode, i
   }
   for (int e = lane; e < E; e += FM_WAVE)
     choice[e] = mode == 3 ? x[e] : (mode == 2 && bias ? score[e] + bias[e] : score[e]);
-  __builtin_amdgcn_wave_barrier();
+  wave_barrier();
 
   if (mode == 2) {
     const int per = E / groups;
@@ -59,7 +59,7 @@ fm_route(const float* __restrict__ logits, int tokens, int E, int k, int mode, i
       }
       s_group[wave][g] = bias ? (per >= 2 ? a + b : a) : a;
     }
-    __builtin_amdgcn_wave_barrier();
+    wave_barrier();
     if (lane == 0) {
       u64 kept = 0;
       for (int r = 0; r < topk_groups; ++r) {
@@ -72,7 +72,7 @@ fm_route(const float* __restrict__ logits, int tokens, int E, int k, int mode, i
         if (!((kept >> g) & 1ull))
           for (int e = g * per; e < (g + 1) * per; ++e) choice[e] = ROUTE_NEG_INF;
     }
-    __builtin_amdgcn_wave_barrier();
+    wave_barrier();
   }
 
   float sum = 0.0f, w_lane = 0.0f;
@@ -86,7 +86,7 @@ fm_route(const float* __restrict__ logits, int tokens, int E, int k, int mode, i
     if (lane == r) w_lane = w;
     sum += w;
     if (lane == 0) { ids[(long)t * k + r] = i; choice[i] = ROUTE_NEG_INF; }
-    __builtin_amdgcn_wave_barrier();
+    wave_barrier();
   }
   if (lane < k) {
     float w = w_lane;

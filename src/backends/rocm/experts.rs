@@ -70,12 +70,8 @@ fn mx_fmt(e: MxElem) -> i32 {
     }
 }
 
-/// The kernels and activation plans for `scheme` on a device taking `device_fp8`.
-fn plan(
-    scheme: &QuantScheme,
-    weights: &ExpertWeights,
-    device_fp8: Option<Fp8Flavor>,
-) -> Result<(Variant, ActPlan, ActPlan)> {
+/// The kernels and activation plans for `scheme`.
+fn plan(scheme: &QuantScheme, weights: &ExpertWeights) -> Result<(Variant, ActPlan, ActPlan)> {
     let statics = || {
         weights.input_scales.ok_or_else(|| Error::Missing {
             what: "static input scales".into(),
@@ -85,7 +81,7 @@ fn plan(
     Ok(match *scheme {
         QuantScheme::Unquantized(FloatDtype::Bf16) => (Variant::Bf16, ActPlan::None, ActPlan::None),
         QuantScheme::Unquantized(FloatDtype::F16) => (Variant::F16, ActPlan::None, ActPlan::None),
-        QuantScheme::Fp8 { flavor, act, .. } => {
+        QuantScheme::Fp8 { act, .. } => {
             let fp8 = |mode| ActPlan::Fp8 {
                 mode,
                 static_scale: 0.0,
@@ -95,17 +91,11 @@ fn plan(
                 ActScale::DynamicPerToken => (fp8(1), fp8(1)),
                 ActScale::DynamicPerGroup128 => (fp8(2), fp8(2)),
                 ActScale::StaticPerTensor => {
+                    // The checkpoint's scale: fm_quant_rows doubles it for fp8_mode 2.
                     let s = statics()?;
-                    // A static scale is for the checkpoint's flavour; e4m3fnuz codes read
-                    // as half, so the scale doubles (the weights' rule).
-                    let k = match (flavor, device_fp8.unwrap_or(flavor)) {
-                        (Fp8Flavor::E4M3Fn, Fp8Flavor::E4M3Fnuz) => 2.0,
-                        (Fp8Flavor::E4M3Fnuz, Fp8Flavor::E4M3Fn) => 0.5,
-                        _ => 1.0,
-                    };
                     let st = |v: f32| ActPlan::Fp8 {
                         mode: 3,
-                        static_scale: v * k,
+                        static_scale: v,
                     };
                     (st(s.w13), st(s.w2))
                 }
@@ -218,7 +208,25 @@ pub struct HipExperts {
     a1: ActPlan,
     a2: ActPlan,
     is_f16: bool,
-    fnuz: bool,
+    /// `fm_quant_rows`' fp8_mode: 0 e4m3fn codes, 1 e4m3fnuz codes of an e4m3fnuz
+    /// checkpoint, 2 the e4m3fn rule re-read as e4m3fnuz (an e4m3fn checkpoint on gfx942).
+    fp8_mode: i32,
+}
+
+/// The fp8 activation mode for a checkpoint flavour on a device flavour.
+fn fp8_mode(scheme: &QuantScheme, device: Option<Fp8Flavor>) -> Result<i32> {
+    let Some(checkpoint) = scheme.fp8_flavor() else {
+        return Ok(0);
+    };
+    match (checkpoint, device.unwrap_or(checkpoint)) {
+        (Fp8Flavor::E4M3Fn, Fp8Flavor::E4M3Fn) => Ok(0),
+        (Fp8Flavor::E4M3Fnuz, Fp8Flavor::E4M3Fnuz) => Ok(1),
+        (Fp8Flavor::E4M3Fn, Fp8Flavor::E4M3Fnuz) => Ok(2),
+        (Fp8Flavor::E4M3Fnuz, Fp8Flavor::E4M3Fn) => Err(Error::BackendUnavailable {
+            backend: "rocm".into(),
+            reasons: "an e4m3fnuz checkpoint on an e4m3fn device would need requantizing".into(),
+        }),
+    }
 }
 
 fn ptr(b: &HipBuffer) -> Arg {
@@ -258,7 +266,7 @@ impl HipExperts {
         backend: BackendId,
     ) -> Result<Self> {
         let caps = dev.capabilities();
-        let (variant, a1, a2) = plan(&weights.scheme, weights, caps.fp8)?;
+        let (variant, a1, a2) = plan(&weights.scheme, weights)?;
         if let Variant::MxNative { .. } = variant {
             for (what, k) in [
                 ("hidden", config.hidden),
@@ -286,7 +294,7 @@ impl HipExperts {
             a1,
             a2,
             is_f16: variant == Variant::F16,
-            fnuz: caps.fp8 == Some(Fp8Flavor::E4M3Fnuz),
+            fp8_mode: fp8_mode(&weights.scheme, caps.fp8)?,
         })
     }
 
@@ -316,10 +324,10 @@ impl HipExperts {
         match plan {
             ActPlan::None => Ok((src.ptr(), 0, 0)),
             ActPlan::Fp8 { mode, static_scale } => {
-                let fnuz = match self.variant {
+                let fp8_mode = match self.variant {
                     // The scaled MFMA (gfx950) reads OCP fp8.
                     Variant::MxNative { .. } => 0,
-                    _ => self.fnuz as i32,
+                    _ => self.fp8_mode,
                 };
                 if mode == 0 {
                     self.dev.zero(amax.handle(), Stream::DEFAULT)?;
@@ -350,7 +358,7 @@ impl HipExperts {
                     Arg::I32(mode),
                     ptr(amax),
                     Arg::F32(static_scale),
-                    Arg::I32(fnuz),
+                    Arg::I32(fp8_mode),
                     f16,
                     ptr(codes),
                     ptr(scales),
@@ -423,7 +431,8 @@ impl HipExperts {
             Arg::I32(w.cols as i32),
             Arg::I32(top_k as i32),
             Arg::I32(pairs as i32),
-            Arg::I32(self.fnuz as i32),
+            // Whether fp8 codes are e4m3fnuz (read only where fp8 is decoded in software).
+            Arg::I32((self.fp8_mode != 0) as i32),
             Arg::I32(self.is_f16 as i32),
             Arg::I32(fmt_w),
             Arg::I32(fmt_a),

@@ -1,0 +1,88 @@
+// Software matrix instructions for the simulator, from the lane layouts the kernels use:
+// A lane holds row lane % 16 and B lane column lane % 16, lane group g = lane / 16 holds
+// K slice g; the result lane holds rows 4g..4g+3 of column lane % 16. For the gfx950
+// scaled MFMA: fp4 / fp6 lanes hold 32 consecutive K values (block g, LSB-first bits),
+// fp8 lanes hold 16-value chunks g and g + 4; the scale operand of lane (row, g) scales
+// row's K block g. Products and sums in f32 (the order of the hardware's sums is not
+// modelled).
+#pragma once
+
+namespace fm_sim {
+template <int BYTES, typename F>
+inline v4f mfma(const void* a, const void* b, v4f c, int k_per_lane, F elem) {
+  unsigned char as[FM_WAVE][BYTES], bs[FM_WAVE][BYTES];
+  exchange(a, BYTES, as);
+  exchange(b, BYTES, bs);
+  const int lane = t_tid % FM_WAVE, j = lane % 16, g = lane / 16;
+  v4f d = c;
+  for (int r = 0; r < 4; ++r) {
+    const int i = 4 * g + r;
+    float s = 0.0f;
+    for (int kg = 0; kg < 4; ++kg)
+      for (int q = 0; q < k_per_lane; ++q) s += elem(as[i + 16 * kg], q) * elem(bs[j + 16 * kg], q);
+    d[r] += s;
+  }
+  return d;
+}
+}  // namespace fm_sim
+
+FM_INLINE v4f mfma_bf16_k16(v4s a, v4s b, v4f c) {
+  return fm_sim::mfma<8>(&a, &b, c, 4, [](const unsigned char* p, int q) {
+    return bf16_to_f32((u16)(p[2 * q] | (p[2 * q + 1] << 8)));
+  });
+}
+FM_INLINE v4f mfma_f16_k16(v4s a, v4s b, v4f c) {
+  return fm_sim::mfma<8>(&a, &b, c, 4, [](const unsigned char* p, int q) {
+    return f16_to_f32((u16)(p[2 * q] | (p[2 * q + 1] << 8)));
+  });
+}
+#ifdef FM_HAS_FP8_MFMA
+FM_INLINE v4f mfma_fp8_k32(u64 a, u64 b, v4f c) {
+  return fm_sim::mfma<8>(&a, &b, c, 8, [](const unsigned char* p, int q) {
+    return e4m3_to_f32(p[q], FM_SIM_GFX == 942);
+  });
+}
+#endif
+
+#ifdef FM_HAS_SCALED_MFMA
+namespace fm_sim {
+// Element q (0..31) of a lane's 32-byte operand in format `fmt`, and its K index within
+// the 128 of the instruction for lane group g.
+inline float scaled_elem(const unsigned char* p, int q, int fmt) {
+  const int bits = mx_bits(fmt);
+  const int bit = q * bits;
+  const u32 word = p[bit / 8] | (bit / 8 + 1 < 32 ? p[bit / 8 + 1] << 8 : 0);
+  return mx_decode((word >> (bit % 8)) & ((1u << bits) - 1), fmt);
+}
+inline int scaled_k(int q, int g, int fmt) {
+  if (fmt == FM_MX_FP8) return q < 16 ? 16 * g + q : 64 + 16 * g + (q - 16);
+  return 32 * g + q;
+}
+inline v4f mfma_scale(v8i a, v8i b, v4f c, int fa, int fb, int sa, int sb) {
+  unsigned char as[FM_WAVE][32], bs[FM_WAVE][32];
+  int sas[FM_WAVE], sbs[FM_WAVE];
+  exchange(&a, 32, as);
+  exchange(&b, 32, bs);
+  exchange(&sa, 4, sas);
+  exchange(&sb, 4, sbs);
+  float A[16][128], B[16][128];
+  for (int l = 0; l < FM_WAVE; ++l)
+    for (int q = 0; q < 32; ++q) {
+      A[l % 16][scaled_k(q, l / 16, fa)] = scaled_elem(as[l], q, fa);
+      B[l % 16][scaled_k(q, l / 16, fb)] = scaled_elem(bs[l], q, fb);
+    }
+  const int lane = t_tid % FM_WAVE, j = lane % 16, g = lane / 16;
+  v4f d = c;
+  for (int r = 0; r < 4; ++r) {
+    const int i = 4 * g + r;
+    float s = 0.0f;
+    for (int k = 0; k < 128; ++k)
+      s += A[i][k] * e8m0_to_f32(sas[i + 16 * (k / 32)] & 0xff) * B[j][k] *
+           e8m0_to_f32(sbs[j + 16 * (k / 32)] & 0xff);
+    d[r] += s;
+  }
+  return d;
+}
+}  // namespace fm_sim
+#define FM_MFMA_SCALE(a, b, c, W, A, sa, sb) fm_sim::mfma_scale(a, b, c, W, A, sa, sb)
+#endif
