@@ -82,10 +82,17 @@ fm_route(const float* __restrict__ logits, int tokens, int E, int k, int mode, i
     for (int e = lane; e < E; e += FM_WAVE)
       if (choice[e] > v || (choice[e] == v && e < i)) { v = choice[e]; i = e; }
     wave_argmax(v, i);
-    const float w = score[i];
+    // Every candidate NaN (softmax of +inf or of an all -inf row): no expert wins. Report
+    // expert 0 with a NaN weight, which the host refuses as the host router's would be,
+    // rather than read past the token's scores.
+    const bool found = i < E;
+    const float w = found ? score[i] : __builtin_nanf("");
     if (lane == r) w_lane = w;
     sum += w;
-    if (lane == 0) { ids[(long)t * k + r] = i; choice[i] = ROUTE_NEG_INF; }
+    if (lane == 0) {
+      ids[(long)t * k + r] = found ? i : 0;
+      if (found) choice[i] = ROUTE_NEG_INF;
+    }
     wave_barrier();
   }
   if (lane < k) {

@@ -5,19 +5,66 @@
 //! GPU, and the layer's output is compared with the emulation. What this cannot check is
 //! the hardware itself (its MFMA lane layouts, the runtime's behaviour): no AMD GPU has run
 //! this code. Needs clang++ (clang-22) to build the stand-in; skipped with a message
-//! otherwise.
+//! otherwise, and a failure where `FLEETMOE_REQUIRE_HIP_CLANG` is set (CI).
 #![cfg(feature = "rocm")]
 
 mod common;
 
-use fleetmoe::backends::rocm::fnuz;
+use fleetmoe::backends::rocm::{fnuz, HipRouter};
 use fleetmoe::device::hip::HipDevice;
 use fleetmoe::device::Device;
-use fleetmoe::moe::{Activation, LayerConfig, LayerExtras, MoeLayer, RoutingInput, Target};
+use fleetmoe::moe::{
+    Activation, GroupScoring, LayerConfig, LayerExtras, MoeLayer, Router, Routing, RoutingInput,
+    Target,
+};
 use fleetmoe::oracle::BackendId;
 use fleetmoe::quant::{DenseExperts, ExpertWeights, Fp8Flavor, QuantScheme, WeightData};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+/// `HipDevice::new` opens the runtime `FLEETMOE_HIP_LIB` names; the tests of this binary
+/// take turns setting it, and share the stand-ins they build (one per gfx target).
+static STAND_INS: Mutex<Option<StandIns>> = Mutex::new(None);
+
+/// The stand-in runtime built for each gfx target.
+type StandIns = HashMap<u32, PathBuf>;
+
+/// The simulator's prerequisites: a clang++ and a build with code objects. `None` (the
+/// test is skipped, saying why) only where CI's `FLEETMOE_REQUIRE_HIP_CLANG` is unset.
+fn simulator() -> Option<(String, MutexGuard<'static, Option<StandIns>>)> {
+    let required = std::env::var_os("FLEETMOE_REQUIRE_HIP_CLANG").is_some();
+    let Some(clang) = clang() else {
+        assert!(
+            !required,
+            "FLEETMOE_REQUIRE_HIP_CLANG is set but no clang++ was found"
+        );
+        println!("skipped: no clang++ to build the HIP stand-in (install clang-22)");
+        return None;
+    };
+    if !fleetmoe::backends::rocm::kernels::built() {
+        let note = fleetmoe::backends::rocm::kernels::BUILD_NOTE;
+        assert!(!required, "FLEETMOE_REQUIRE_HIP_CLANG is set but: {note}");
+        println!("skipped: this build embeds no HIP code objects ({note})");
+        return None;
+    }
+    let guard = STAND_INS.lock().unwrap_or_else(|e| e.into_inner());
+    Some((clang, guard))
+}
+
+/// Points `FLEETMOE_HIP_LIB` at the stand-in for `gfx`, building it on first use.
+fn use_stand_in(clang: &str, stand_ins: &mut Option<StandIns>, gfx: u32) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fakehip");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lib = stand_ins
+        .get_or_insert_with(HashMap::new)
+        .entry(gfx)
+        .or_insert_with(|| build_stand_in(clang, gfx, &dir))
+        .clone();
+    // SAFETY (edition 2021: safe): every test here sets it under the STAND_INS lock.
+    std::env::set_var("FLEETMOE_HIP_LIB", lib);
+}
 
 fn clang() -> Option<String> {
     ["clang++-22", "clang++"]
@@ -85,18 +132,9 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn the_amd_layer_on_the_simulator_matches_the_emulation() {
-    let Some(clang) = clang() else {
-        println!("skipped: no clang++ to build the HIP stand-in (install clang-22)");
+    let Some((clang, mut stand_ins)) = simulator() else {
         return;
     };
-    if !fleetmoe::backends::rocm::kernels::built() {
-        println!(
-            "skipped: this build embeds no HIP code objects ({})",
-            fleetmoe::backends::rocm::kernels::BUILD_NOTE
-        );
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
     let cases: &[(u32, &str, Activation, BackendId)] = &[
         (942, "bf16", Activation::SiluAndMul, BackendId::AiterBf16),
         (942, "f16", Activation::GeluAndMul, BackendId::AiterBf16),
@@ -158,14 +196,8 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
             BackendId::AiterMxNative,
         ),
     ];
-    let mut libs = std::collections::HashMap::new();
     for &(gfx, name, act, want) in cases {
-        let lib = libs
-            .entry(gfx)
-            .or_insert_with(|| build_stand_in(&clang, gfx, dir.path()))
-            .clone();
-        // SAFETY (edition 2021: safe): this test is the only one in its binary that reads it.
-        std::env::set_var("FLEETMOE_HIP_LIB", &lib);
+        use_stand_in(&clang, &mut stand_ins, gfx);
         let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
         assert_eq!(target.capabilities().arch, format!("gfx{gfx}"));
         let config = LayerConfig {
@@ -208,11 +240,176 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
         }
     }
     // gfx90a: a device, but no AITER backend runs there.
-    std::env::set_var("FLEETMOE_HIP_LIB", build_stand_in(&clang, 90, dir.path()));
+    use_stand_in(&clang, &mut stand_ins, 90);
     let dev = HipDevice::new(0).unwrap();
     let caps = dev.capabilities();
     assert_eq!(
         (caps.arch.as_str(), caps.fp8, caps.supports_mx),
         ("gfx90a", None, false)
     );
+}
+
+/// Logits with many exact ties (multiples of 0.5), to check ties go to the lower index.
+fn tied_logits(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
+    common::uniform(rng, n, 2.0)
+        .iter()
+        .map(|v| (v * 2.0).round() / 2.0)
+        .collect()
+}
+
+/// `route.hip` through `HipRouter` against `Router` on the host, on the gfx942 stand-in:
+/// every routing kind, expert counts from 8 to 256 (60 and 72: not multiples of the
+/// wavefront), a token count that leaves a workgroup part-empty, and tied logits. Ids must
+/// be identical and weights agree to 1e-5; then the whole layer, fed logits, must route on
+/// the device and match the emulated layer; bad input must be an error.
+#[test]
+fn the_hip_router_on_the_simulator_matches_the_host_router() {
+    let Some((clang, mut stand_ins)) = simulator() else {
+        return;
+    };
+    use_stand_in(&clang, &mut stand_ins, 942);
+    let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
+    let dev = target.hip_device().unwrap();
+    let mut rng = common::rng(77);
+    let grouped = |groups, kept, scoring, bias: Option<Vec<f32>>| Routing::Grouped {
+        num_groups: groups,
+        topk_groups: kept,
+        scoring,
+        renormalize: bias.is_some(),
+        correction_bias: bias,
+        routed_scaling_factor: 2.5,
+    };
+    let mut cases: Vec<(usize, usize, Routing)> = Vec::new();
+    for (e, k) in [(8, 2), (60, 4), (72, 6), (128, 8), (256, 8)] {
+        cases.push((e, k, Routing::SoftmaxTopK { renormalize: true }));
+        cases.push((e, k, Routing::SoftmaxTopK { renormalize: false }));
+        cases.push((e, k, Routing::SigmoidTopK { renormalize: true }));
+        cases.push((e, k, Routing::SigmoidTopK { renormalize: false }));
+        cases.push((e, 1, Routing::SigmoidTop1));
+        if e % 4 == 0 {
+            for scoring in [GroupScoring::Sigmoid, GroupScoring::Softmax] {
+                let bias = common::uniform(&mut rng, e, 0.1);
+                cases.push((e, k.min(e / 2), grouped(4, 2, scoring, Some(bias))));
+                cases.push((e, k.min(e / 2), grouped(4, 2, scoring, None)));
+            }
+        }
+    }
+    // DeepSeek-V3's shape: 256 experts in 8 groups, 4 kept, top-8, sigmoid with bias.
+    let bias = common::uniform(&mut rng, 256, 0.1);
+    cases.push((256, 8, grouped(8, 4, GroupScoring::Sigmoid, Some(bias))));
+    let tokens = 13;
+    let mut worst = 0.0f32;
+    for (e, k, routing) in &cases {
+        let (e, k) = (*e, *k);
+        let config = LayerConfig {
+            routing: routing.clone(),
+            ..LayerConfig::new(e, k, 128, 128)
+        };
+        let hip = HipRouter::new(dev, &config).unwrap().unwrap();
+        let host = Router::new(&config);
+        for (what, logits) in [
+            ("uniform", common::uniform(&mut rng, tokens * e, 3.0)),
+            ("tied", tied_logits(&mut rng, tokens * e)),
+        ] {
+            let want = host.route(&logits, tokens).unwrap();
+            let got = hip.route(&logits, tokens).unwrap();
+            let name = routing.name();
+            assert_eq!(got.ids, want.ids, "{name} E={e} k={k} {what} logits: ids");
+            let mut diff = 0.0f32;
+            for (g, w) in got.weights.iter().zip(&want.weights) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                    "{name} E={e} k={k} {what} logits: weight {g} vs {w}"
+                );
+                diff = diff.max((g - w).abs());
+            }
+            worst = worst.max(diff);
+            println!("ok {name:14} E={e:3} k={k} {what:7}: ids equal, max |dw| {diff:.1e}");
+        }
+    }
+    println!(
+        "{} routing cases x 2 logit sets: ids identical, weights within {worst:.1e}",
+        cases.len()
+    );
+
+    // The layer, given logits, routes on the device and matches the emulated layer.
+    for (routing, top_k, on_input) in [
+        (Routing::SoftmaxTopK { renormalize: true }, 2, false),
+        (Routing::SigmoidTopK { renormalize: false }, 2, false),
+        (
+            grouped(
+                4,
+                2,
+                GroupScoring::Sigmoid,
+                Some((0..8).map(|e| 0.01 * e as f32).collect()),
+            ),
+            2,
+            false,
+        ),
+        (Routing::SigmoidTop1, 1, true),
+    ] {
+        let config = LayerConfig {
+            routing: routing.clone(),
+            apply_router_weight_on_input: on_input,
+            ..LayerConfig::new(8, top_k, 128, 256)
+        };
+        let w = ExpertWeights::quantize(
+            &DenseExperts::random(&config, 4),
+            QuantScheme::parse("fp8-channel").unwrap(),
+        )
+        .unwrap();
+        let tokens = 7;
+        let x = common::uniform(&mut rng, tokens * config.hidden, 1.0);
+        let logits = common::uniform(&mut rng, tokens * config.num_experts, 3.0);
+        let gpu = MoeLayer::new(config.clone(), &w, &target, LayerExtras::default()).unwrap();
+        assert_eq!(gpu.selection().chosen, BackendId::AiterFp8);
+        assert!(
+            gpu.routes_on_gpu(),
+            "{}: routed on the host",
+            routing.name()
+        );
+        let cpu =
+            MoeLayer::new(config.clone(), &w, &Target::cpu(), LayerExtras::default()).unwrap();
+        assert!(!cpu.routes_on_gpu());
+        let got = gpu
+            .forward(&x, RoutingInput::Logits(&logits), None)
+            .unwrap();
+        let want = cpu
+            .forward(&x, RoutingInput::Logits(&logits), None)
+            .unwrap();
+        let err = rel(&got, &want);
+        let tol = w.scheme.parity_tolerance();
+        println!(
+            "layer routing {}: rel L2 {err:.2e} vs emulation",
+            routing.name()
+        );
+        assert!(err < tol, "layer routing {}: {err:e}", routing.name());
+    }
+
+    // Bad input is an error, as on the host; none of it panics.
+    let config = LayerConfig::new(8, 2, 128, 128);
+    let hip = HipRouter::new(dev, &config).unwrap().unwrap();
+    let host = Router::new(&config);
+    let mut nan = vec![0.5f32; 16];
+    nan[3] = f32::NAN;
+    assert!(hip.route(&nan, 2).is_err() && host.route(&nan, 2).is_err());
+    assert!(hip.route(&[0.0; 15], 2).is_err());
+    // Softmax of +inf is NaN for every expert: no weight to give, on either side.
+    let mut inf = vec![0.5f32; 16];
+    inf[9] = f32::INFINITY;
+    assert!(host.route(&inf, 2).is_err());
+    assert!(hip.route(&inf, 2).is_err());
+    assert_eq!(hip.route(&[], 0).unwrap().ids.len(), 0);
+    let too_many = LayerConfig::new(2048, 2, 128, 128);
+    assert!(HipRouter::new(dev, &too_many).is_err());
+    let given = LayerConfig {
+        routing: Routing::Given,
+        ..LayerConfig::new(8, 2, 128, 128)
+    };
+    assert!(HipRouter::new(dev, &given).unwrap().is_none());
+    let bad_groups = LayerConfig {
+        routing: grouped(3, 2, GroupScoring::Sigmoid, None),
+        ..LayerConfig::new(8, 2, 128, 128)
+    };
+    assert!(HipRouter::new(dev, &bad_groups).is_err());
 }

@@ -42,6 +42,9 @@ pub struct MoeLayer {
     /// Routing on the GPU when the experts run there (`None`: the host router).
     #[cfg(feature = "cuda")]
     gpu_router: Option<crate::backends::cuda::CudaRouter>,
+    /// Routing on the AMD GPU when the experts run there natively.
+    #[cfg(feature = "rocm")]
+    hip_router: Option<crate::backends::rocm::HipRouter>,
 }
 
 impl MoeLayer {
@@ -111,9 +114,23 @@ impl MoeLayer {
             }
             _ => None,
         };
+        #[cfg(feature = "rocm")]
+        let hip_router = match (target.hip_device(), experts.backend()) {
+            (
+                Some(dev),
+                BackendId::AiterBf16
+                | BackendId::AiterFp8
+                | BackendId::AiterFp8Block128
+                | BackendId::AiterMxfp4
+                | BackendId::AiterMxNative,
+            ) => crate::backends::rocm::HipRouter::new(dev, &config)?,
+            _ => None,
+        };
         Ok(MoeLayer {
             #[cfg(feature = "cuda")]
             gpu_router,
+            #[cfg(feature = "rocm")]
+            hip_router,
             router: Router::new(&config),
             config,
             experts,
@@ -135,7 +152,25 @@ impl MoeLayer {
         if let Some(r) = &self.gpu_router {
             return r.route(logits, tokens);
         }
+        #[cfg(feature = "rocm")]
+        if let Some(r) = &self.hip_router {
+            return r.route(logits, tokens);
+        }
         self.router.route(logits, tokens)
+    }
+
+    /// Whether logits are routed by a GPU routing kernel (`CudaRouter`, `HipRouter`) rather
+    /// than by `Router` on the host.
+    pub fn routes_on_gpu(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        if self.gpu_router.is_some() {
+            return true;
+        }
+        #[cfg(feature = "rocm")]
+        if self.hip_router.is_some() {
+            return true;
+        }
+        false
     }
 
     /// The oracle's decision, with its reasons.

@@ -10,8 +10,12 @@ pub mod fnuz;
 #[cfg(feature = "rocm")]
 pub mod kernels;
 pub mod layout;
+#[cfg(feature = "rocm")]
+pub mod router;
 pub mod scale_shuffle;
 pub mod shuffle;
 
 #[cfg(feature = "rocm")]
 pub use experts::HipExperts;
+#[cfg(feature = "rocm")]
+pub use router::HipRouter;
