@@ -54,6 +54,13 @@ fn amd_presets_choose_the_aiter_backends() {
         ),
         (
             &mi355x,
+            "mxfp4-a-fp8",
+            &layer,
+            BackendId::AiterMxNative,
+            false,
+        ),
+        (
+            &mi355x,
             "mxfp6-e3m2",
             &layer,
             BackendId::AiterMxNative,
