@@ -158,9 +158,17 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
             BackendId::AiterFp8Block128,
         ),
         (942, "mxfp4", Activation::GPT_OSS, BackendId::AiterMxfp4),
+        (950, "bf16", Activation::SiluAndMul, BackendId::AiterBf16),
+        (950, "fp8", Activation::SiluAndMul, BackendId::AiterFp8),
         (
             950,
             "fp8-channel",
+            Activation::SiluAndMul,
+            BackendId::AiterFp8,
+        ),
+        (
+            950,
+            "fp8-static",
             Activation::SiluAndMul,
             BackendId::AiterFp8,
         ),
