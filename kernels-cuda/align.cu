@@ -29,21 +29,37 @@ fm_align(const int* __restrict__ ids, int pairs, int num_experts, int bt, int ma
   }
   __syncthreads();
 
-  // Padded sizes, then an inclusive scan (Hillis-Steele, in chunks of blockDim.x).
+  // Padded sizes, then an inclusive scan in chunks of blockDim.x: shuffles within each
+  // warp, then across the warp totals (two barriers per chunk, whatever E is).
   for (int e = tid; e < num_experts; e += blockDim.x) off[e + 1] = (cnt[e] + bt - 1) / bt * bt;
   if (tid == 0) off[0] = 0;
+  __shared__ int warp_total[ALIGN_THREADS / 32];
+  const int lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
+  int carry = 0;
   __syncthreads();
   for (int base = 0; base < num_experts; base += blockDim.x) {
-    for (int d = 1; d < blockDim.x; d <<= 1) {
-      int i = base + tid + 1;
-      int v = 0;
-      if (i <= num_experts && tid >= d) v = off[i - d];
-      __syncthreads();
-      if (i <= num_experts && tid >= d) off[i] += v;
-      __syncthreads();
+    const int i = base + tid;
+    int v = i < num_experts ? off[i + 1] : 0;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const int u = __shfl_up_sync(0xffffffffu, v, d);
+      if (lane >= d) v += u;
     }
-    // carry the chunk total into the next chunk
-    if (tid == 0 && base + blockDim.x < num_experts) off[base + blockDim.x + 1] += off[base + blockDim.x];
+    if (lane == 31) warp_total[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+      int w = lane < warps ? warp_total[lane] : 0;
+#pragma unroll
+      for (int d = 1; d < 32; d <<= 1) {
+        const int u = __shfl_up_sync(0xffffffffu, w, d);
+        if (lane >= d) w += u;
+      }
+      if (lane < warps) warp_total[lane] = w;
+    }
+    __syncthreads();
+    if (warp > 0) v += warp_total[warp - 1];
+    if (i < num_experts) off[i + 1] = v + carry;
+    carry += warp_total[warps - 1];
     __syncthreads();
   }
   const int total = off[num_experts];

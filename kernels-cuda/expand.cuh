@@ -28,17 +28,18 @@ __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
 
 // ---- scales -------------------------------------------------------------------------
 
-// e8m0 s as bf16 2^(s-1): with the 2^-126 of the e2m1 bit trick below, 2^(s-127).
-// The host refuses s > 128.
-__device__ __forceinline__ u32 mx_scale_bf16(u8 s) { return ((u32)s + 126u) << 7; }
+// e8m0 s as bf16x2 2^(s-1) in both halves: with the 2^-126 of the e2m1 bit trick below,
+// 2^(s-127). Each half is (s + 126) << 7, made by one multiply-add; the host refuses
+// s > 128, so the low half never carries into the high one.
+__device__ __forceinline__ u32 mx_scale_bf16x2(u8 s) { return (u32)s * 0x00800080u + 0x3f003f00u; }
 
-// e4m3 block scale b as bf16 b * 2^7; the expanded weight is then 2^-119 of the true one
-// (the host's NVFP4 row scale carries 2^119 with the global scale).
-__device__ __forceinline__ u32 nvfp4_scale_bf16(u8 b) {
+// e4m3 block scale b as bf16x2 b * 2^7 in both halves; the expanded weight is then 2^-119
+// of the true one (the host's NVFP4 row scale carries 2^119 with the global scale).
+__device__ __forceinline__ u32 nvfp4_scale_bf16x2(u8 b) {
   const float f = __uint_as_float((((u32)b & 0x7fu) << 20) | (((u32)b & 0x80u) << 24));
   u16 h;  // f is b * 2^-120; times 2^127 it is exact in bf16
   asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f * FM_POW2_127));
-  return h;
+  return (u32)h * 0x00010001u;
 }
 
 // e8m0 s as the f32 factor folded after an fp8 MMA: 2^(s-127) times the 2^6 the e2m1 ->
@@ -55,9 +56,8 @@ __device__ __forceinline__ u32 e2m1x2_bf16(u32 t) {
   return ((t & 0x00070007u) << 6) | ((t & 0x00080008u) << 12);
 }
 
-// MXFP4 / NVFP4: s0, s1 = bf16 scales of rows g and g + 8.
-__device__ __forceinline__ void expand_e2m1_bf16(u32 w, u32 s0, u32 s1, u32* a) {
-  const u32 S0 = bf16x2_splat(s0), S1 = bf16x2_splat(s1);
+// MXFP4 / NVFP4: S0, S1 = bf16x2 scales of rows g and g + 8.
+__device__ __forceinline__ void expand_e2m1_bf16(u32 w, u32 S0, u32 S1, u32* a) {
 #pragma unroll
   for (int j = 0; j < 4; ++j)
     a[j] = bf16x2_fma(e2m1x2_bf16(w >> (4 * j)), (j & 1) ? S1 : S0, FM_BF16X2_NEG0);

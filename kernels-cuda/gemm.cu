@@ -108,7 +108,9 @@ __device__ __forceinline__ void packed_fragment(const GemmArgs& p, const u8* a, 
                                                 int kin, int gpc, int lane, u32* af, float* fold) {
   using P = Packed<DT, WQ>;
   const u8* tile = a + rg * P::STAGE + ks * 32 * P::LANE + lane * P::LANE;
-  const int within = (kin + ks * P::KF) >> p.group_log2;
+  // e2m1 groups are 16 (NVFP4) and 32 (MXFP4) by format, so their shift is a constant.
+  const int gl2 = WQ == 1 ? 5 : WQ == 2 ? 4 : p.group_log2;
+  const int within = (kin + ks * P::KF) >> gl2;
   const u8* sc = a + (BN / 16) * P::STAGE + rg * P::CHUNK;
   const int g = lane >> 2;
   const int EB = (WQ == 1 || WQ == 2) ? 1 : 4;
@@ -126,16 +128,27 @@ __device__ __forceinline__ void packed_fragment(const GemmArgs& p, const u8* a, 
       fold[1] = *reinterpret_cast<const float*>(e1);
     }
   } else if constexpr (WQ == 1) {
-    expand_e2m1_bf16(*reinterpret_cast<const u32*>(tile), mx_scale_bf16(*e0), mx_scale_bf16(*e1), af);
+    expand_e2m1_bf16(*reinterpret_cast<const u32*>(tile), mx_scale_bf16x2(*e0), mx_scale_bf16x2(*e1), af);
   } else if constexpr (WQ == 2) {
-    expand_e2m1_bf16(*reinterpret_cast<const u32*>(tile), nvfp4_scale_bf16(*e0),
-                     nvfp4_scale_bf16(*e1), af);
+    expand_e2m1_bf16(*reinterpret_cast<const u32*>(tile), nvfp4_scale_bf16x2(*e0),
+                     nvfp4_scale_bf16x2(*e1), af);
   } else if constexpr (WQ == 3) {
     expand_u4_bf16(*reinterpret_cast<const u32*>(tile), *reinterpret_cast<const u32*>(e0),
                    *reinterpret_cast<const u32*>(e1), af);
   } else {
     const uint2 w = *reinterpret_cast<const uint2*>(tile);
     expand_u8_bf16(w.x, w.y, *reinterpret_cast<const u32*>(e0), *reinterpret_cast<const u32*>(e1), af);
+  }
+}
+
+// f(c) for c = tid, tid + NTHR, ... below N: the trip count is known at compile time, so
+// the copy loops unroll with no loop or remainder code.
+template <int N, int NTHR, typename F>
+__device__ __forceinline__ void strided(int tid, F&& f) {
+#pragma unroll
+  for (int i = 0; i < (N + NTHR - 1) / NTHR; ++i) {
+    const int c = tid + i * NTHR;
+    if (N % NTHR == 0 || c < N) f(c);
   }
 }
 
@@ -190,44 +203,40 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
       // Packed: each 16-row group's stage is contiguous (tiles along K), then its chunk.
       const int kglob = kbeg + kt * (128 / ES);
       const u8* wb = p.w + (long)e * n16 * (p.kpad / (128 / ES)) * P::STAGE;
-#pragma unroll
-      for (int c = tid; c < (BN / 16) * (P::STAGE / 16); c += NTHR) {
+      strided<(BN / 16) * (P::STAGE / 16), NTHR>(tid, [&](int c) {
         const int rg = c / (P::STAGE / 16), off = (c % (P::STAGE / 16)) * 16;
         const int grow = n0 / 16 + rg;
         const bool ok = grow < n16;
         const u8* src = ok ? wb + ((long)grow * (p.kpad / (128 / ES)) + kglob / (128 / ES)) * P::STAGE + off : p.w;
         cp_async16(smem_addr(a + rg * P::STAGE + off), src, ok ? 16 : 0);
-      }
+      });
       const int chunk = (kglob / (128 / ES)) >> p.spc_log2;
-#pragma unroll
-      for (int c = tid; c < (BN / 16) * (P::CHUNK / 16); c += NTHR) {
+      strided<(BN / 16) * (P::CHUNK / 16), NTHR>(tid, [&](int c) {
         const int rg = c / (P::CHUNK / 16), off = (c % (P::CHUNK / 16)) * 16;
-        if (off >= p.chunk_bytes) continue;
+        if (off >= p.chunk_bytes) return;
         const int grow = n0 / 16 + rg;
         const bool ok = grow < n16;
         const u8* src = ok ? p.gs + (((long)e * n16 + grow) * p.nchunks + chunk) * p.chunk_bytes + off : p.gs;
         cp_async16(smem_addr(a + (BN / 16) * P::STAGE + rg * P::CHUNK + off), src, ok ? 16 : 0);
-      }
+      });
     } else {
-#pragma unroll
-      for (int c = tid; c < BN * 8; c += NTHR) {
+      strided<BN * 8, NTHR>(tid, [&](int c) {
         const int r = c >> 3, ch = c & 7;
         const int kk = kbyte + ch * 16;
         const bool ok = n0 + r < p.N && kk < kb1;
         const u8* src = ok ? wbase + (long)(n0 + r) * Kb + kk : p.w;
         cp_async16(smem_addr(a + r * 128 + ((ch ^ (r & 7)) << 4)), src, ok ? 16 : 0);
-      }
+      });
     }
     u8* b = sB + stage * BT * 128;
-#pragma unroll
-    for (int c = tid; c < BT * 8; c += NTHR) {
+    strided<BT * 8, NTHR>(tid, [&](int c) {
       const int r = c >> 3, ch = c & 7;
       const int row = s_row[r];
       const int kk = kbyte + ch * 16;
       const bool ok = row >= 0 && kk < kb1;
       const u8* src = ok ? p.act + (long)row * Kb + kk : p.act;
       cp_async16(smem_addr(b + r * 128 + ((ch ^ (r & 7)) << 4)), src, ok ? 16 : 0);
-    }
+    });
   };
 
   float acc[MI][NI][4];
@@ -268,7 +277,8 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
           for (int r = 0; r < 4; ++r) part[i][j][r] = 0.0f;
     }
 #pragma unroll
-    for (int ks = wk; ks < 4; ks += WK) {
+    for (int kk = 0; kk < 4 / WK; ++kk) {
+      const int ks = wk + kk * WK;
       u32 af[MI][4], bfr[NI][2];
       float fold[FOLD ? MI : 1][2];
 #pragma unroll

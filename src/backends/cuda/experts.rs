@@ -95,8 +95,8 @@ impl DeviceWeights {
                         nchunks: kpad / p.sc_k,
                         chunk_bytes: p.chunk_bytes(),
                         kpad,
-                        group_log2: p.group_log2(w.cols),
-                        spc_log2: p.stages_per_chunk_log2(w.cols),
+                        group_log2: p.group_log2(),
+                        spc_log2: p.stages_per_chunk_log2(),
                     })
                 })
                 .transpose()?,

@@ -94,14 +94,18 @@ impl Packing {
             chunks: Vec::new(),
         };
         let (kf, ks) = (p.kf(), p.ks());
-        // A per-channel group (or any group covering all of K) spans the padded K.
-        let group = if group >= cols {
-            cols.div_ceil(ks) * ks
-        } else {
+        // A power-of-two group no longer than the padded K is kept (the kernel shifts by
+        // it; MXFP4's 32 and NVFP4's 16 always are, so their kernels shift by constants).
+        // Any other group must span all of K (per-channel) and becomes the padded K.
+        let kpad = cols.div_ceil(ks) * ks;
+        let group = if group.is_power_of_two() && group <= kpad {
             group
+        } else if group >= cols {
+            kpad
+        } else {
+            0
         };
-        let covers_k = group >= cols;
-        if group < kf || !(covers_k || group.is_power_of_two()) {
+        if group < kf {
             return Err(format!(
                 "group {group} does not fit the {kf}-column fragments and {ks}-column stages"
             ));
@@ -122,24 +126,16 @@ impl Packing {
     }
 
     /// What the kernel shifts by to find a column's group: log2 of the group, or 30 when
-    /// one group spans the whole (padded) K, so every column lands in group 0.
-    pub fn group_log2(&self, cols: usize) -> u32 {
-        if self.group >= cols {
-            30
-        } else {
-            self.group.trailing_zeros()
-        }
+    /// the group is not a power of two (then it spans the whole padded K, so every column
+    /// lands in group 0).
+    pub fn group_log2(&self) -> u32 {
+        log2_or_all(self.group)
     }
 
     /// What the kernel shifts a stage index by to find its scale chunk: log2 of the stages
-    /// per chunk (a power of two, as groups below all of K are), or 30 when one chunk spans
-    /// the whole (padded) K.
-    pub fn stages_per_chunk_log2(&self, cols: usize) -> u32 {
-        if self.group >= cols {
-            30
-        } else {
-            (self.sc_k / self.ks()).trailing_zeros()
-        }
+    /// per chunk, or 30 when that is not a power of two (then one chunk spans all of K).
+    pub fn stages_per_chunk_log2(&self) -> u32 {
+        log2_or_all(self.sc_k / self.ks())
     }
 
     /// K columns of one fragment tile.
@@ -200,6 +196,16 @@ impl Packing {
             (4, true) => 32 * (reg / 2) + 8 * q + 4 * (reg % 2),
             _ => 32 * (reg / 2) + 8 * (2 * (reg % 2) + q),
         }
+    }
+}
+
+/// log2 of `n`, or 30 (a shift that sends every index in range to 0) when `n` is not a
+/// power of two, which the geometry allows only for a span covering all of K.
+fn log2_or_all(n: usize) -> u32 {
+    if n.is_power_of_two() {
+        n.trailing_zeros()
+    } else {
+        30
     }
 }
 
