@@ -302,9 +302,11 @@ mod gpu {
                     gated,
                     shared_i,
                 ),
+                // Rank 160 in the last case: gate|up is 320 ranks, past one shared-memory
+                // chunk of the expand kernel.
                 random_adapter(
                     &mut rng,
-                    16,
+                    if n == 4 { 160 } else { 16 },
                     case.experts,
                     case.hidden,
                     case.intermediate,

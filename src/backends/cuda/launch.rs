@@ -235,7 +235,8 @@ impl Modules {
             .launch(self.quant, "fm_scale_rows", cfg, &args, Stream::DEFAULT)
     }
 
-    /// `t = A · x` for every slot whose token has an adapter (`lora.cu`).
+    /// `t = A · x` for every slot whose token has an adapter (`lora.cu`), one block of
+    /// threads per token block and rank.
     #[allow(clippy::too_many_arguments)]
     pub fn lora_shrink(
         &self,
@@ -249,7 +250,7 @@ impl Modules {
         t: u64,
     ) -> Result<()> {
         let cfg = LaunchConfig {
-            grid: (route.slots as u32, rows as u32, 1),
+            grid: ((route.slots / route.bt) as u32, rows as u32, 1),
             block: (128, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -285,7 +286,7 @@ impl Modules {
         delta: u64,
     ) -> Result<()> {
         let cfg = LaunchConfig {
-            grid: (route.slots as u32, n.div_ceil(256) as u32, 1),
+            grid: ((route.slots / route.bt) as u32, n.div_ceil(256) as u32, 1),
             block: (256, 1, 1),
             shared_mem_bytes: 0,
         };
