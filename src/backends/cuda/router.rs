@@ -6,7 +6,7 @@ use super::kernels::module_source;
 use crate::device::cuda::{CudaBuffer, CudaDevice};
 use crate::device::{Arg, Device, LaunchConfig, Module, ModuleSource, Stream};
 use crate::error::{check_len, Error, Result};
-use crate::moe::{GroupScoring, LayerConfig, Routing, TopK};
+use crate::moe::{LayerConfig, TopK};
 use std::sync::Arc;
 
 /// Largest expert count and group count the kernel holds in shared memory.
@@ -23,7 +23,8 @@ pub struct CudaRouter {
     renormalize: bool,
     groups: usize,
     topk_groups: usize,
-    group_sigmoid: bool,
+    /// Scores by sigmoid (`fm_route` reads it for grouped routing; the other modes imply it).
+    sigmoid: bool,
     bias: Option<CudaBuffer>,
     scaling: f32,
 }
@@ -37,43 +38,16 @@ impl CudaRouter {
                 "the CUDA router takes at most {MAX_EXPERTS} experts and top-32, got {e} and top-{k}"
             )));
         }
-        let (mode, renormalize, groups, topk_groups, group_sigmoid, bias, scaling) = match &config
-            .routing
-        {
-            Routing::SoftmaxTopK { renormalize } => (0, *renormalize, 1, 1, false, None, 1.0),
-            Routing::SigmoidTopK { renormalize } => (1, *renormalize, 1, 1, false, None, 1.0),
-            Routing::Grouped {
-                num_groups,
-                topk_groups,
-                scoring,
-                correction_bias,
-                renormalize,
-                routed_scaling_factor,
-            } => {
-                if *num_groups > MAX_GROUPS {
-                    return Err(Error::Config(format!("the CUDA router takes at most {MAX_GROUPS} expert groups, got {num_groups}")));
-                }
-                let bias = correction_bias
-                    .as_ref()
-                    .map(|b| CudaBuffer::from_slice(dev, b))
-                    .transpose()?;
-                let sigmoid = match scoring {
-                    GroupScoring::Sigmoid => true,
-                    GroupScoring::Softmax => false,
-                };
-                (
-                    2,
-                    *renormalize,
-                    *num_groups,
-                    *topk_groups,
-                    sigmoid,
-                    bias,
-                    *routed_scaling_factor,
-                )
-            }
-            Routing::SigmoidTop1 => (3, false, 1, 1, true, None, 1.0),
-            Routing::Given => return Ok(None),
+        let Some(p) = config.routing.kernel_params() else {
+            return Ok(None);
         };
+        if p.groups > MAX_GROUPS {
+            return Err(Error::Config(format!(
+                "the CUDA router takes at most {MAX_GROUPS} expert groups, got {}",
+                p.groups
+            )));
+        }
+        let bias = p.bias.map(|b| CudaBuffer::from_slice(dev, b)).transpose()?;
         let source = module_source("route.cu", &[]).ok_or_else(|| Error::Missing {
             what: "route.cu".into(),
             why: "kernel source not embedded".into(),
@@ -87,13 +61,13 @@ impl CudaRouter {
             module,
             experts: e,
             top_k: k,
-            mode,
-            renormalize,
-            groups,
-            topk_groups,
-            group_sigmoid,
+            mode: p.mode,
+            renormalize: p.renormalize,
+            groups: p.groups,
+            topk_groups: p.topk_groups,
+            sigmoid: p.sigmoid,
             bias,
-            scaling,
+            scaling: p.scaling,
         }))
     }
 
@@ -120,7 +94,7 @@ impl CudaRouter {
             Arg::I32(self.renormalize as i32),
             Arg::I32(self.groups as i32),
             Arg::I32(self.topk_groups as i32),
-            Arg::I32(self.group_sigmoid as i32),
+            Arg::I32(self.sigmoid as i32),
             Arg::U64(self.bias.as_ref().map_or(0, CudaBuffer::ptr)),
             Arg::F32(self.scaling),
             Arg::Buffer(ids.handle()),
