@@ -383,16 +383,10 @@ impl Device for HipDevice {
         let f = self.function(module, kernel)?;
         let s = self.raw_stream(stream)?;
         // Each argument in its own 8-byte slot; the runtime reads the kernel's declared size.
-        let mut slots: Vec<u64> = Vec::with_capacity(args.len());
-        for a in args {
-            slots.push(match *a {
-                Arg::Buffer(b) => self.device_ptr(b)?,
-                Arg::U32(v) => v as u64,
-                Arg::I32(v) => v as u32 as u64,
-                Arg::U64(v) => v,
-                Arg::F32(v) => v.to_bits() as u64,
-            });
-        }
+        let mut slots = args
+            .iter()
+            .map(|a| a.slot(|b| self.device_ptr(b)))
+            .collect::<Result<Vec<u64>>>()?;
         let mut params: Vec<*mut c_void> = slots
             .iter_mut()
             .map(|s| s as *mut u64 as *mut c_void)

@@ -76,6 +76,21 @@ pub enum Arg {
     F32(f32),
 }
 
+impl Arg {
+    /// The argument in its own 8-byte little-endian slot, a buffer as its device address
+    /// (`device_ptr`): what `cuLaunchKernel` and `hipModuleLaunchKernel` read for 4- and
+    /// 8-byte parameters.
+    pub fn slot(self, device_ptr: impl Fn(Buffer) -> Result<u64>) -> Result<u64> {
+        Ok(match self {
+            Arg::Buffer(b) => device_ptr(b)?,
+            Arg::U32(v) => v as u64,
+            Arg::I32(v) => v as u32 as u64,
+            Arg::U64(v) => v,
+            Arg::F32(v) => v.to_bits() as u64,
+        })
+    }
+}
+
 /// What fleetmoe needs from a device. Implementations: `cpu::CpuDevice` (always),
 /// `cuda::CudaDevice` (feature `cuda`), `hip::HipDevice` (feature `rocm`).
 pub trait Device: Send + Sync {
