@@ -70,31 +70,30 @@ impl ShuffleShape {
 
 /// Shuffles checkpoint-layout bytes into AITER's 16×16 layout.
 pub fn shuffle_16x16(data: &[u8], shape: ShuffleShape) -> Result<Vec<u8>> {
-    shape.check(data.len())?;
-    let mut out = vec![0u8; data.len()];
-    let s = shape.elem_bytes;
-    for m in 0..shape.matrices {
-        for n in 0..shape.rows {
-            for k in 0..shape.cols {
-                let src = ((m * shape.rows + n) * shape.cols + k) * s;
-                let dst = shape.shuffled_offset(m, n, k);
-                out[dst..dst + s].copy_from_slice(&data[src..src + s]);
-            }
-        }
-    }
-    Ok(out)
+    move_elements(data, shape, true)
 }
 
 /// The exact inverse of [`shuffle_16x16`].
 pub fn unshuffle_16x16(data: &[u8], shape: ShuffleShape) -> Result<Vec<u8>> {
+    move_elements(data, shape, false)
+}
+
+/// Copies every element between its checkpoint offset and its shuffled offset, towards
+/// the shuffled layout or back: one walk, so the two directions cannot disagree.
+fn move_elements(data: &[u8], shape: ShuffleShape, to_shuffled: bool) -> Result<Vec<u8>> {
     shape.check(data.len())?;
     let mut out = vec![0u8; data.len()];
     let s = shape.elem_bytes;
     for m in 0..shape.matrices {
         for n in 0..shape.rows {
             for k in 0..shape.cols {
-                let dst = ((m * shape.rows + n) * shape.cols + k) * s;
-                let src = shape.shuffled_offset(m, n, k);
+                let plain = ((m * shape.rows + n) * shape.cols + k) * s;
+                let shuffled = shape.shuffled_offset(m, n, k);
+                let (src, dst) = if to_shuffled {
+                    (plain, shuffled)
+                } else {
+                    (shuffled, plain)
+                };
                 out[dst..dst + s].copy_from_slice(&data[src..src + s]);
             }
         }
