@@ -6,6 +6,18 @@
 // kernels compute what fleetmoe's emulation defines.
 #pragma once
 
+// Scalar and vector types, and the wavefront width, for the GPU and the simulator alike.
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef short v4s __attribute__((ext_vector_type(4)));
+typedef _Float16 v4h __attribute__((ext_vector_type(4)));
+typedef float v4f __attribute__((ext_vector_type(4)));
+typedef int v8i __attribute__((ext_vector_type(8)));
+
+#define FM_WAVE 64
+
 #ifdef FM_SIM
 // The CPU simulator (kernels-hip/sim/): each lane a host thread, wave-wide operations
 // through a rendezvous, matrix instructions computed in software. Used to test the host
@@ -18,17 +30,6 @@
 #define __launch_bounds__(n) __attribute__((amdgpu_flat_work_group_size(1, n)))
 #define FM_INLINE __device__ __attribute__((always_inline)) inline
 #define FM_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
-
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef unsigned long long u64;
-typedef short v4s __attribute__((ext_vector_type(4)));
-typedef _Float16 v4h __attribute__((ext_vector_type(4)));
-typedef float v4f __attribute__((ext_vector_type(4)));
-typedef int v8i __attribute__((ext_vector_type(8)));
-
-#define FM_WAVE 64
 
 FM_INLINE int tid_x() { return __builtin_amdgcn_workitem_id_x(); }
 FM_INLINE int bid_x() { return __builtin_amdgcn_workgroup_id_x(); }

@@ -18,17 +18,7 @@
 #define FM_INLINE static inline
 #define FM_DYNAMIC_SHARED(T, name) T* name = (T*)fm_sim::dynamic_shared()
 #define FM_TRAP() __builtin_trap()
-
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef unsigned long long u64;
-typedef short v4s __attribute__((ext_vector_type(4)));
-typedef _Float16 v4h __attribute__((ext_vector_type(4)));
-typedef float v4f __attribute__((ext_vector_type(4)));
-typedef int v8i __attribute__((ext_vector_type(8)));
-
-#define FM_WAVE 64
+// u8 ... v8i and FM_WAVE come from prelude.h, which includes this file.
 
 #if FM_SIM_GFX == 942 || FM_SIM_GFX == 950
 #define FM_HAS_FP8_MFMA 1
