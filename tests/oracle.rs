@@ -119,14 +119,6 @@ fn assert_scheme_refused(caps: &Capabilities, scheme: &str, id: BackendId) {
     assert_unmet(caps, scheme, &layer(), id, &wanted);
 }
 
-fn is_amd(id: BackendId) -> bool {
-    id.name().starts_with("aiter-")
-}
-
-fn is_cuda(id: BackendId) -> bool {
-    id.name().starts_with("cuda-")
-}
-
 #[test]
 fn the_priority_list_has_every_backend_once_emulation_last() {
     let ids: Vec<BackendId> = backends().iter().map(|s| s.id).collect();
@@ -206,8 +198,8 @@ fn every_preset_and_scheme_gets_an_explained_choice() {
                         assert!(!u.to_string().trim().is_empty(), "{u:?}");
                     }
                     // Every native backend of the other vendor says so.
-                    let foreign = (is_cuda(r.backend) && caps.vendor != Vendor::Nvidia)
-                        || (is_amd(r.backend) && caps.vendor != Vendor::Amd);
+                    let foreign = (r.backend.is_cuda() && caps.vendor != Vendor::Nvidia)
+                        || (r.backend.is_aiter() && caps.vendor != Vendor::Amd);
                     assert_eq!(
                         r.is_other_vendor(),
                         foreign,
@@ -359,7 +351,7 @@ fn weight_only_fp4_needs_ampere_not_mx() {
     // W4A4 quantizes activations: the weight-only path would give other numbers, and no
     // native NVFP4 W4A4 backend exists yet, so even a B200 emulates it.
     let b200 = Capabilities::b200();
-    for id in BackendId::ALL.iter().copied().filter(|id| is_cuda(*id)) {
+    for id in BackendId::ALL.iter().copied().filter(|id| id.is_cuda()) {
         assert_scheme_refused(&b200, "nvfp4", id);
     }
     assert_eq!(
@@ -438,7 +430,7 @@ fn integer_weight_only_and_w4a8() {
     // No AMD backend runs integer weights.
     for scheme in ["w4a16", "w8a16", "w4a8", "w8a8-int8"] {
         for caps in [Capabilities::mi300x(), Capabilities::mi355x()] {
-            for id in BackendId::ALL.iter().copied().filter(|id| is_amd(*id)) {
+            for id in BackendId::ALL.iter().copied().filter(|id| id.is_aiter()) {
                 assert_scheme_refused(&caps, scheme, id);
             }
             assert_eq!(choose(&caps, scheme, &layer()).chosen, BackendId::Emulation);

@@ -116,14 +116,9 @@ impl MoeLayer {
         };
         #[cfg(feature = "rocm")]
         let hip_router = match (target.hip_device(), experts.backend()) {
-            (
-                Some(dev),
-                BackendId::AiterBf16
-                | BackendId::AiterFp8
-                | BackendId::AiterFp8Block128
-                | BackendId::AiterMxfp4
-                | BackendId::AiterMxNative,
-            ) => crate::backends::rocm::HipRouter::new(dev, &config)?,
+            (Some(dev), id) if id.is_aiter() => {
+                crate::backends::rocm::HipRouter::new(dev, &config)?
+            }
             _ => None,
         };
         Ok(MoeLayer {
@@ -301,11 +296,7 @@ fn build_experts(
             )?))
         }
         #[cfg(feature = "rocm")]
-        id @ (BackendId::AiterBf16
-        | BackendId::AiterFp8
-        | BackendId::AiterFp8Block128
-        | BackendId::AiterMxfp4
-        | BackendId::AiterMxNative) => {
+        id if id.is_aiter() => {
             let dev = target
                 .hip_device()
                 .ok_or_else(|| Error::BackendUnavailable {

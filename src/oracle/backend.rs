@@ -63,6 +63,11 @@ impl BackendId {
         self.name().starts_with("cuda-")
     }
 
+    /// Whether this is one of the AMD experts backends (`HipExperts` runs them all).
+    pub fn is_aiter(self) -> bool {
+        self.name().starts_with("aiter-")
+    }
+
     /// Parses a backend name as [`BackendId::name`] prints it (case-insensitive).
     pub fn parse(name: &str) -> Result<BackendId> {
         let wanted = name.trim().to_ascii_lowercase();
