@@ -8,6 +8,7 @@ mod common;
 use fleetmoe::backends::rocm::layout::{prepare, unprepare, Elem, HipGemmWeights};
 use fleetmoe::backends::rocm::scale_shuffle::{padded_shape, shuffled_index};
 use fleetmoe::formats::{MiniFloat, E8M0};
+use fleetmoe::moe::emulation::dot;
 use fleetmoe::moe::prepare::prepare as prepare_pairs;
 use fleetmoe::moe::{Activation, EmulatedExperts, Experts, LayerConfig};
 use fleetmoe::oracle::Conversion;
@@ -238,20 +239,6 @@ fn a_consumer_of_the_prepared_layout_reproduces_the_emulation() {
             }
         }
     }
-}
-
-/// Eight partial sums, as the emulation's dot product adds (so the bf16 and fp8
-/// roundings between the GEMMs see the same f32 values).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
 }
 
 #[test]

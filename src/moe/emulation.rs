@@ -33,7 +33,9 @@ pub struct DenseMlp {
 /// A pair's LoRA: the expert's projections, rank and scaling.
 pub type PairLora<'a> = Option<(&'a LoraExpert, usize, f32)>;
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// The emulation's dot product: eight partial sums, then the tail. Public so that tests
+/// which rebuild a GEMM by hand add in the same order (and round the same f32 values).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());
