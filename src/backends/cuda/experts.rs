@@ -103,19 +103,11 @@ impl DeviceWeights {
         })
     }
 
-    /// `args` with this projection's packed-weight fields (unchanged when not packed).
+    /// `args` with this projection's packed-weight fields; `args` as given (its packed
+    /// fields zero) when the weights are not packed.
     fn with_packed(&self, args: GemmArgs) -> GemmArgs {
         match &self.packed {
-            None => GemmArgs {
-                gs: 0,
-                gpc: 0,
-                nchunks: 0,
-                chunk_bytes: 0,
-                kpad: 0,
-                group_log2: 0,
-                spc_log2: 0,
-                ..args
-            },
+            None => args,
             Some(p) => GemmArgs {
                 gs: p.chunks.ptr(),
                 gpc: p.gpc as i32,
@@ -542,6 +534,8 @@ impl CudaExperts {
             weight_on_input: 0,
             lora_delta: if lora.is_some() { ws.delta13.ptr() } else { 0 },
             token_adapter: ws.token_adapter.ptr(),
+            // Packed-weight fields: zero here, set per projection by `with_packed`, so
+            // gemm2 (built from this) never inherits w13's.
             gs: 0,
             gpc: 0,
             nchunks: 0,
@@ -550,12 +544,11 @@ impl CudaExperts {
             group_log2: 0,
             spc_log2: 0,
         };
-        let gemm1 = self.w13.with_packed(gemm1);
         let stage1 = if self.activation.is_gated() { 'g' } else { 's' };
         m.gemm(
             &gemm_kernel_name(self.variant, stage1, &tile),
             &tile,
-            gemm1,
+            self.w13.with_packed(gemm1),
             ws.max_blocks,
             1,
             stream,
