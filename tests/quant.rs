@@ -152,6 +152,7 @@ fn activation_fp8_per_token_matches_definition() {
             flavor,
             rule,
             static_scale: None,
+            numerics: Numerics::Producer,
         }
         .apply(&mut got, 256)
         .unwrap();
@@ -182,6 +183,7 @@ fn activation_static_fp8_saturates_and_int8_rounds_per_token() {
         flavor: Fp8Flavor::E4M3Fn,
         rule: ActScale::StaticPerTensor,
         static_scale: Some(1.0),
+        numerics: Numerics::Producer,
     }
     .apply(&mut x, 4)
     .unwrap();
@@ -219,11 +221,16 @@ fn activation_nvfp4_follows_the_two_level_scale() {
     let x = uniform(&mut r, 64, 2.0);
     let input_scale = 2.0 / (448.0 * 6.0);
     let mut got = x.clone();
-    ActQuant::Nvfp4 { input_scale }.apply(&mut got, 64).unwrap();
+    ActQuant::Nvfp4 {
+        input_scale,
+        numerics: Numerics::Producer,
+    }
+    .apply(&mut got, 64)
+    .unwrap();
     let global = 1.0 / input_scale;
     for (b, o) in x.chunks(16).zip(got.chunks(16)) {
         let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let s = F8E4M3::from_f32(global * amax / 6.0).to_f32();
+        let s = F8E4M3::from_f32(global * (amax / 6.0)).to_f32();
         for (v, g) in b.iter().zip(o) {
             let want = F4E2M1::from_f32((v * global / s).clamp(-6.0, 6.0)).to_f32() * s / global;
             assert!(

@@ -16,6 +16,29 @@ pub enum Stage {
     W2,
 }
 
+/// Whose rounding rules the fp8 and NVFP4 activation quantize-dequantize follows.
+///
+/// `Producer` (the default) is the rule of the format's producer and of fleetmoe's native
+/// kernels, so the emulation and every native path round at the same points. `Vllm`
+/// reproduces vLLM 0.33's own rules, for comparing against a vLLM run; no native kernel
+/// computes it, so it is an emulation setting. The differences, each small and each at an
+/// edge, are listed in the README's numerics notes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Numerics {
+    /// fp8 dynamic: `scale = max(amax, 1e-12) / fp8_max`, values divided by it (what
+    /// `kernels-cuda/quant.cu` and `kernels-hip/quant.hip` compute), fp8_max 448 for
+    /// e4m3fn and 240 for e4m3fnuz (the format's largest value, as AMD Quark uses).
+    /// NVFP4: compressed-tensors' fake quantization (see `nvfp4_block_qdq`).
+    #[default]
+    Producer,
+    /// vLLM's `QuantFP8.forward_native` (`input_quant_fp8.py`): `scale = max(amax /
+    /// fp8_max, 1 / (fp8_max · 512))`; per-tensor, per-token and static scales multiply by
+    /// `1 / scale`, 128-groups divide; fp8_max is 224 on e4m3fnuz (`get_fp8_min_max`).
+    /// NVFP4: `ref_nvfp4_quant` (`nvfp4_emulation_utils.py`), which multiplies by
+    /// reciprocals.
+    Vllm,
+}
+
 /// The quantize-dequantize one GEMM input gets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ActQuant {
@@ -26,11 +49,15 @@ pub enum ActQuant {
         flavor: Fp8Flavor,
         rule: ActScale,
         static_scale: Option<f32>,
+        numerics: Numerics,
     },
     /// int8, symmetric, dynamic per token.
     Int8PerToken,
     /// NVFP4 with a static global scale (`input_scale = amax / (448·6)`).
-    Nvfp4 { input_scale: f32 },
+    Nvfp4 {
+        input_scale: f32,
+        numerics: Numerics,
+    },
     /// OCP MX with Quark's "even" shared scale per 32 elements.
     Mx(MxElem),
 }
@@ -63,15 +90,18 @@ impl ActQuant {
                 flavor,
                 rule: ActScale::StaticPerTensor,
                 static_scale: Some(static_scale()?),
+                numerics: Numerics::Producer,
             },
             QuantScheme::Fp8 { flavor, act, .. } => ActQuant::Fp8 {
                 flavor,
                 rule: act,
                 static_scale: None,
+                numerics: Numerics::Producer,
             },
             QuantScheme::Nvfp4 { w4a4: false } => ActQuant::None,
             QuantScheme::Nvfp4 { w4a4: true } => ActQuant::Nvfp4 {
                 input_scale: static_scale()?,
+                numerics: Numerics::Producer,
             },
             QuantScheme::Mx {
                 act: MxAct::Bf16, ..
@@ -87,14 +117,38 @@ impl ActQuant {
                 flavor: Fp8Flavor::E4M3Fn,
                 rule: ActScale::StaticPerTensor,
                 static_scale: Some(static_scale()?),
+                numerics: Numerics::Producer,
             },
             QuantScheme::W4A8 => ActQuant::Fp8 {
                 flavor: Fp8Flavor::E4M3Fn,
                 rule: ActScale::DynamicPerToken,
                 static_scale: None,
+                numerics: Numerics::Producer,
             },
             QuantScheme::Int8W8A8 => ActQuant::Int8PerToken,
         })
+    }
+
+    /// The same quantize-dequantize under `numerics` (only fp8 and NVFP4 rules differ).
+    pub fn with_numerics(self, numerics: Numerics) -> Self {
+        match self {
+            ActQuant::Fp8 {
+                flavor,
+                rule,
+                static_scale,
+                ..
+            } => ActQuant::Fp8 {
+                flavor,
+                rule,
+                static_scale,
+                numerics,
+            },
+            ActQuant::Nvfp4 { input_scale, .. } => ActQuant::Nvfp4 {
+                input_scale,
+                numerics,
+            },
+            other => other,
+        }
     }
 
     /// The scale a static scheme should store, given the calibrated amax of a GEMM input.
@@ -125,7 +179,8 @@ impl ActQuant {
                 flavor,
                 rule,
                 static_scale,
-            } => fp8_qdq(x, cols, flavor, rule, static_scale),
+                numerics,
+            } => fp8_qdq(x, cols, Fp8Rule::new(flavor, numerics), rule, static_scale),
             ActQuant::Int8PerToken => {
                 for row in x.chunks_mut(cols) {
                     let s = amax(row) / 127.0;
@@ -135,7 +190,10 @@ impl ActQuant {
                     }
                 }
             }
-            ActQuant::Nvfp4 { input_scale } => {
+            ActQuant::Nvfp4 {
+                input_scale,
+                numerics,
+            } => {
                 if cols % nvfp4::BLOCK != 0 {
                     return Err(Error::GroupSize {
                         group: nvfp4::BLOCK,
@@ -144,8 +202,10 @@ impl ActQuant {
                     });
                 }
                 let global = 1.0 / input_scale;
-                x.chunks_mut(nvfp4::BLOCK)
-                    .for_each(|b| nvfp4_block_qdq(b, global));
+                x.chunks_mut(nvfp4::BLOCK).for_each(|b| match numerics {
+                    Numerics::Producer => nvfp4_block_qdq(b, global),
+                    Numerics::Vllm => nvfp4_block_qdq_vllm(b, global),
+                });
             }
             ActQuant::Mx(elem) => {
                 if cols % mx::BLOCK != 0 {
@@ -181,52 +241,106 @@ fn amax(x: &[f32]) -> f32 {
     )
 }
 
-fn fp8_qdq_slice(x: &mut [f32], flavor: Fp8Flavor, scale: f32) {
-    let max = flavor.max();
-    x.iter_mut()
-        .for_each(|v| *v = fp8::round(flavor, (*v / scale).clamp(-max, max)) * scale);
+/// One fp8 activation rounding rule: the format, its clamp, and how scales are found
+/// and applied.
+#[derive(Debug, Clone, Copy)]
+struct Fp8Rule {
+    flavor: Fp8Flavor,
+    /// Clamp of `x / scale`, and the divisor of a dynamic scale.
+    max: f32,
+    numerics: Numerics,
 }
 
-/// Dynamic scales are amax / fp8 max over the rule's extent (a zero extent gets scale 1).
-fn fp8_qdq(
-    x: &mut [f32],
-    cols: usize,
-    flavor: Fp8Flavor,
-    rule: ActScale,
-    static_scale: Option<f32>,
-) {
+impl Fp8Rule {
+    fn new(flavor: Fp8Flavor, numerics: Numerics) -> Self {
+        let max = match (numerics, flavor) {
+            // vLLM: "Using the default value (240.0) from pytorch will cause accuracy
+            // issue on dynamic quantization models on ROCm" (`get_fp8_min_max`).
+            (Numerics::Vllm, Fp8Flavor::E4M3Fnuz) => 224.0,
+            _ => flavor.max(),
+        };
+        Fp8Rule {
+            flavor,
+            max,
+            numerics,
+        }
+    }
+
+    /// The dynamic scale of an extent whose amax is `amax`.
+    fn dynamic_scale(&self, amax: f32) -> f32 {
+        match self.numerics {
+            Numerics::Producer => fp8::dynamic_scale(self.max, amax),
+            // `_FP8_MIN_SCALING_FACTOR = 1.0 / (_FP8_MAX * 512.0)`; NaN amax stays NaN.
+            Numerics::Vllm => {
+                let s = amax / self.max;
+                if s < 1.0 / (self.max * 512.0) {
+                    1.0 / (self.max * 512.0)
+                } else {
+                    s
+                }
+            }
+        }
+    }
+
+    /// Quantize-dequantize with `scale`; `reciprocal` multiplies by `1 / scale` instead
+    /// of dividing (vLLM's per-tensor and per-token paths).
+    fn qdq(&self, x: &mut [f32], scale: f32, reciprocal: bool) {
+        let (max, flavor) = (self.max, self.flavor);
+        let inv = 1.0 / scale;
+        x.iter_mut().for_each(|v| {
+            let q = if reciprocal { *v * inv } else { *v / scale };
+            *v = fp8::round(flavor, q.clamp(-max, max)) * scale
+        });
+    }
+}
+
+/// Dynamic scales are taken over the rule's extent (whole tensor, token row, or 128
+/// columns of a row); static scales come from the checkpoint.
+fn fp8_qdq(x: &mut [f32], cols: usize, r: Fp8Rule, rule: ActScale, static_scale: Option<f32>) {
+    let reciprocal = r.numerics == Numerics::Vllm;
     match (rule, static_scale) {
-        (ActScale::StaticPerTensor, Some(s)) => fp8_qdq_slice(x, flavor, s),
+        (ActScale::StaticPerTensor, Some(s)) => r.qdq(x, s, reciprocal),
         (ActScale::StaticPerTensor, None) | (ActScale::DynamicPerTensor, _) => {
-            let s = fp8::scale_for(flavor, amax(x));
-            fp8_qdq_slice(x, flavor, s)
+            let s = r.dynamic_scale(amax(x));
+            r.qdq(x, s, reciprocal)
         }
         (ActScale::DynamicPerToken, _) => x.chunks_mut(cols).for_each(|row| {
-            let s = fp8::scale_for(flavor, amax(row));
-            fp8_qdq_slice(row, flavor, s)
+            let s = r.dynamic_scale(amax(row));
+            r.qdq(row, s, reciprocal)
         }),
+        // vLLM's `_quantize_group_native` divides.
         (ActScale::DynamicPerGroup128, _) => x.chunks_mut(cols).for_each(|row| {
             row.chunks_mut(fp8::BLOCK).for_each(|g| {
-                let s = fp8::scale_for(flavor, amax(g));
-                fp8_qdq_slice(g, flavor, s)
+                let s = r.dynamic_scale(amax(g));
+                r.qdq(g, s, false)
             })
         }),
     }
 }
 
-/// vLLM's reference NVFP4 activation quantize-dequantize for one 16-element block:
-/// block scale = e4m3(global · amax / 6), values x · global / scale clamped to ±6 and
-/// rounded to e2m1, dequantized as q · scale / global.
+/// NVFP4 activation quantize-dequantize of one 16-element block, as compressed-tensors
+/// 0.20 fake-quantizes (`calculate_qparams`, `_quantize_dequantize`): block scale
+/// `e4m3(clamp(global · (amax / 6), ±448))`, a zero scale replaced by e4m3's eps 0.125,
+/// step `scale / global`, values `x / step` clamped to ±6 and rounded to e2m1 with ties
+/// to even, the sign kept (`torch.sign(x) · |q|`, so an underflowing block gives ±0).
 fn nvfp4_block_qdq(b: &mut [f32], global: f32) {
-    let scale = F8E4M3::from_f32((global * amax(b) / 6.0).clamp(-448.0, 448.0)).to_f32();
-    if scale == 0.0 || !scale.is_finite() {
-        b.iter_mut()
-            .for_each(|v| *v = if v.is_nan() { f32::NAN } else { 0.0 });
-        return;
-    }
+    let scale = F8E4M3::from_f32((global * (amax(b) / 6.0)).clamp(-448.0, 448.0)).to_f32();
+    let scale = if scale == 0.0 { 0.125 } else { scale };
     let step = scale / global;
     b.iter_mut()
         .for_each(|v| *v = F4E2M1::from_f32((*v / step).clamp(-6.0, 6.0)).to_f32() * step);
+}
+
+/// vLLM's `ref_nvfp4_quant` for one block: scale `e4m3(global · (amax · (1/6)))`, values
+/// multiplied by `1 / (scale · (1 / global))` (`get_reciprocal`, which maps 0 to 0), so
+/// exact ties can land on the other e2m1 neighbour; dequantized as `q · (scale / global)`.
+fn nvfp4_block_qdq_vllm(b: &mut [f32], global: f32) {
+    let recip = |x: f32| if x == 0.0 { 0.0 } else { 1.0 / x };
+    let scale = F8E4M3::from_f32((global * (amax(b) * (1.0 / 6.0))).clamp(-448.0, 448.0)).to_f32();
+    let mul = recip(scale * recip(global));
+    let step = scale / global;
+    b.iter_mut()
+        .for_each(|v| *v = F4E2M1::from_f32((*v * mul).clamp(-6.0, 6.0)).to_f32() * step);
 }
 
 fn mx_block_qdq(b: &mut [f32], elem: MxElem) {

@@ -37,6 +37,21 @@ pub fn scale_for(flavor: Fp8Flavor, amax: f32) -> f32 {
     }
 }
 
+/// The amax below which a dynamic activation scale stops shrinking: `fm_quant`'s
+/// `scale_from_amax` in `kernels-cuda/quant.cu` and `kernels-hip/quant.hip` takes
+/// `max(amax, 1e-12)`, and the emulation computes what the kernels compute.
+pub const MIN_DYNAMIC_AMAX: f32 = 1e-12;
+
+/// A dynamic activation scale: `max(amax, 1e-12) / max`, with `max` the clamp of the
+/// rule (the flavour's largest value). A zero extent gets a tiny positive scale, so its
+/// codes are all zero; a NaN amax stays NaN.
+pub fn dynamic_scale(max: f32, amax: f32) -> f32 {
+    if amax.is_nan() {
+        return f32::NAN;
+    }
+    amax.max(MIN_DYNAMIC_AMAX) / max
+}
+
 /// Number of scales one expert's `[rows, cols]` matrix has.
 pub fn scales_per_expert(granularity: Fp8WeightScale, rows: usize, cols: usize) -> usize {
     match granularity {

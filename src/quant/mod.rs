@@ -11,7 +11,7 @@ mod quantize;
 pub mod scheme;
 pub mod weights;
 
-pub use activation::{ActQuant, Stage};
+pub use activation::{ActQuant, Numerics, Stage};
 pub use dense::DenseExperts;
 pub use quantize::{group_size, stored_bytes_per_expert};
 pub use scheme::*;

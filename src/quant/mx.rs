@@ -27,10 +27,13 @@ pub enum ScaleElem {
     Fp8E4M3,
 }
 
-/// Quark's "even" shared exponent: round the block amax up to the next power of two when
-/// its leading mantissa bits beyond the element's would round up (add half an element ulp
-/// in f32 bits, keep sign and exponent), take its exponent, subtract the element's emax,
-/// clamp to ±127. A zero block counts as the smallest f32 normal.
+/// Quark's "even" shared exponent (AMD Quark 0.13 `fake_quantize_mx`, the rule vLLM's MX
+/// emulation calls; OCP MX v1.0 §6.3 with rounding of the amax): round the block amax up
+/// to the next power of two when its leading mantissa bits beyond the element's would
+/// round up (add half an element ulp in f32 bits, keep sign and exponent), take its
+/// unbiased exponent, **clamp that to 127** (an amax near f32::MAX rounds into the biased
+/// exponent 255, which Quark clamps before going on, so it is never read as 2^128), subtract
+/// the element's emax, clamp to ±127. A zero or subnormal block gives −127.
 /// `None` for a NaN amax (the block's scale is then the e8m0 NaN code).
 pub fn shared_exponent(amax: f32, elem: ScaleElem) -> Option<i32> {
     let (mbits, emax) = params(elem);
@@ -41,7 +44,7 @@ pub fn shared_exponent(amax: f32, elem: ScaleElem) -> Option<i32> {
     let log2 = if rounded == 0.0 {
         -126
     } else {
-        ((rounded.to_bits() >> 23) & 0xFF) as i32 - 127
+        (((rounded.to_bits() >> 23) & 0xFF) as i32 - 127).min(127)
     };
     Some((log2 - emax).clamp(-127, 127))
 }
