@@ -13,14 +13,17 @@
 pub mod arch;
 mod assemble;
 pub mod config;
+pub mod fields;
 mod formats;
 pub mod inspect;
 mod layer;
 pub mod lora;
+mod quant_config;
 pub mod shards;
 
 pub use arch::{Arch, Proj};
 pub use config::{ModelConfig, QuantFormat};
+pub use fields::Setting;
 pub use formats::scheme_of;
 pub use layer::LoadedLayer;
 pub use lora::load_adapter;
