@@ -364,12 +364,14 @@ fn ct_fp8(wf: &Fields, w: &CtArgs, a: Option<(&Fields, &CtArgs)>) -> Result<Quan
             }
             Fp8WeightScale::Block128
         }
-        other => return Err(wf.err(
-            "strategy",
-            format!(
+        other => {
+            return Err(wf.err(
+                "strategy",
+                format!(
                 "fp8 weights with strategy '{other}' are not supported (tensor, channel, block)"
             ),
-        )),
+            ))
+        }
     };
     let Some((af, a)) = a else {
         return Err(wf.err(
