@@ -93,10 +93,7 @@ fn gptq_group(q: &Fields, source: &'static str) -> Result<IntGroup> {
 /// transformers `GPTQConfig`: `bits` has no default; group_size 128, desc_act false,
 /// sym true; `checkpoint_format` "gptq" (zero points stored minus one).
 fn parse_gptq(q: &Fields) -> Result<QuantFormat> {
-    let bits = q
-        .count("bits")?
-        .ok_or_else(|| q.err("bits", "missing (GPTQConfig has no default)"))?;
-    q.note("bits", bits.to_string(), "given");
+    let bits = q.need_count(&["bits"])?;
     let bits = int_bits(q, "bits", bits)?;
     let group = gptq_group(q, GPTQ)?;
     let desc_act = q.bool_or("desc_act", false, GPTQ)?;

@@ -146,6 +146,15 @@ impl Shards {
         // outside what any loader can defend against (the safetensors crate documents the
         // same contract). Every offset is validated before it is read.
         let map = unsafe { Mmap::map(&handle) }.map_err(|e| io(&path, e))?;
+        // serde_json keeps the last of repeated keys: a header naming a tensor twice
+        // would silently load one of two different tensors.
+        if let Some(dup) = header_bytes(&map).and_then(|h| repeated_key(h, None)) {
+            return Err(Error::checkpoint(
+                path.display(),
+                dup,
+                "named twice in the safetensors header",
+            ));
+        }
         let (header, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
             Error::checkpoint(
                 path.display(),
@@ -153,15 +162,6 @@ impl Shards {
                 format!("not a valid safetensors file: {e}"),
             )
         })?;
-        // serde_json keeps the last of repeated keys: a header naming a tensor twice
-        // would silently load one of two different tensors.
-        if let Some(dup) = map.get(8..8 + header).and_then(|h| repeated_key(h, None)) {
-            return Err(Error::checkpoint(
-                path.display(),
-                dup,
-                "named twice in the safetensors header",
-            ));
-        }
         let shard = Arc::new(ShardFile { map, header, meta });
         open.insert(file.to_string(), shard.clone());
         Ok(shard)
@@ -335,6 +335,12 @@ impl RawTensor {
             _ => Err(self.err(format!("expected one value, found {}", v.len()))),
         }
     }
+}
+
+/// The JSON header of a safetensors file (after its 8-byte length), if the length fits.
+fn header_bytes(file: &[u8]) -> Option<&[u8]> {
+    let n = u64::from_le_bytes(file.get(..8)?.try_into().ok()?);
+    file.get(8..8usize.checked_add(usize::try_from(n).ok()?)?)
 }
 
 /// The first key repeated in the top-level JSON object of `json` (or, with `inner`, in
