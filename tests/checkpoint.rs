@@ -3,8 +3,8 @@
 
 mod ckpt;
 
-use ckpt::harness::{check, config, roundtrip, roundtrip_tol, E, H, I};
-use ckpt::{experts, max_rel, rng, router, write_config, Lin, Writer};
+use ckpt::harness::{check, config, roundtrip, E, H, I};
+use ckpt::{experts, rng, router, write_config, Lin, Writer};
 use fleetmoe::checkpoint::inspect::{run_model, RunModel};
 use fleetmoe::checkpoint::Checkpoint;
 use fleetmoe::quant::QuantScheme;
@@ -52,7 +52,7 @@ fn compressed_tensors_fp8_block() {
 }
 
 #[test]
-fn fp8_static_per_tensor_requantizes_gate_up_and_takes_max_input_scale() {
+fn fp8_static_per_tensor_differing_gate_up_loads_per_channel_exactly_and_takes_max_input_scale() {
     let q = json!({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {"group_0": {
         "weights": {"num_bits": 8, "type": "float", "strategy": "tensor"},
         "input_activations": {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": false}}}});
@@ -79,11 +79,16 @@ fn fp8_static_per_tensor_requantizes_gate_up_and_takes_max_input_scale() {
     write_config(dir.path(), &config("Qwen3MoeForCausalLM", Some(q)));
     let ck = Checkpoint::open(dir.path()).unwrap();
     let l = ck.load_layer(0).unwrap();
-    // w2 is exact; w13 was requantized to one scale per expert (≤ half an fp8 step off).
+    // gate and up scales differ, so the layer is per-channel fp8 with the activation rule
+    // kept, and dequantizes bit-exactly to what was written.
+    assert_eq!(
+        l.weights.scheme,
+        QuantScheme::parse("fp8-wchannel-astatic").unwrap()
+    );
+    assert_eq!(ck.scheme(0).unwrap(), l.weights.scheme);
     let d = l.weights.dequantize().unwrap();
-    assert!(max_rel(&d.w2, &want.w2) < 1e-6);
-    let err = max_rel(&d.w13, &want.w13);
-    assert!(err > 0.0 && err < 0.07, "requantized w13 off by {err}");
+    assert_eq!(d.w2, want.w2);
+    assert_eq!(d.w13, want.w13);
     // the maximum of the per-expert input scales, all written in [0.01, 0.02)
     let mut w13_in = Vec::new();
     let mut w2_in = Vec::new();
@@ -272,7 +277,11 @@ fn modelopt_fp8_static() {
     wr.write(dir.path(), 1);
     write_config(dir.path(), &config("Qwen3MoeForCausalLM", Some(q)));
     let l = Checkpoint::open(dir.path()).unwrap().load_layer(1).unwrap();
-    assert_eq!(l.weights.scheme, QuantScheme::parse("fp8-static").unwrap());
+    // the writer gives every projection its own scale: per-channel, static activations
+    assert_eq!(
+        l.weights.scheme,
+        QuantScheme::parse("fp8-wchannel-astatic").unwrap()
+    );
     let (report, ok) = run_model(&RunModel {
         dir: dir.path().to_path_buf(),
         layer: None,
@@ -344,14 +353,13 @@ fn quark_mxfp6_both_element_types() {
 #[test]
 fn native_fp8_per_tensor_dynamic() {
     let q = json!({"quant_method": "fp8", "activation_scheme": "dynamic"});
-    // gate and up were written with different scales: requantized, within an fp8 step
-    roundtrip_tol(
+    // gate and up were written with different scales: per-channel, exact
+    roundtrip(
         "MixtralForCausalLM",
         config("MixtralForCausalLM", Some(q)),
         Lin::Fp8Tensor { input: false },
         1,
-        "fp8",
-        0.07,
+        "fp8-wchannel-atensor",
     );
 }
 

@@ -2,13 +2,15 @@
 
 mod ckpt;
 
-use ckpt::{experts, rng, write_config, Lin, Writer};
+use ckpt::cases::{expect, proj, write, writer, QWEN};
+use ckpt::harness::{config, H as HH, I as II};
+use ckpt::{experts, gaussian, rng, write_config, Lin, Writer};
 use fleetmoe::checkpoint::inspect::{run_model, RunModel};
 use fleetmoe::checkpoint::{load_adapter, Checkpoint};
 use fleetmoe::moe::{LayerExtras, Lora, MoeLayer, RoutingInput, Target};
 use fleetmoe::Error;
 use safetensors::Dtype;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::Path;
 
 const E: usize = 4;
@@ -307,4 +309,121 @@ fn adapter_on_the_shared_expert_only() {
     })
     .unwrap();
     assert!(ok, "{report}");
+}
+
+// ---- 8. PEFT adapters ----
+
+/// A bf16 model and a rank-4 adapter on expert 0's gate; `cfg` is adapter_config.json.
+fn adapter_case(cfg: Value, poison: Option<f32>) -> fleetmoe::Result<fleetmoe::moe::LoraAdapter> {
+    let (wr, _) = writer(Lin::Bf16, 27);
+    let dir = write(&wr, &config(QWEN, None));
+    let ad = tempfile::tempdir().unwrap();
+    let mut aw = Writer::default();
+    let m = format!("base_model.model.{}", proj(0, 0));
+    let mut r = rng(28);
+    aw.floats(
+        &format!("{m}.lora_A.weight"),
+        Dtype::F32,
+        &[4, HH],
+        &gaussian(&mut r, 4 * HH, 0.1),
+    );
+    let mut b = gaussian(&mut r, II * 4, 0.1);
+    if let Some(v) = poison {
+        b[7] = v;
+    }
+    aw.floats(&format!("{m}.lora_B.weight"), Dtype::F32, &[II, 4], &b);
+    aw.write(ad.path(), 1);
+    std::fs::rename(
+        ad.path().join("model.safetensors"),
+        ad.path().join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(ad.path().join("adapter_config.json"), cfg.to_string()).unwrap();
+    let ck = Checkpoint::open(dir.path()).unwrap();
+    let l = ck.load_layer(1).unwrap();
+    load_adapter(ad.path(), &ck, &l)
+}
+
+#[test]
+fn adapter_config_and_weights_are_checked() {
+    let ok = adapter_case(json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8}), None).unwrap();
+    assert_eq!((ok.rank, ok.scaling), (4, 2.0));
+    for (cfg, field, says) in [
+        (
+            json!({"r": "4"}),
+            "r",
+            vec!["\"4\"", "not a non-negative integer"],
+        ),
+        (json!({"r": 0}), "r", vec!["0, expected a positive rank"]),
+        (
+            json!({"r": -4}),
+            "r",
+            vec!["-4", "not a non-negative integer"],
+        ),
+        (
+            json!({"r": 4, "lora_alpha": "x"}),
+            "lora_alpha",
+            vec!["\"x\"", "not a finite number"],
+        ),
+        (
+            json!({"r": 4, "lora_alpha": 0}),
+            "lora_alpha",
+            vec!["0, expected a positive"],
+        ),
+        (
+            json!({"r": 4, "lora_alpha": -8}),
+            "lora_alpha",
+            vec!["-8, expected a positive"],
+        ),
+        (
+            json!({"r": 4, "use_dora": true}),
+            "use_dora",
+            vec!["does not implement"],
+        ),
+        (
+            json!({"r": 4, "fan_in_fan_out": true}),
+            "fan_in_fan_out",
+            vec!["does not implement"],
+        ),
+        (json!({"r": 4, "bias": "all"}), "bias", vec!["'all'"]),
+        (
+            json!({"r": 4, "rank_pattern": {"w1": 2}}),
+            "rank_pattern",
+            vec!["per-module"],
+        ),
+        (
+            json!({"r": 4, "peft_type": "IA3"}),
+            "peft_type",
+            vec!["'IA3'"],
+        ),
+        (
+            json!({"r": 1u64 << 62}),
+            "r",
+            vec!["r (4611686018427387904) × fan-in (128) overflows"],
+        ),
+    ] {
+        match adapter_case(cfg.clone(), None) {
+            Err(Error::Checkpoint { file, tensor, why }) => {
+                assert_eq!(tensor, field, "{cfg}: {why}");
+                assert!(file.ends_with("adapter_config.json"), "{file}");
+                for s in says {
+                    assert!(why.contains(s), "{cfg}: '{why}' should say '{s}'");
+                }
+            }
+            other => panic!("{cfg}: expected an error on {field}, got {other:?}"),
+        }
+    }
+    // absent r takes PEFT's 8, which these rank-4 tensors do not have: a shape error
+    expect(
+        adapter_case(json!({}), None),
+        "lora_A.weight",
+        &["expected [r = 8"],
+    );
+    for v in [f32::NAN, f32::INFINITY] {
+        expect(
+            adapter_case(json!({"r": 4}), Some(v)),
+            "experts.0.gate_proj.lora_B.weight",
+            &[&format!("value {v} at index 7")],
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! them; the routing and activation each architecture uses.
 
 use super::config::ModelConfig;
-use crate::moe::{Activation, GroupScoring, Routing};
+use crate::moe::{Activation, Routing};
 
 /// A supported MoE architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,13 +110,9 @@ impl Arch {
             },
             Arch::Llama4 => Routing::SigmoidTop1,
             Arch::DeepseekV2 | Arch::DeepseekV3 | Arch::Glm4Moe => Routing::Grouped {
-                num_groups: c.n_group.unwrap_or(1).max(1),
-                topk_groups: c.topk_group.unwrap_or(1).max(1),
-                scoring: if c.scoring_func == "sigmoid" {
-                    GroupScoring::Sigmoid
-                } else {
-                    GroupScoring::Softmax
-                },
+                num_groups: c.n_group,
+                topk_groups: c.topk_group,
+                scoring: c.scoring,
                 correction_bias: None,
                 renormalize: c.norm_topk_prob,
                 routed_scaling_factor: c.routed_scaling_factor,

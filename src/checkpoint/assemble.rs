@@ -106,34 +106,17 @@ pub fn concat_rows(
     match (scheme, &mut gate.data, &mut up.data) {
         (
             QuantScheme::Fp8 {
-                flavor,
                 weight: Fp8WeightScale::PerTensor,
                 ..
             },
-            WeightData::Fp8 {
-                codes: gc,
-                scales: gs,
-            },
-            WeightData::Fp8 {
-                codes: uc,
-                scales: us,
-            },
+            WeightData::Fp8 { scales: gs, .. },
+            WeightData::Fp8 { scales: us, .. },
         ) if gs != us => {
-            // One scale per w13: requantize both halves to the larger scale, as vLLM's
-            // `process_weights_after_loading` does for per-tensor fp8 MoE.
-            let max = gs[0].max(us[0]);
-            log::warn!(
-                "{what}: gate and up fp8 scales differ ({} vs {}); requantizing to {max}",
-                gs[0],
-                us[0]
-            );
-            for (codes, s) in [(gc, gs[0]), (uc, us[0])] {
-                codes.iter_mut().for_each(|c| {
-                    *c = fp8::encode(*flavor, fp8::decode(*flavor, *c) * s / max);
-                });
-            }
-            *gs = vec![max];
-            *us = vec![max];
+            // The loader makes such a layer per-channel (exact) before joining rows.
+            return Err(Error::Config(format!(
+                "{what}: per-tensor fp8 gate and up scales differ ({} vs {}); they need per-channel scales",
+                gs[0], us[0]
+            )));
         }
         (QuantScheme::Fp8 { .. }, WeightData::Fp8 { scales, .. }, _) if scales.len() == 1 => {}
         (

@@ -2,9 +2,13 @@
 //! ModelOpt's `hf_quant_config.json`): what fleetmoe needs to know before reading tensors.
 
 use super::arch::Arch;
+use super::fields::{Fields, Setting};
+use super::quant_config::{parse_modelopt, parse_quant};
 use crate::error::{Error, Result};
+use crate::moe::GroupScoring;
 use crate::quant::{ActScale, Fp8WeightScale, IntBits, IntGroup, MxAct, MxElem};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::path::Path;
 
 /// How the checkpoint's linear weights are stored, as its producer wrote them.
@@ -22,6 +26,8 @@ pub enum QuantFormat {
         bits: IntBits,
         group: IntGroup,
         symmetric: bool,
+        /// `actorder: "group"` (or `true` / `"dynamic"`): columns map to groups through
+        /// `weight_g_idx`. `"weight"` only changed calibration and stores no g_idx.
         act_order: bool,
     },
     /// compressed-tensors int4 weights (group 128) with fp8 dynamic activations.
@@ -73,6 +79,11 @@ impl QuantFormat {
 }
 
 /// What `config.json` says about the model's MoE layers.
+///
+/// Shape fields and top-k have no default (transformers' `save_pretrained` writes every
+/// model-specific attribute, so their absence means a hand-edited file, and a guessed shape
+/// is never right). Routing options take the default of the architecture's transformers
+/// config class when absent; `settings` records every value used and which were defaults.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     /// The `architectures[0]` string.
@@ -85,47 +96,78 @@ pub struct ModelConfig {
     /// Routed expert intermediate size.
     pub intermediate: usize,
     pub norm_topk_prob: bool,
-    pub n_group: Option<usize>,
-    pub topk_group: Option<usize>,
+    /// Expert groups of grouped routing (1 when the architecture or `topk_method` does not
+    /// group).
+    pub n_group: usize,
+    pub topk_group: usize,
     pub routed_scaling_factor: f32,
-    /// `softmax` or `sigmoid`.
-    pub scoring_func: String,
+    pub scoring: GroupScoring,
     /// Layers before this index are dense (DeepSeek, GLM `first_k_dense_replace`).
     pub first_k_dense: usize,
     /// GPT-OSS `swiglu_limit`.
     pub swiglu_limit: f32,
     /// Intermediate size of the shared expert(s), summed over DeepSeek's several.
     pub shared_intermediate: Option<usize>,
+    /// Whether `shared_intermediate` came from a default rather than the file: then a
+    /// checkpoint without shared-expert tensors simply has none; when the file says so,
+    /// the tensors must be there.
+    pub shared_is_default: bool,
     pub quant: QuantFormat,
+    /// Every config value used, from `config.json` and the quantization config.
+    pub settings: Vec<Setting>,
 }
+
+// Defaults of the transformers config classes (`configuration_*.py`), by architecture.
+const DSV2: &str = "transformers DeepseekV2Config";
+const DSV3: &str = "transformers DeepseekV3Config";
+const GLM: &str = "transformers Glm4MoeConfig";
+const QWEN2: &str = "transformers Qwen2MoeConfig";
+const QWEN3: &str = "transformers Qwen3MoeConfig";
+const GPT_OSS: &str = "transformers GptOssConfig";
 
 fn cerr(path: &Path, key: &str, why: impl Into<String>) -> Error {
     Error::checkpoint(path.display(), key, why)
 }
 
-fn get_usize(cfg: &Value, keys: &[&str]) -> Option<usize> {
-    keys.iter()
-        .find_map(|k| cfg.get(*k).and_then(|v| v.as_u64()))
-        .map(|v| v as usize)
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    serde_json::from_str(&text).map_err(|e| cerr(path, "", format!("not valid JSON: {e}")))
+}
+
+/// `a · b · …` of named config values, or an error naming them.
+pub(crate) fn product(path: &Path, parts: &[(&str, usize)]) -> Result<usize> {
+    parts
+        .iter()
+        .try_fold(1usize, |acc, &(_, v)| acc.checked_mul(v))
+        .ok_or_else(|| {
+            let names: Vec<String> = parts.iter().map(|(n, v)| format!("{n} ({v})")).collect();
+            cerr(path, parts[0].0, format!("{} overflows", names.join(" × ")))
+        })
 }
 
 impl ModelConfig {
     /// Reads `dir/config.json` and the quantization config.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        let root: Value = serde_json::from_str(&text)
-            .map_err(|e| cerr(&path, "", format!("not valid JSON: {e}")))?;
-        let architecture = root
-            .get("architectures")
-            .and_then(|a| a.get(0))
-            .and_then(|a| a.as_str())
-            .or_else(|| root.get("model_type").and_then(|m| m.as_str()))
-            .ok_or_else(|| cerr(&path, "architectures", "missing"))?
-            .to_string();
+        let root = read_json(&path)?;
+        let log = RefCell::new(Vec::new());
+        let top = Fields::new(&path, &root, "", &log);
+        let architecture = match root.get("architectures") {
+            Some(a) => a.get(0).and_then(|a| a.as_str()).ok_or_else(|| {
+                cerr(
+                    &path,
+                    "architectures",
+                    format!("{a} is not a list of names"),
+                )
+            })?,
+            None => top
+                .string("model_type")?
+                .ok_or_else(|| cerr(&path, "architectures", "missing"))?,
+        }
+        .to_string();
         let arch = Arch::from_name(&architecture).ok_or_else(|| {
             cerr(
                 &path,
@@ -137,342 +179,248 @@ impl ModelConfig {
             )
         })?;
         // Llama 4 nests the language model's settings in `text_config`.
-        let cfg = root.get("text_config").unwrap_or(&root);
-        let need = |keys: &[&str]| -> Result<usize> {
-            get_usize(cfg, keys)
-                .ok_or_else(|| cerr(&path, keys[0], "missing or not a non-negative integer"))
-        };
-        let num_experts = need(&["num_local_experts", "num_experts", "n_routed_experts"])?;
+        let text = top.child("text_config")?;
+        let cfg = text.as_ref().unwrap_or(&top);
+        let num_experts =
+            cfg.need_count(&["num_local_experts", "num_experts", "n_routed_experts"])?;
         let intermediate = match arch {
-            Arch::Mixtral | Arch::GptOss | Arch::Llama4 => need(&["intermediate_size"])?,
-            _ => need(&["moe_intermediate_size"])?,
+            Arch::Mixtral | Arch::GptOss | Arch::Llama4 => {
+                cfg.need_count(&["intermediate_size"])?
+            }
+            _ => cfg.need_count(&["moe_intermediate_size"])?,
         };
-        let quant_value = root
+        let num_layers = cfg.need_count(&["num_hidden_layers"])?;
+        let top_k = cfg.need_count(&["num_experts_per_tok", "experts_per_token"])?;
+        let hidden = cfg.need_count(&["hidden_size"])?;
+        let quant = match root
             .get("quantization_config")
-            .or_else(|| cfg.get("quantization_config"))
-            .cloned();
-        let quant = match quant_value {
-            Some(q) => parse_quant(&q, &path)?,
+            .or_else(|| text.as_ref().and_then(|t| t.get("quantization_config")))
+        {
+            Some(q) => parse_quant(&Fields::new(&path, q, "quantization_config", &log))?,
             None => {
                 let hf = dir.join("hf_quant_config.json");
                 if hf.exists() {
-                    let t = std::fs::read_to_string(&hf).map_err(|e| Error::Io {
-                        path: hf.display().to_string(),
-                        source: e,
-                    })?;
-                    let v: Value = serde_json::from_str(&t)
-                        .map_err(|e| cerr(&hf, "", format!("not valid JSON: {e}")))?;
-                    let q = v.get("quantization").cloned().unwrap_or(v);
-                    parse_modelopt(&q, &hf)?
+                    let v = read_json(&hf)?;
+                    match v.get("quantization") {
+                        Some(q) => parse_modelopt(&Fields::new(&hf, q, "quantization", &log))?,
+                        None => parse_modelopt(&Fields::new(&hf, &v, "", &log))?,
+                    }
                 } else {
                     QuantFormat::Unquantized
                 }
             }
         };
-        let greedy = cfg.get("topk_method").and_then(|v| v.as_str()) == Some("greedy");
-        let f = |k: &str, d: f64| cfg.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
-        Ok(ModelConfig {
+        let routing = Routing::read(cfg, arch, num_experts, top_k)?;
+        let (shared_intermediate, shared_is_default) =
+            shared_intermediate(cfg, arch, intermediate)?;
+        let c = ModelConfig {
             architecture,
             arch,
-            num_layers: need(&["num_hidden_layers"])?,
+            num_layers,
             num_experts,
-            top_k: need(&["num_experts_per_tok", "experts_per_token"])?,
-            hidden: need(&["hidden_size"])?,
+            top_k,
+            hidden,
             intermediate,
-            norm_topk_prob: cfg
-                .get("norm_topk_prob")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(matches!(arch, Arch::Mixtral | Arch::GptOss)),
-            // DeepSeek-V2 `topk_method: greedy` ignores the groups.
-            n_group: get_usize(cfg, &["n_group"]).filter(|_| !greedy),
-            topk_group: get_usize(cfg, &["topk_group"]).filter(|_| !greedy),
-            routed_scaling_factor: f("routed_scaling_factor", 1.0) as f32,
-            scoring_func: cfg
-                .get("scoring_func")
-                .and_then(|v| v.as_str())
-                // GLM-4.5 and DeepSeek-V3 score with a sigmoid; GLM's config does not say so.
-                .unwrap_or(if matches!(arch, Arch::Glm4Moe | Arch::DeepseekV3) {
-                    "sigmoid"
-                } else {
-                    "softmax"
-                })
-                .to_string(),
-            first_k_dense: get_usize(cfg, &["first_k_dense_replace"]).unwrap_or(0),
-            swiglu_limit: f("swiglu_limit", 7.0) as f32,
-            shared_intermediate: match arch {
-                Arch::Qwen2Moe => {
-                    get_usize(cfg, &["shared_expert_intermediate_size"]).filter(|&n| n > 0)
-                }
-                Arch::DeepseekV2 | Arch::DeepseekV3 | Arch::Glm4Moe => {
-                    get_usize(cfg, &["n_shared_experts"])
-                        .filter(|&n| n > 0)
-                        .map(|n| n * intermediate)
-                }
-                Arch::Llama4 => Some(intermediate),
-                _ => None,
-            },
+            norm_topk_prob: routing.norm_topk_prob,
+            n_group: routing.n_group,
+            topk_group: routing.topk_group,
+            routed_scaling_factor: routing.scaling as f32,
+            scoring: routing.scoring,
+            first_k_dense: routing.first_k_dense,
+            swiglu_limit: routing.swiglu_limit as f32,
+            shared_intermediate,
+            shared_is_default,
             quant,
+            settings: Vec::new(),
+        };
+        c.check_sizes(&path)?;
+        Ok(ModelConfig {
+            settings: log.into_inner(),
+            ..c
         })
     }
-}
 
-fn parse_modelopt(q: &Value, path: &Path) -> Result<QuantFormat> {
-    match q.get("quant_algo").and_then(|v| v.as_str()) {
-        Some("FP8") => Ok(QuantFormat::ModeloptFp8),
-        Some("NVFP4") => {
-            if let Some(g) = q.get("group_size").and_then(|v| v.as_u64()) {
-                if g != 16 {
-                    return Err(cerr(
-                        path,
-                        "group_size",
-                        format!("NVFP4 group size {g}, expected 16"),
-                    ));
-                }
+    /// Every product of config sizes the loader forms fits in `usize`.
+    fn check_sizes(&self, path: &Path) -> Result<()> {
+        let (e, h, i) = (
+            ("num_experts", self.num_experts),
+            ("hidden_size", self.hidden),
+            ("intermediate_size", self.intermediate),
+        );
+        for (what, n) in [e, h, i, ("num_hidden_layers", self.num_layers)] {
+            if n == 0 {
+                return Err(cerr(path, what, "0, expected a positive size"));
             }
-            Ok(QuantFormat::ModeloptNvfp4)
         }
-        other => Err(cerr(
-            path,
-            "quant_algo",
-            format!("ModelOpt algorithm {other:?} is not supported (FP8, NVFP4)"),
-        )),
+        product(path, &[e, ("2", 2), i, h])?;
+        if let Some(si) = self.shared_intermediate {
+            product(path, &[("shared intermediate size", si), ("2", 2), h])?;
+        }
+        Ok(())
     }
 }
 
-fn int_bits(path: &Path, key: &str, b: u64) -> Result<IntBits> {
-    match b {
-        4 => Ok(IntBits::Int4),
-        8 => Ok(IntBits::Int8),
-        _ => Err(cerr(
-            path,
-            key,
-            format!("{b}-bit integers are not supported (4, 8)"),
-        )),
-    }
+/// The routing fields, read and checked together.
+struct Routing {
+    norm_topk_prob: bool,
+    n_group: usize,
+    topk_group: usize,
+    scaling: f64,
+    scoring: GroupScoring,
+    first_k_dense: usize,
+    swiglu_limit: f64,
 }
 
-fn int_group(g: Option<i64>) -> IntGroup {
-    match g {
-        Some(n) if n > 0 => IntGroup::Size(n as usize),
-        _ => IntGroup::Channel,
-    }
-}
-
-/// Parses a `quantization_config` object.
-pub fn parse_quant(q: &Value, path: &Path) -> Result<QuantFormat> {
-    let method = q
-        .get("quant_method")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| cerr(path, "quantization_config.quant_method", "missing"))?;
-    let num = |k: &str| q.get(k).and_then(|v| v.as_i64());
-    match method {
-        "compressed-tensors" => parse_ct(q, path),
-        "modelopt" => parse_modelopt(q, path),
-        "quark" => parse_quark(q, path),
-        "mxfp4" => Ok(QuantFormat::GptOssMxfp4),
-        "fp8" => {
-            let block = q.get("weight_block_size");
-            if let Some(b) = block {
-                if b != &serde_json::json!([128, 128]) {
-                    return Err(cerr(path, "weight_block_size", format!("{b} is not supported (only [128, 128])")));
-                }
-            }
-            Ok(QuantFormat::NativeFp8 {
-                block: block.is_some(),
-                static_input: q.get("activation_scheme").and_then(|v| v.as_str()) == Some("static"),
-            })
-        }
-        "gptq" => Ok(QuantFormat::Gptq {
-            bits: int_bits(path, "bits", num("bits").unwrap_or(4) as u64)?,
-            group: int_group(num("group_size")),
-            desc_act: q.get("desc_act").and_then(|v| v.as_bool()).unwrap_or(false),
-            sym: q.get("sym").and_then(|v| v.as_bool()).unwrap_or(true),
-            zeros_minus_one: q.get("checkpoint_format").and_then(|v| v.as_str()) != Some("gptq_v2"),
-        }),
-        "awq" => {
-            if num("bits").unwrap_or(4) != 4 {
-                return Err(cerr(path, "bits", "AWQ is read for 4 bits only"));
-            }
-            Ok(QuantFormat::Awq { group: int_group(num("group_size")) })
-        }
-        other => Err(cerr(path, "quantization_config.quant_method", format!("unknown quant_method '{other}' (known: compressed-tensors, modelopt, quark, mxfp4, fp8, gptq, awq)"))),
-    }
-}
-
-/// compressed-tensors: the first entry of `config_groups` decides (checkpoints whose groups
-/// differ per layer are not handled yet: an honest limitation).
-fn parse_ct(q: &Value, path: &Path) -> Result<QuantFormat> {
-    let groups = q
-        .get("config_groups")
-        .and_then(|g| g.as_object())
-        .ok_or_else(|| cerr(path, "config_groups", "missing"))?;
-    let group = groups
-        .values()
-        .next()
-        .ok_or_else(|| cerr(path, "config_groups", "empty"))?;
-    let w = group
-        .get("weights")
-        .ok_or_else(|| cerr(path, "config_groups.weights", "missing"))?;
-    let a = group.get("input_activations").filter(|a| !a.is_null());
-    let format = group
-        .get("format")
-        .and_then(|f| f.as_str())
-        .or_else(|| q.get("format").and_then(|f| f.as_str()))
-        .unwrap_or("");
-    let s = |v: &Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-    let n = |v: &Value, k: &str| v.get(k).and_then(|x| x.as_i64());
-    let bits = n(w, "num_bits").unwrap_or(0);
-    let wtype = s(w, "type");
-    let strategy = s(w, "strategy");
-    match (wtype.as_str(), bits) {
-        ("float", 8) => {
-            let weight = match strategy.as_str() {
-                "tensor" => Fp8WeightScale::PerTensor,
-                "channel" => Fp8WeightScale::PerChannel,
-                "block" => {
-                    let b = w.get("block_structure");
-                    if b != Some(&serde_json::json!([128, 128])) {
-                        return Err(cerr(
-                            path,
-                            "block_structure",
-                            format!("{b:?} is not supported (only [128, 128])"),
-                        ));
-                    }
-                    Fp8WeightScale::Block128
-                }
-                other => {
-                    return Err(cerr(
-                        path,
-                        "weights.strategy",
-                        format!("fp8 strategy '{other}' is not supported"),
-                    ))
-                }
-            };
-            let act = match a {
-                None => {
-                    return Err(cerr(
-                        path,
-                        "input_activations",
-                        "fp8 weight-only is not supported",
-                    ))
-                }
-                Some(a) if a.get("dynamic").and_then(|d| d.as_bool()) == Some(false) => {
-                    ActScale::StaticPerTensor
-                }
-                Some(a) => match s(a, "strategy").as_str() {
-                    "token" => ActScale::DynamicPerToken,
-                    "tensor" => ActScale::DynamicPerTensor,
-                    "group" => ActScale::DynamicPerGroup128,
-                    other => {
-                        return Err(cerr(
-                            path,
-                            "input_activations.strategy",
-                            format!("'{other}' is not supported"),
-                        ))
-                    }
-                },
-            };
-            Ok(QuantFormat::CtFp8 { weight, act })
-        }
-        ("float", 4) => {
-            if n(w, "group_size") != Some(16) {
-                return Err(cerr(
-                    path,
-                    "weights.group_size",
-                    "nvfp4 needs group size 16",
-                ));
-            }
-            Ok(QuantFormat::CtNvfp4 { w4a4: a.is_some() })
-        }
-        ("int", 4) | ("int", 8) => {
-            if let Some(a) = a {
-                if s(a, "type") == "float" && n(a, "num_bits") == Some(8) && bits == 4 {
-                    return Ok(QuantFormat::CtW4A8);
-                }
-                return Err(cerr(
-                    path,
-                    "input_activations",
-                    format!("int weights with {a} activations are not supported"),
-                ));
-            }
-            if format != "pack-quantized" && !format.is_empty() {
-                return Err(cerr(
-                    path,
-                    "format",
-                    format!("int weights in format '{format}' are not supported (pack-quantized)"),
-                ));
-            }
-            let group = match strategy.as_str() {
-                "channel" => IntGroup::Channel,
-                "group" => int_group(n(w, "group_size")),
-                other => {
-                    return Err(cerr(
-                        path,
-                        "weights.strategy",
-                        format!("int strategy '{other}' is not supported"),
-                    ))
-                }
-            };
-            Ok(QuantFormat::CtInt {
-                bits: int_bits(path, "num_bits", bits as u64)?,
-                group,
-                symmetric: w.get("symmetric").and_then(|v| v.as_bool()).unwrap_or(true),
-                act_order: matches!(
-                    w.get("actorder").and_then(|v| v.as_str()),
-                    Some("group") | Some("weight")
-                ),
-            })
-        }
-        _ => Err(cerr(
-            path,
-            "config_groups.weights",
-            format!("{wtype} {bits}-bit weights are not supported"),
-        )),
-    }
-}
-
-fn parse_quark(q: &Value, path: &Path) -> Result<QuantFormat> {
-    let g = q
-        .get("global_quant_config")
-        .ok_or_else(|| cerr(path, "global_quant_config", "missing"))?;
-    let dtype = |v: Option<&Value>| {
-        v.and_then(|v| v.get("dtype"))
-            .and_then(|d| d.as_str())
-            .map(str::to_string)
-    };
-    let w = g.get("weight");
-    let elem = match dtype(w).as_deref() {
-        Some("fp4") => MxElem::Fp4E2M1,
-        Some("fp6_e3m2") => MxElem::Fp6E3M2,
-        Some("fp6_e2m3") => MxElem::Fp6E2M3,
-        other => {
-            return Err(cerr(
-                path,
-                "global_quant_config.weight.dtype",
-                format!("{other:?} is not a supported Quark weight type (fp4, fp6_e3m2, fp6_e2m3)"),
-            ))
-        }
-    };
-    if let Some(gs) = w.and_then(|w| w.get("group_size")).and_then(|v| v.as_u64()) {
-        if gs != 32 {
-            return Err(cerr(
-                path,
-                "global_quant_config.weight.group_size",
-                format!("{gs}, OCP MX needs 32"),
+impl Routing {
+    fn read(cfg: &Fields, arch: Arch, experts: usize, top_k: usize) -> Result<Self> {
+        let mut r = Routing {
+            norm_topk_prob: true,
+            n_group: 1,
+            topk_group: 1,
+            scaling: 1.0,
+            scoring: GroupScoring::Softmax,
+            first_k_dense: 0,
+            swiglu_limit: 7.0,
+        };
+        if top_k == 0 || top_k > experts {
+            return Err(cfg.err(
+                "num_experts_per_tok",
+                format!("top-k {top_k} must be in 1..={experts} (the number of experts)"),
             ));
         }
-    }
-    let act = match dtype(g.get("input_tensors").filter(|v| !v.is_null())).as_deref() {
-        None => MxAct::Bf16,
-        Some("fp8_e4m3") => MxAct::Fp8Static,
-        Some(d) if Some(d) == dtype(w).as_deref() => MxAct::Mx,
-        Some(d) => {
-            return Err(cerr(
-                path,
-                "global_quant_config.input_tensors.dtype",
-                format!("'{d}' activations with {elem:?} weights are not supported"),
-            ))
+        match arch {
+            // Mixtral and GPT-OSS always renormalize; Llama 4 routes top-1 by sigmoid.
+            Arch::Mixtral | Arch::Llama4 => {}
+            Arch::GptOss => r.swiglu_limit = cfg.number_or("swiglu_limit", 7.0, GPT_OSS)?,
+            Arch::Qwen2Moe => r.norm_topk_prob = cfg.bool_or("norm_topk_prob", false, QWEN2)?,
+            Arch::Qwen3Moe => r.norm_topk_prob = cfg.bool_or("norm_topk_prob", false, QWEN3)?,
+            Arch::DeepseekV2 => {
+                r.norm_topk_prob = cfg.bool_or("norm_topk_prob", false, DSV2)?;
+                r.scaling = cfg.number_or("routed_scaling_factor", 1.0, DSV2)?;
+                r.first_k_dense = cfg.count_or("first_k_dense_replace", 0, DSV2)?;
+                let scoring =
+                    cfg.choice_or("scoring_func", &["softmax", "sigmoid"], "softmax", DSV2)?;
+                r.scoring = scoring_of(scoring);
+                // `greedy` ignores the groups (n_group / topk_group default to None).
+                let method = cfg.choice_or(
+                    "topk_method",
+                    &["greedy", "group_limited_greedy"],
+                    "greedy",
+                    DSV2,
+                )?;
+                if method == "group_limited_greedy" {
+                    let need = |k: &str| {
+                        cfg.count(k)?.ok_or_else(|| {
+                            cfg.err(k, "missing; topk_method group_limited_greedy needs it")
+                        })
+                    };
+                    r.n_group = need("n_group")?;
+                    r.topk_group = need("topk_group")?;
+                }
+            }
+            Arch::DeepseekV3 => {
+                r.norm_topk_prob = cfg.bool_or("norm_topk_prob", true, DSV3)?;
+                r.scaling = cfg.number_or("routed_scaling_factor", 2.5, DSV3)?;
+                r.first_k_dense = cfg.count_or("first_k_dense_replace", 3, DSV3)?;
+                r.n_group = cfg.count_or("n_group", 8, DSV3)?;
+                r.topk_group = cfg.count_or("topk_group", 4, DSV3)?;
+                // transformers always scores V3 with a sigmoid; DeepSeek's own config says so.
+                let scoring =
+                    cfg.choice_or("scoring_func", &["sigmoid", "softmax"], "sigmoid", DSV3)?;
+                r.scoring = scoring_of(scoring);
+                cfg.choice_or("topk_method", &["noaux_tc"], "noaux_tc", DSV3)?;
+            }
+            Arch::Glm4Moe => {
+                r.norm_topk_prob = cfg.bool_or("norm_topk_prob", true, GLM)?;
+                r.scaling = cfg.number_or("routed_scaling_factor", 1.0, GLM)?;
+                r.first_k_dense = cfg.count_or("first_k_dense_replace", 1, GLM)?;
+                r.n_group = cfg.count_or("n_group", 1, GLM)?;
+                r.topk_group = cfg.count_or("topk_group", 1, GLM)?;
+                // GLM-4.5's router (DeepseekV3TopkRouter) always scores with a sigmoid.
+                r.scoring = GroupScoring::Sigmoid;
+            }
         }
-    };
-    Ok(QuantFormat::Quark { elem, act })
+        if r.scaling <= 0.0 {
+            return Err(cfg.err(
+                "routed_scaling_factor",
+                format!("{}, expected a positive number", r.scaling),
+            ));
+        }
+        if r.swiglu_limit <= 0.0 {
+            return Err(cfg.err(
+                "swiglu_limit",
+                format!("{}, expected a positive number", r.swiglu_limit),
+            ));
+        }
+        if r.n_group == 0 || experts % r.n_group != 0 {
+            return Err(cfg.err(
+                "n_group",
+                format!(
+                    "{} does not divide the {experts} routed experts into equal groups",
+                    r.n_group
+                ),
+            ));
+        }
+        if r.topk_group == 0 || r.topk_group > r.n_group {
+            return Err(cfg.err(
+                "topk_group",
+                format!("{} must be in 1..={} (n_group)", r.topk_group, r.n_group),
+            ));
+        }
+        let kept = r.topk_group * (experts / r.n_group);
+        if top_k > kept {
+            return Err(cfg.err(
+                "num_experts_per_tok",
+                format!(
+                    "top-k {top_k} exceeds the {kept} experts of the {} kept groups (topk_group)",
+                    r.topk_group
+                ),
+            ));
+        }
+        Ok(r)
+    }
+}
+
+fn scoring_of(s: &str) -> GroupScoring {
+    if s == "sigmoid" {
+        GroupScoring::Sigmoid
+    } else {
+        GroupScoring::Softmax
+    }
+}
+
+/// The shared expert's intermediate size and whether it was a default.
+fn shared_intermediate(
+    cfg: &Fields,
+    arch: Arch,
+    intermediate: usize,
+) -> Result<(Option<usize>, bool)> {
+    let explicit = |k: &str| cfg.get(k).is_some();
+    Ok(match arch {
+        Arch::Qwen2Moe => {
+            let d = !explicit("shared_expert_intermediate_size");
+            let n = cfg.count_or("shared_expert_intermediate_size", 5632, QWEN2)?;
+            ((n > 0).then_some(n), d)
+        }
+        Arch::DeepseekV2 | Arch::DeepseekV3 | Arch::Glm4Moe => {
+            let (default, source) = match arch {
+                Arch::DeepseekV2 => (2, DSV2),
+                Arch::DeepseekV3 => (1, DSV3),
+                _ => (1, GLM),
+            };
+            let d = !explicit("n_shared_experts");
+            let n = cfg.count_or("n_shared_experts", default, source)?;
+            let size = n.checked_mul(intermediate).ok_or_else(|| {
+                cfg.err(
+                    "n_shared_experts",
+                    format!(
+                        "n_shared_experts ({n}) × moe_intermediate_size ({intermediate}) overflows"
+                    ),
+                )
+            })?;
+            ((size > 0).then_some(size), d)
+        }
+        Arch::Llama4 => (Some(intermediate), false),
+        Arch::Mixtral | Arch::Qwen3Moe | Arch::GptOss => (None, false),
+    })
 }

@@ -80,6 +80,13 @@ pub fn inspect(dir: &Path) -> Result<String> {
         cfg.activation.name()
     );
     let _ = writeln!(s, "format       {}", c.quant.describe());
+    for set in &c.settings {
+        let from = match set.default {
+            Some(src) => format!("default of {src}"),
+            None => "from the file".to_string(),
+        };
+        let _ = writeln!(s, "setting      {} = {} ({from})", set.field, set.value);
+    }
     let layers = ck.moe_layers();
     let _ = writeln!(
         s,
@@ -107,6 +114,23 @@ pub fn inspect(dir: &Path) -> Result<String> {
     }
     for (name, v) in &by_scheme {
         let _ = writeln!(s, "scheme       {name} on layers {}", ranges(v));
+    }
+    // What loading does to the stored scales: exact conversions, kept approximations.
+    let mut by_note: Vec<(String, Vec<usize>)> = Vec::new();
+    for &n in &layers {
+        let lines = match ck.notes(n) {
+            Ok(notes) => notes.lines(),
+            Err(e) => vec![format!("unreadable scales ({e})")],
+        };
+        for line in lines {
+            match by_note.iter_mut().find(|(k, _)| *k == line) {
+                Some((_, v)) => v.push(n),
+                None => by_note.push((line, vec![n])),
+            }
+        }
+    }
+    for (line, v) in &by_note {
+        let _ = writeln!(s, "note         layers {}: {line}", ranges(v));
     }
     let detected = Target::detect().capabilities().clone();
     let mut platforms = vec![("detected".to_string(), detected)];

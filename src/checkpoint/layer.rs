@@ -4,7 +4,8 @@
 use super::arch::{proj_name, Arch, Proj};
 use super::assemble::{concat_rows, stack};
 use super::config::QuantFormat;
-use super::formats::{gpt_oss_blocks, load_linear, scheme_of, tensor, weight_name};
+use super::formats::{gpt_oss_blocks, load_linear, scheme_of, tensor, weight_name, Linear};
+use super::representation::{fp8_per_tensor, per_channel};
 use super::Checkpoint;
 use crate::error::{Error, Result};
 use crate::moe::{LayerConfig, Routing, SharedExpertWeights};
@@ -73,10 +74,10 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
     {
         let name = format!("{block}.gate.e_score_correction_bias");
         if s.contains(&name) {
-            *correction_bias = Some(super::formats::floats(s, &name, &[e])?);
+            *correction_bias = Some(finite(s, &name, &[e])?);
         }
     }
-    let scheme = ck.scheme(n)?;
+    let scheme = ck.stored_scheme(n)?;
     let activation = arch.activation(c);
     let mut config = LayerConfig {
         activation,
@@ -146,32 +147,7 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
     }
     weights.validate()?;
     let shared = match (arch.shared_module(), c.shared_intermediate) {
-        (Some(m), Some(si)) => {
-            let down = format!("{block}.{m}.down_proj");
-            // Quantizers often leave the shared expert unquantized (ModelOpt
-            // `exclude_modules`, compressed-tensors `ignore`): a float `.weight` says so.
-            let format = match s.info(&format!("{down}.weight"))? {
-                Some((Dtype::BF16 | Dtype::F16 | Dtype::F32, _)) => QuantFormat::Unquantized,
-                _ => c.quant.clone(),
-            };
-            if s.contains(&weight_name(&format, &down)) {
-                let dtype = s
-                    .info(&weight_name(&format, &down))?
-                    .map_or(Dtype::BF16, |(d, _)| d);
-                let sscheme = scheme_of(&format, dtype);
-                let base = |_: usize, p: Proj| format!("{block}.{m}.{}", proj_name(p));
-                let w = split_weights(ck, &format, &sscheme, 1, h, si, base)?;
-                w.validate()?;
-                let gate = match arch.shared_gate() {
-                    Some(g) => Some(super::formats::floats(s, &format!("{block}.{g}"), &[1, h])?),
-                    None => None,
-                };
-                config.shared_intermediate = Some(si);
-                Some(SharedExpertWeights { weights: w, gate })
-            } else {
-                None
-            }
-        }
+        (Some(m), Some(si)) => shared_expert(ck, &block, m, si, &mut config)?,
         _ => None,
     };
     config.validate()?;
@@ -185,7 +161,74 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
     })
 }
 
-/// Experts stored per expert and per projection.
+/// The shared expert of `block` (module `m`, intermediate `si`), if the checkpoint has
+/// one: all three projections, or none when only a default said it exists.
+fn shared_expert(
+    ck: &Checkpoint,
+    block: &str,
+    m: &str,
+    si: usize,
+    config: &mut LayerConfig,
+) -> Result<Option<SharedExpertWeights>> {
+    let (s, c) = (&ck.shards, &ck.config);
+    let base = |p: Proj| format!("{block}.{m}.{}", proj_name(p));
+    let projs = [Proj::Gate, Proj::Up, Proj::Down];
+    // Quantizers often leave the shared expert unquantized (ModelOpt `exclude_modules`,
+    // compressed-tensors `ignore`): a float `.weight` says so.
+    let mut float = false;
+    for p in projs {
+        if let Some((Dtype::BF16 | Dtype::F16 | Dtype::F32, _)) =
+            s.info(&format!("{}.weight", base(p)))?
+        {
+            float = true;
+        }
+    }
+    let format = if float {
+        QuantFormat::Unquantized
+    } else {
+        c.quant.clone()
+    };
+    let names = projs.map(|p| weight_name(&format, &base(p)));
+    let present = names.iter().filter(|n| s.contains(n)).count();
+    if present == 0 && c.shared_is_default {
+        return Ok(None);
+    }
+    if let Some(missing) = names.iter().find(|n| !s.contains(n)) {
+        let why = if present == 0 {
+            format!("missing: config.json gives the shared expert intermediate size {si}, but the checkpoint has no shared-expert tensors")
+        } else {
+            format!("missing: the shared expert has {present} of its 3 projections")
+        };
+        return Err(Error::checkpoint(s.file_of(missing), missing, why));
+    }
+    let dtype = s.info(&names[2])?.map_or(Dtype::BF16, |(d, _)| d);
+    let sscheme = scheme_of(&format, dtype);
+    let w = split_weights(ck, &format, &sscheme, 1, c.hidden, si, |_, p| base(p))?;
+    w.validate()?;
+    let gate = match ck.config.arch.shared_gate() {
+        Some(g) => Some(finite(s, &format!("{block}.{g}"), &[1, c.hidden])?),
+        None => None,
+    };
+    config.shared_intermediate = Some(si);
+    Ok(Some(SharedExpertWeights { weights: w, gate }))
+}
+
+/// A float tensor of `shape` whose every value is finite (a router bias or gate).
+fn finite(s: &super::Shards, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let v = super::formats::floats(s, name, shape)?;
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(v),
+        Some(k) => Err(Error::checkpoint(
+            s.file_of(name),
+            name,
+            format!("value {} at index {k}: expected finite values", v[k]),
+        )),
+    }
+}
+
+/// Experts stored per expert and per projection. fp8 per-tensor gate and up scales that
+/// differ in some expert make the whole layer per-channel fp8, exactly (see
+/// `representation`).
 fn split_weights(
     ck: &Checkpoint,
     f: &QuantFormat,
@@ -196,22 +239,49 @@ fn split_weights(
     base: impl Fn(usize, Proj) -> String,
 ) -> Result<ExpertWeights> {
     let s = &ck.shards;
-    let (mut w13, mut w2) = (Vec::with_capacity(e), Vec::with_capacity(e));
-    let (mut in13, mut in2) = (Vec::new(), Vec::new());
+    let mut linears = Vec::with_capacity(e);
     for ex in 0..e {
         let gate = load_linear(f, scheme, s, &base(ex, Proj::Gate), i, h)?;
         let up = load_linear(f, scheme, s, &base(ex, Proj::Up), i, h)?;
         let down = load_linear(f, scheme, s, &base(ex, Proj::Down), h, i)?;
+        linears.push([gate, up, down]);
+    }
+    let tensor_scale = |l: &Linear| match &l.t.data {
+        WeightData::Fp8 { scales, .. } if scales.len() == 1 => Some(scales[0]),
+        _ => None,
+    };
+    let differ: Vec<usize> = (0..e)
+        .filter(|&ex| tensor_scale(&linears[ex][0]) != tensor_scale(&linears[ex][1]))
+        .collect();
+    let scheme = if fp8_per_tensor(scheme) && !differ.is_empty() {
+        log::info!(
+            "{}: fp8 gate and up scales differ in expert(s) {differ:?}; loading as per-channel fp8 (exact)",
+            base(differ[0], Proj::Gate)
+        );
+        for l in linears.iter_mut().flatten() {
+            let rows = l.t.rows;
+            if let WeightData::Fp8 { scales, .. } = &mut l.t.data {
+                *scales = vec![scales[0]; rows];
+            }
+        }
+        per_channel(*scheme)
+    } else {
+        *scheme
+    };
+    let (mut w13, mut w2) = (Vec::with_capacity(e), Vec::with_capacity(e));
+    let (mut in13, mut in2) = (Vec::new(), Vec::new());
+    for (ex, [gate, up, down]) in linears.into_iter().enumerate() {
         if let (Some(g), Some(u), Some(d)) = (gate.input_scale, up.input_scale, down.input_scale) {
-            // gate and up read the same input: vLLM keeps the larger of the two.
+            // gate and up read the same input: vLLM keeps the larger of the two. Each was
+            // checked finite and positive when read.
             in13.push(g.max(u));
             in2.push(d);
         }
-        w13.push(concat_rows(scheme, gate.t, up.t, &base(ex, Proj::Gate))?);
+        w13.push(concat_rows(&scheme, gate.t, up.t, &base(ex, Proj::Gate))?);
         w2.push(down.t);
     }
     let mut w = ExpertWeights {
-        scheme: *scheme,
+        scheme,
         num_experts: e,
         hidden: h,
         intermediate: i,

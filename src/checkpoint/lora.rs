@@ -10,7 +10,91 @@ use super::shards::Shards;
 use super::Checkpoint;
 use crate::error::{Error, Result};
 use crate::moe::{LoraAdapter, LoraExpert, LoraProj};
+use std::cell::RefCell;
 use std::path::Path;
+
+use super::fields::Fields;
+use super::shards::RawTensor;
+
+const PEFT: &str = "PEFT LoraConfig";
+
+/// Rank and scaling from `adapter_config.json`, with PEFT `LoraConfig`'s defaults (r 8,
+/// lora_alpha 8, use_rslora false). Fields that change the math in ways fleetmoe does not
+/// implement (DoRA, per-module rank or alpha patterns, LoRA biases, transposed weights)
+/// are refused rather than ignored.
+fn lora_scaling(f: &Fields) -> Result<(usize, f32)> {
+    if let Some(t) = f.string("peft_type")? {
+        if t != "LORA" {
+            return Err(f.err("peft_type", format!("'{t}': only LORA adapters are read")));
+        }
+    }
+    let rank = f.count_or("r", 8, PEFT)?;
+    if rank == 0 {
+        return Err(f.err("r", "0, expected a positive rank"));
+    }
+    let alpha = f.number_or("lora_alpha", 8.0, PEFT)?;
+    if alpha <= 0.0 {
+        return Err(f.err("lora_alpha", format!("{alpha}, expected a positive number")));
+    }
+    let rslora = f.bool_or("use_rslora", false, PEFT)?;
+    for k in ["use_dora", "fan_in_fan_out", "lora_bias", "use_qalora"] {
+        if f.bool_or(k, false, PEFT)? {
+            return Err(f.err(
+                k,
+                "true changes the adapter's math, which fleetmoe does not implement",
+            ));
+        }
+    }
+    let bias = f.choice_or("bias", &["none", "all", "lora_only"], "none", PEFT)?;
+    if bias != "none" {
+        return Err(f.err(
+            "bias",
+            format!("'{bias}': trained biases are not applied by fleetmoe"),
+        ));
+    }
+    for k in ["rank_pattern", "alpha_pattern"] {
+        if let Some(v) = f.get(k) {
+            if v.as_object().is_none_or(|o| !o.is_empty()) {
+                return Err(f.err(
+                    k,
+                    format!("{v}: per-module ranks or alphas are not supported"),
+                ));
+            }
+        }
+    }
+    for k in ["target_parameters", "layer_replication"] {
+        if let Some(v) = f.get(k) {
+            if v.as_array().is_none_or(|a| !a.is_empty()) {
+                return Err(f.err(k, format!("{v} is not supported")));
+            }
+        }
+    }
+    let scaling = if rslora {
+        alpha / (rank as f64).sqrt()
+    } else {
+        alpha / rank as f64
+    } as f32;
+    if !scaling.is_finite() || scaling <= 0.0 {
+        return Err(f.err(
+            "lora_alpha",
+            format!("scaling {scaling} from lora_alpha {alpha} and r {rank}"),
+        ));
+    }
+    Ok((rank, scaling))
+}
+
+/// A LoRA factor's values, every one finite.
+fn finite(t: &RawTensor) -> Result<Vec<f32>> {
+    let v = t.f32s()?;
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(v),
+        Some(k) => Err(Error::checkpoint(
+            &t.file,
+            &t.name,
+            format!("value {} at index {k}: expected finite weights", v[k]),
+        )),
+    }
+}
 
 /// Loads the adapter in `dir` for `layer` of `ck`. An error names the file and tensor if
 /// a rank or shape does not fit, or if the adapter targets nothing in this layer's MoE.
@@ -22,23 +106,9 @@ pub fn load_adapter(dir: &Path, ck: &Checkpoint, layer: &LoadedLayer) -> Result<
     })?;
     let cfg: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::checkpoint(cpath.display(), "", format!("not valid JSON: {e}")))?;
-    let rank = cfg
-        .get("r")
-        .and_then(|v| v.as_u64())
-        .filter(|&r| r > 0)
-        .ok_or_else(|| {
-            Error::checkpoint(cpath.display(), "r", "missing or not a positive integer")
-        })? as usize;
-    let alpha = cfg
-        .get("lora_alpha")
-        .and_then(|v| v.as_f64())
-        .unwrap_or(8.0); // PEFT `LoraConfig.lora_alpha` default
-    let rslora = cfg.get("use_rslora").and_then(|v| v.as_bool()) == Some(true);
-    let scaling = if rslora {
-        alpha / (rank as f64).sqrt()
-    } else {
-        alpha / rank as f64
-    } as f32;
+    let log = RefCell::new(Vec::new());
+    let f = Fields::new(&cpath, &cfg, "", &log);
+    let (rank, scaling) = lora_scaling(&f)?;
     let shards = Shards::open_named(dir, "adapter_model.safetensors")?;
     let arch = ck.config.arch;
     let block = ck.block(layer.index);
@@ -49,6 +119,13 @@ pub fn load_adapter(dir: &Path, ck: &Checkpoint, layer: &LoadedLayer) -> Result<
         if !shards.contains(&a_name) && !shards.contains(&b_name) {
             return Ok(None);
         }
+        rank.checked_mul(fan_in.max(fan_out)).ok_or_else(|| {
+            Error::checkpoint(
+                cpath.display(),
+                "r",
+                format!("r ({rank}) × fan-in ({}) overflows", fan_in.max(fan_out)),
+            )
+        })?;
         let a = shards.get(&a_name)?;
         let b = shards.get(&b_name)?;
         if a.shape != [rank, fan_in] {
@@ -66,8 +143,8 @@ pub fn load_adapter(dir: &Path, ck: &Checkpoint, layer: &LoadedLayer) -> Result<
             ));
         }
         Ok(Some(LoraProj {
-            a: a.f32s()?,
-            b: b.f32s()?,
+            a: finite(&a)?,
+            b: finite(&b)?,
         }))
     };
     let expert = |module: &dyn Fn(Proj) -> String, inter: usize| -> Result<LoraExpert> {

@@ -13,17 +13,22 @@
 pub mod arch;
 mod assemble;
 pub mod config;
+pub mod fields;
 mod formats;
 pub mod inspect;
 mod layer;
 pub mod lora;
+mod quant_config;
+mod representation;
 pub mod shards;
 
 pub use arch::{Arch, Proj};
 pub use config::{ModelConfig, QuantFormat};
+pub use fields::Setting;
 pub use formats::scheme_of;
 pub use layer::LoadedLayer;
 pub use lora::load_adapter;
+pub use representation::LayerNotes;
 pub use shards::{RawTensor, Shards};
 
 use crate::error::{Error, Result};
@@ -96,8 +101,25 @@ impl Checkpoint {
         v
     }
 
-    /// The scheme layer `n`'s experts load as, from tensor headers only.
+    /// The scheme layer `n`'s experts load as: the stored one, except that fp8 per-tensor
+    /// gate and up scales that differ load as per-channel fp8 (see [`LayerNotes`]). Reads
+    /// tensor headers and, for those formats, the per-projection scalar scales.
     pub fn scheme(&self, n: usize) -> Result<QuantScheme> {
+        let stored = self.stored_scheme(n)?;
+        if representation::fp8_per_tensor(&stored) && !self.notes(n)?.fp8_per_channel.is_empty() {
+            return Ok(representation::per_channel(stored));
+        }
+        Ok(stored)
+    }
+
+    /// What loading layer `n` does to its stored scales: exact conversions and the
+    /// approximations kept to match vLLM. Reads only per-projection scalar scales.
+    pub fn notes(&self, n: usize) -> Result<LayerNotes> {
+        representation::notes(self, n, &self.stored_scheme(n)?)
+    }
+
+    /// The scheme layer `n`'s experts are stored in, from tensor headers only.
+    pub fn stored_scheme(&self, n: usize) -> Result<QuantScheme> {
         let block = self.block(n);
         let arch = self.config.arch;
         let fused = format!("{block}.experts.gate_up_proj");

@@ -60,6 +60,13 @@ impl Shards {
         let mut map = BTreeMap::new();
         if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|e| io(&index, e))?;
+            if let Some(dup) = repeated_key(text.as_bytes(), Some("weight_map")) {
+                return Err(Error::checkpoint(
+                    index.display(),
+                    dup,
+                    "named twice in weight_map (JSON keeps only the last)",
+                ));
+            }
             let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
                 Error::checkpoint(index.display(), "", format!("not valid JSON: {e}"))
             })?;
@@ -105,7 +112,13 @@ impl Shards {
             for f in files {
                 let shard = shards.file(&f)?;
                 for name in shard.meta.tensors().keys() {
-                    map.insert(name.clone(), f.clone());
+                    if let Some(other) = map.insert(name.clone(), f.clone()) {
+                        return Err(Error::checkpoint(
+                            dir.join(&f).display(),
+                            name,
+                            format!("also stored in {other}; which one is meant is unknown"),
+                        ));
+                    }
                 }
             }
         }
@@ -133,6 +146,15 @@ impl Shards {
         // outside what any loader can defend against (the safetensors crate documents the
         // same contract). Every offset is validated before it is read.
         let map = unsafe { Mmap::map(&handle) }.map_err(|e| io(&path, e))?;
+        // serde_json keeps the last of repeated keys: a header naming a tensor twice
+        // would silently load one of two different tensors.
+        if let Some(dup) = header_bytes(&map).and_then(|h| repeated_key(h, None)) {
+            return Err(Error::checkpoint(
+                path.display(),
+                dup,
+                "named twice in the safetensors header",
+            ));
+        }
         let (header, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
             Error::checkpoint(
                 path.display(),
@@ -143,6 +165,14 @@ impl Shards {
         let shard = Arc::new(ShardFile { map, header, meta });
         open.insert(file.to_string(), shard.clone());
         Ok(shard)
+    }
+
+    /// The path of the file holding `name` (the directory if it is absent), for errors.
+    pub fn file_of(&self, name: &str) -> String {
+        match self.map.get(name) {
+            Some(f) => self.dir.join(f).display().to_string(),
+            None => self.dir.display().to_string(),
+        }
     }
 
     /// Dtype and shape of a tensor without reading its data; `None` if absent.
@@ -305,4 +335,60 @@ impl RawTensor {
             _ => Err(self.err(format!("expected one value, found {}", v.len()))),
         }
     }
+}
+
+/// The JSON header of a safetensors file (after its 8-byte length), if the length fits.
+fn header_bytes(file: &[u8]) -> Option<&[u8]> {
+    let n = u64::from_le_bytes(file.get(..8)?.try_into().ok()?);
+    file.get(8..8usize.checked_add(usize::try_from(n).ok()?)?)
+}
+
+/// The first key repeated in the top-level JSON object of `json` (or, with `inner`, in
+/// the object under that top-level key); `None` when there is none or the text is not an
+/// object (the real parser reports that).
+fn repeated_key(json: &[u8], inner: Option<&str>) -> Option<String> {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use std::collections::HashSet;
+    use std::fmt;
+
+    /// Walks an object's keys; descends into the value of `inner` if given.
+    struct Keys<'a> {
+        inner: Option<&'a str>,
+    }
+    impl<'de> Visitor<'de> for Keys<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut seen = HashSet::new();
+            let mut found = None;
+            while let Some(k) = m.next_key::<String>()? {
+                if self.inner == Some(k.as_str()) {
+                    let d = m.next_value_seed(Keys { inner: None })?;
+                    found = found.or(d);
+                } else {
+                    m.next_value::<IgnoredAny>()?;
+                    if self.inner.is_none() && !seen.insert(k.clone()) {
+                        found = found.or(Some(k));
+                    }
+                }
+            }
+            Ok(found)
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Keys<'_> {
+        type Value = Option<String>;
+        fn deserialize<D: serde::Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(json);
+    Keys { inner }.deserialize(&mut de).ok().flatten()
 }

@@ -35,8 +35,8 @@ pub fn roundtrip(arch: &str, cfg: Value, lin: Lin, shards: usize, scheme: &str) 
     roundtrip_tol(arch, cfg, lin, shards, scheme, 1e-6)
 }
 
-/// As `roundtrip`, allowing w13 to differ by `w13_tol` (per-tensor fp8 gate and up scales
-/// that differ are requantized to one).
+/// As `roundtrip`, allowing w13 to differ by `w13_tol` (for an approximation the loader
+/// keeps, such as NVFP4 gate and up global scales folded into one).
 pub fn roundtrip_tol(
     arch: &str,
     cfg: Value,

@@ -4,6 +4,7 @@
 //! computed here, independently of the loader.
 #![allow(dead_code)]
 
+pub mod cases;
 pub mod harness;
 mod writer;
 

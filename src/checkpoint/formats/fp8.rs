@@ -46,6 +46,9 @@ pub(super) fn load(
     let s = shards.get(&scale_name)?;
     s.expect_shape(&shape)?;
     let scales = s.f32s()?;
+    for &v in &scales {
+        super::positive(&s, v)?;
+    }
     if scales.len() != scales_per_expert(weight, rows, cols) {
         return Err(crate::Error::checkpoint(
             &s.file,

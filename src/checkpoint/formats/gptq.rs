@@ -8,7 +8,7 @@
 //! `order_map`; vLLM `AWQ_REVERSE_ORDER` = [0, 4, 1, 5, 2, 6, 3, 7] undoes it); `qzeros`
 //! `[groups, out/8]` packed the same way, not offset; `scales` `[groups, out]`.
 
-use super::int::{g_idx, unpack_words};
+use super::int::{g_idx, trivial_g_idx, unpack_words};
 use super::{floats, groups_of};
 use crate::checkpoint::config::QuantFormat;
 use crate::checkpoint::shards::Shards;
@@ -85,51 +85,38 @@ pub(super) fn load(
             }
         }
     }
-    let zeros = if zero_point {
-        let zname = format!("{base}.qzeros");
-        let z = shards.get(&zname)?;
-        z.expect_dtype(&[Dtype::I32])?;
-        if rows % per != 0 {
-            return Err(Error::checkpoint(
-                &z.file,
-                &zname,
-                "output dimension not a whole number of words",
-            ));
-        }
-        z.expect_shape(&[groups, rows / per])?;
-        let vals = unpack_words(&z.i32s()?, b);
-        let minus_one = matches!(
-            format,
-            QuantFormat::Gptq {
-                zeros_minus_one: true,
-                ..
+    // With `sym` the kernels use the fixed zero 2^(bits-1); AutoGPTQ still writes
+    // `qzeros`, which must then hold exactly that zero, or `sym` misdescribes the file.
+    let zname = format!("{base}.qzeros");
+    let zeros = if zero_point || shards.contains(&zname) {
+        let z = read_zeros(format, shards, &zname, rows, groups, b, awq)?;
+        if zero_point {
+            Some(z)
+        } else {
+            let mid = 1u8 << (b - 1);
+            if let Some(&bad) = z.iter().find(|&&v| v != mid) {
+                return Err(Error::checkpoint(
+                    shards.file_of(&zname),
+                    &zname,
+                    format!(
+                        "zero point {bad} where quantization_config.sym ({}) means the symmetric zero {mid}",
+                        sym_setting(format)
+                    ),
+                ));
             }
-        );
-        let max = (1u16 << b) - 1;
-        let mut out = vec![0u8; rows * groups];
-        for g in 0..groups {
-            for w in 0..rows / per {
-                for i in 0..per {
-                    let col = if awq { AWQ_ORDER[i] } else { i };
-                    let v = vals[(g * (rows / per) + w) * per + i] as u16 + u16::from(minus_one);
-                    if v > max {
-                        return Err(Error::checkpoint(
-                            &z.file,
-                            &zname,
-                            format!("zero point {v} exceeds {max}"),
-                        ));
-                    }
-                    out[(w * per + col) * groups + g] = v as u8;
-                }
-            }
+            None
         }
-        Some(out)
     } else {
         None
     };
+    // Without `desc_act` group g holds columns g·size..; a stored g_idx must say the same.
+    let gname = format!("{base}.g_idx");
     let g_idx = if act_order {
-        Some(g_idx(shards, &format!("{base}.g_idx"), cols, groups)?)
+        Some(g_idx(shards, &gname, cols, groups)?)
     } else {
+        if shards.contains(&gname) {
+            trivial_g_idx(shards, &gname, cols, groups, "quantization_config.desc_act")?;
+        }
         None
     };
     let (packed4, bytes) = match bits {
@@ -146,4 +133,62 @@ pub(super) fn load(
         g_idx,
         channel_scales: None,
     }))
+}
+
+/// How `sym` was set, for errors: the value, or that it was the default.
+fn sym_setting(format: &QuantFormat) -> &'static str {
+    match format {
+        QuantFormat::Gptq { .. } => "true, or absent: GPTQConfig's default",
+        _ => "true",
+    }
+}
+
+/// GPTQ / AWQ `qzeros` `[groups, rows·bits/32]` unpacked to `[rows, groups]` codes.
+fn read_zeros(
+    format: &QuantFormat,
+    shards: &Shards,
+    zname: &str,
+    rows: usize,
+    groups: usize,
+    b: usize,
+    awq: bool,
+) -> Result<Vec<u8>> {
+    let per = 32 / b;
+    let z = shards.get(zname)?;
+    z.expect_dtype(&[Dtype::I32])?;
+    if rows % per != 0 {
+        return Err(Error::checkpoint(
+            &z.file,
+            zname,
+            "output dimension not a whole number of words",
+        ));
+    }
+    z.expect_shape(&[groups, rows / per])?;
+    let vals = unpack_words(&z.i32s()?, b);
+    let minus_one = matches!(
+        format,
+        QuantFormat::Gptq {
+            zeros_minus_one: true,
+            ..
+        }
+    );
+    let max = (1u16 << b) - 1;
+    let mut out = vec![0u8; rows * groups];
+    for g in 0..groups {
+        for w in 0..rows / per {
+            for i in 0..per {
+                let col = if awq { AWQ_ORDER[i] } else { i };
+                let v = vals[(g * (rows / per) + w) * per + i] as u16 + u16::from(minus_one);
+                if v > max {
+                    return Err(Error::checkpoint(
+                        &z.file,
+                        zname,
+                        format!("zero point {v} exceeds {max}"),
+                    ));
+                }
+                out[(w * per + col) * groups + g] = v as u8;
+            }
+        }
+    }
+    Ok(out)
 }

@@ -80,8 +80,10 @@ pub(super) fn load(
         }
     }
     let scales = floats(shards, &format!("{base}.weight_scale"), &[rows, groups])?;
-    let zeros = if zp {
-        let zname = format!("{base}.weight_zero_point");
+    // Symmetric weights use the fixed zero; a stored zero point must then be that zero
+    // (0 signed), or `symmetric` misdescribes the file.
+    let zname = format!("{base}.weight_zero_point");
+    let zeros = if zp || shards.contains(&zname) {
         let z = shards.get(&zname)?;
         let packed_rows = (rows * b).div_ceil(32);
         if z.dtype == Dtype::I32 && z.shape == [packed_rows, groups] && packed_rows != rows {
@@ -119,14 +121,30 @@ pub(super) fn load(
     } else {
         None
     };
+    let zeros = match zeros {
+        Some(z) if !zp => {
+            let mid = 1u8 << (b - 1);
+            if let Some(&bad) = z.iter().find(|&&v| v != mid) {
+                return Err(Error::checkpoint(
+                    shards.file_of(&zname),
+                    &zname,
+                    format!(
+                        "zero point {} where weights.symmetric (true, or absent: the compressed-tensors default) means 0",
+                        bad as i32 - mid as i32
+                    ),
+                ));
+            }
+            None
+        }
+        z => z,
+    };
+    let gname = format!("{base}.weight_g_idx");
     let g_idx = if act_order {
-        Some(g_idx(
-            shards,
-            &format!("{base}.weight_g_idx"),
-            cols,
-            groups,
-        )?)
+        Some(g_idx(shards, &gname, cols, groups)?)
     } else {
+        if shards.contains(&gname) {
+            trivial_g_idx(shards, &gname, cols, groups, "weights.actorder")?;
+        }
         None
     };
     let (packed4, bytes) = match bits {
@@ -163,4 +181,28 @@ pub(crate) fn g_idx(shards: &Shards, name: &str, cols: usize, groups: usize) -> 
             }
         })
         .collect()
+}
+
+/// A `g_idx` stored although the config says there is no activation order (`field`):
+/// it must be the plain order, column c in group c / (cols / groups).
+pub(crate) fn trivial_g_idx(
+    shards: &Shards,
+    name: &str,
+    cols: usize,
+    groups: usize,
+    field: &str,
+) -> Result<()> {
+    let g = g_idx(shards, name, cols, groups)?;
+    let size = cols / groups;
+    match g.iter().enumerate().find(|&(c, &v)| v as usize != c / size) {
+        None => Ok(()),
+        Some((c, &v)) => Err(Error::checkpoint(
+            shards.file_of(name),
+            name,
+            format!(
+                "column {c} in group {v}, not {}: this g_idx reorders columns, but {field} (absent, false or \"weight\") says there is no activation order",
+                c / size
+            ),
+        )),
+    }
 }

@@ -141,24 +141,81 @@ pub(crate) fn load_linear(
     })
 }
 
+/// A scale read from the checkpoint: finite and positive, or an error naming the tensor
+/// and the value (a zero, negative, NaN or infinite scale has no meaning and would only
+/// surface later as NaN or garbage, hidden by a merge).
+pub(crate) fn positive(t: &RawTensor, v: f32) -> Result<f32> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(crate::Error::checkpoint(
+            &t.file,
+            &t.name,
+            format!("scale {v}: expected a finite positive number"),
+        ))
+    }
+}
+
+/// A scale stored as its reciprocal (compressed-tensors global scales, 448·6/amax): it
+/// must be positive and finite, and so must the scale it stands for.
+pub(crate) fn reciprocal(t: &RawTensor, v: f32) -> Result<f32> {
+    let r = 1.0 / positive(t, v)?;
+    if r.is_finite() && r > 0.0 {
+        Ok(r)
+    } else {
+        Err(crate::Error::checkpoint(
+            &t.file,
+            &t.name,
+            format!("global scale {v}: its reciprocal {r} is not a usable scale"),
+        ))
+    }
+}
+
 fn input_scale(
     format: &QuantFormat,
     scheme: &QuantScheme,
     shards: &Shards,
     base: &str,
 ) -> Result<Option<f32>> {
+    // compressed-tensors NVFP4 stores the reciprocal convention: (448·6)/amax.
+    let name = match format {
+        QuantFormat::CtNvfp4 { .. } => format!("{base}.input_global_scale"),
+        _ => format!("{base}.input_scale"),
+    };
     if !scheme.needs_static_input_scales() {
+        if shards.contains(&name) {
+            return Err(crate::Error::checkpoint(
+                shards.file_of(&name),
+                &name,
+                format!(
+                    "a static input scale, but {} says activations are not statically scaled, so it would be ignored",
+                    act_field(format)
+                ),
+            ));
+        }
         return Ok(None);
     }
+    let t = shards.get(&name)?;
+    let v = t.scalar()?;
     Ok(Some(match format {
-        // compressed-tensors stores the reciprocal convention: (448·6)/amax.
-        QuantFormat::CtNvfp4 { .. } => {
-            1.0 / shards
-                .get(&format!("{base}.input_global_scale"))?
-                .scalar()?
-        }
-        _ => shards.get(&format!("{base}.input_scale"))?.scalar()?,
+        QuantFormat::CtNvfp4 { .. } => reciprocal(&t, v)?,
+        _ => positive(&t, v)?,
     }))
+}
+
+/// The config field that decides whether activations have a static scale.
+fn act_field(format: &QuantFormat) -> &'static str {
+    match format {
+        QuantFormat::CtFp8 { .. } => "quantization_config input_activations.dynamic",
+        QuantFormat::CtNvfp4 { .. } => {
+            "quantization_config input_activations (absent: weight-only nvfp4-a16)"
+        }
+        QuantFormat::NativeFp8 { .. } => {
+            "quantization_config.activation_scheme (\"dynamic\", or absent: the default)"
+        }
+        QuantFormat::Quark { .. } => "quantization_config global_quant_config.input_tensors",
+        _ => "the quantization format (it has no activation scales)",
+    }
 }
 
 /// Integer scale groups along K for `cols`, checking that the group divides it.

@@ -6,10 +6,11 @@
 //! `CompressedTensorsW4A4Fp4` inverts it at load); we store `1 / global`, which is exact
 //! when the global scale is a power of two and otherwise off by one f32 rounding.
 
-use super::tensor;
+use super::{positive, reciprocal, tensor};
 use crate::checkpoint::config::QuantFormat;
 use crate::checkpoint::shards::Shards;
 use crate::error::Result;
+use crate::formats::MiniFloat;
 use crate::quant::WeightData;
 use safetensors::Dtype;
 
@@ -34,19 +35,31 @@ pub(super) fn load(
         ));
     }
     let packed = tensor(shards, &wname, &[rows, cols / 2], &[Dtype::U8, Dtype::I8])?.data;
-    let block_scales = tensor(
+    let bname = format!("{base}.weight_scale");
+    let bt = tensor(
         shards,
-        &format!("{base}.weight_scale"),
+        &bname,
         &[rows, cols / 16],
         &[Dtype::F8_E4M3, Dtype::U8],
-    )?
-    .data;
+    )?;
+    // e4m3fn: sign bit set is negative (or -0), 0x7f / 0xff is NaN.
+    if let Some(&bad) = bt.data.iter().find(|&&b| b & 0x80 != 0 || b & 0x7f == 0x7f) {
+        return Err(crate::Error::checkpoint(
+            &bt.file,
+            &bname,
+            format!(
+                "block scale byte {bad:#04x} ({}): expected a non-negative finite e4m3 value",
+                crate::formats::F8E4M3::from_bits(bad).to_f32()
+            ),
+        ));
+    }
+    let block_scales = bt.data;
     let global = if ct {
-        1.0 / shards
-            .get(&format!("{base}.weight_global_scale"))?
-            .scalar()?
+        let t = shards.get(&format!("{base}.weight_global_scale"))?;
+        reciprocal(&t, t.scalar()?)?
     } else {
-        shards.get(&format!("{base}.weight_scale_2"))?.scalar()?
+        let t = shards.get(&format!("{base}.weight_scale_2"))?;
+        positive(&t, t.scalar()?)?
     };
     Ok(WeightData::Nvfp4 {
         packed,

@@ -1,0 +1,590 @@
+//! `quantization_config` (and ModelOpt's `hf_quant_config.json`) into a [`QuantFormat`].
+//! Every field that changes how tensors are read is checked: present and understood, or
+//! an error naming it; absent, the producer's documented default (cited at each use).
+
+use super::config::QuantFormat;
+use super::fields::Fields;
+use crate::error::Result;
+use crate::quant::{ActScale, Fp8WeightScale, IntBits, IntGroup, MxAct, MxElem};
+use serde_json::{json, Value};
+
+const GPTQ: &str = "transformers GPTQConfig";
+const AWQ: &str = "transformers AwqConfig";
+const FP8: &str = "transformers FineGrainedFP8Config / vLLM Fp8Config";
+const CT: &str = "compressed-tensors QuantizationArgs";
+const MODELOPT: &str = "ModelOpt NVFP4 block size";
+const OCP_MX: &str = "OCP MX block size";
+
+const METHODS: &[&str] = &[
+    "compressed-tensors",
+    "modelopt",
+    "quark",
+    "mxfp4",
+    "fp8",
+    "gptq",
+    "awq",
+];
+
+/// Parses a `quantization_config` object.
+pub(crate) fn parse_quant(q: &Fields) -> Result<QuantFormat> {
+    let method = q
+        .string("quant_method")?
+        .ok_or_else(|| q.err("quant_method", "missing"))?;
+    match method {
+        "compressed-tensors" => parse_ct(q),
+        "modelopt" => parse_modelopt(q),
+        "quark" => parse_quark(q),
+        // GPT-OSS `Mxfp4Config`: nothing in it changes how the blocks are read.
+        "mxfp4" => Ok(QuantFormat::GptOssMxfp4),
+        "fp8" => parse_fp8(q),
+        "gptq" => parse_gptq(q),
+        "awq" => parse_awq(q),
+        other => Err(q.err(
+            "quant_method",
+            format!(
+                "unknown quant_method '{other}' (known: {})",
+                METHODS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// ModelOpt `quant_algo` FP8 or NVFP4 (group 16).
+pub(crate) fn parse_modelopt(q: &Fields) -> Result<QuantFormat> {
+    let algo = q
+        .string("quant_algo")?
+        .ok_or_else(|| q.err("quant_algo", "missing (known: FP8, NVFP4)"))?;
+    match algo {
+        "FP8" => Ok(QuantFormat::ModeloptFp8),
+        "NVFP4" => {
+            let g = q.count_or("group_size", 16, MODELOPT)?;
+            if g != 16 {
+                return Err(q.err("group_size", format!("NVFP4 group size {g}, expected 16")));
+            }
+            Ok(QuantFormat::ModeloptNvfp4)
+        }
+        other => Err(q.err(
+            "quant_algo",
+            format!("ModelOpt algorithm '{other}' is not supported (known: FP8, NVFP4)"),
+        )),
+    }
+}
+
+fn int_bits(q: &Fields, key: &str, b: usize) -> Result<IntBits> {
+    match b {
+        4 => Ok(IntBits::Int4),
+        8 => Ok(IntBits::Int8),
+        _ => Err(q.err(key, format!("{b}-bit integers are not supported (4, 8)"))),
+    }
+}
+
+/// GPTQ / AWQ `group_size`: -1 is per channel, a positive size groups K.
+fn gptq_group(q: &Fields, source: &'static str) -> Result<IntGroup> {
+    match q.int_or("group_size", 128, source)? {
+        -1 => Ok(IntGroup::Channel),
+        n if n > 0 => Ok(IntGroup::Size(n as usize)),
+        n => Err(q.err(
+            "group_size",
+            format!("{n}, expected -1 (per channel) or a positive group size"),
+        )),
+    }
+}
+
+/// transformers `GPTQConfig`: `bits` has no default; group_size 128, desc_act false,
+/// sym true; `checkpoint_format` "gptq" (zero points stored minus one).
+fn parse_gptq(q: &Fields) -> Result<QuantFormat> {
+    let bits = q.need_count(&["bits"])?;
+    let bits = int_bits(q, "bits", bits)?;
+    let group = gptq_group(q, GPTQ)?;
+    let desc_act = q.bool_or("desc_act", false, GPTQ)?;
+    let sym = q.bool_or("sym", true, GPTQ)?;
+    let fmt = q.choice_or("checkpoint_format", &["gptq", "gptq_v2"], "gptq", GPTQ)?;
+    Ok(QuantFormat::Gptq {
+        bits,
+        group,
+        desc_act,
+        sym,
+        zeros_minus_one: fmt == "gptq",
+    })
+}
+
+/// transformers `AwqConfig`: bits 4, group_size 128, zero_point true, version "gemm".
+fn parse_awq(q: &Fields) -> Result<QuantFormat> {
+    let bits = q.count_or("bits", 4, AWQ)?;
+    if bits != 4 {
+        return Err(q.err("bits", format!("{bits}: AWQ is read for 4 bits only")));
+    }
+    let group = gptq_group(q, AWQ)?;
+    if !q.bool_or("zero_point", true, AWQ)? {
+        return Err(q.err(
+            "zero_point",
+            "false: AWQ without zero points is not supported",
+        ));
+    }
+    q.choice_or("version", &["gemm"], "gemm", AWQ)?;
+    Ok(QuantFormat::Awq { group })
+}
+
+/// `quant_method: fp8`: DeepSeek-V3's 128×128 blocks, or AutoFP8's per-tensor scales
+/// when `weight_block_size` is absent (vLLM `Fp8Config`'s reading).
+fn parse_fp8(q: &Fields) -> Result<QuantFormat> {
+    let scheme = q.choice_or("activation_scheme", &["dynamic", "static"], "dynamic", FP8)?;
+    q.choice_or("fmt", &["e4m3"], "e4m3", FP8)?;
+    let block = match q.get("weight_block_size") {
+        None => {
+            q.note("weight_block_size", "none: per-tensor", "vLLM Fp8Config");
+            false
+        }
+        Some(b) if b == &json!([128, 128]) => true,
+        Some(b) => {
+            return Err(q.err(
+                "weight_block_size",
+                format!("{b} is not supported (only [128, 128])"),
+            ))
+        }
+    };
+    let static_input = scheme == "static";
+    if block && static_input {
+        return Err(q.err(
+            "activation_scheme",
+            "static activations with 128×128 weight blocks are not supported (vLLM refuses them too)",
+        ));
+    }
+    Ok(QuantFormat::NativeFp8 {
+        block,
+        static_input,
+    })
+}
+
+const CT_FORMATS: &[&str] = &[
+    "dense",
+    "naive-quantized",
+    "float-quantized",
+    "int-quantized",
+    "pack-quantized",
+    "nvfp4-pack-quantized",
+    "marlin-24",
+    "sparse-bitmask",
+    "mixed-precision",
+];
+const CT_STRATEGIES: &[&str] = &[
+    "tensor",
+    "channel",
+    "group",
+    "block",
+    "token",
+    "tensor_group",
+];
+
+/// One compressed-tensors `QuantizationArgs` (weights or activations), with its defaults:
+/// num_bits 8, type "int", symmetric true, dynamic false, actorder none, and a strategy
+/// inferred from group_size (none → tensor, positive → group, -1 → channel).
+struct CtArgs {
+    bits: usize,
+    float: bool,
+    symmetric: bool,
+    strategy: String,
+    group_size: Option<i64>,
+    /// `false`, `true` or `"local"`.
+    dynamic: Value,
+    /// actorder "group": columns map to groups through `g_idx`.
+    group_order: bool,
+}
+
+fn ct_args(a: &Fields) -> Result<CtArgs> {
+    let bits = a.count_or("num_bits", 8, CT)?;
+    let float = a.choice_or("type", &["int", "float"], "int", CT)? == "float";
+    let symmetric = a.bool_or("symmetric", true, CT)?;
+    let group_size = a.int("group_size")?;
+    let strategy = match a.string("strategy")? {
+        Some(s) => {
+            a.choice_or("strategy", CT_STRATEGIES, "tensor", CT)?;
+            s.to_string()
+        }
+        None => {
+            let s = match group_size {
+                None => "tensor",
+                Some(g) if g > 0 => "group",
+                Some(-1) => "channel",
+                Some(g) => {
+                    return Err(a.err(
+                        "group_size",
+                        format!("{g}, expected -1 (channel) or a positive size"),
+                    ))
+                }
+            };
+            a.note("strategy", format!("\"{s}\" (from group_size)"), CT);
+            s.to_string()
+        }
+    };
+    let dynamic = match a.get("dynamic") {
+        None => {
+            a.note("dynamic", "false", CT);
+            Value::Bool(false)
+        }
+        Some(v @ Value::Bool(_)) => v.clone(),
+        Some(Value::String(s)) if s == "local" => Value::String(s.clone()),
+        Some(v) => {
+            return Err(a.err(
+                "dynamic",
+                format!("{v} is not understood (known: true, false, \"local\")"),
+            ))
+        }
+    };
+    let group_order = match a.get("actorder") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => match s.as_str() {
+            "group" | "dynamic" => true,
+            // "weight" (alias "static") reorders during calibration only: no g_idx.
+            "weight" | "static" => false,
+            other => {
+                return Err(a.err(
+                    "actorder",
+                    format!("unknown value '{other}' (known: group, weight, dynamic, static)"),
+                ))
+            }
+        },
+        Some(v) => return Err(a.err("actorder", format!("{v} is not a string or boolean"))),
+    };
+    Ok(CtArgs {
+        bits,
+        float,
+        symmetric,
+        strategy,
+        group_size,
+        dynamic,
+        group_order,
+    })
+}
+
+/// compressed-tensors: every entry of `config_groups` must describe the same
+/// quantization (groups that differ per layer are not handled: an honest limitation).
+fn parse_ct(q: &Fields) -> Result<QuantFormat> {
+    let groups = q
+        .get("config_groups")
+        .and_then(|g| g.as_object())
+        .ok_or_else(|| q.err("config_groups", "missing or not an object"))?;
+    let (gname, first) = groups
+        .iter()
+        .next()
+        .ok_or_else(|| q.err("config_groups", "empty"))?;
+    for (name, g) in groups {
+        let same = |k: &str| g.get(k) == first.get(k);
+        if !same("weights") || !same("input_activations") {
+            return Err(q.err(
+                &format!("config_groups.{name}"),
+                format!("quantizes differently from {gname}; per-layer schemes are not supported"),
+            ));
+        }
+    }
+    if let Some(sp) = q.child("sparsity_config")? {
+        if let Some(f) = sp.string("format")? {
+            if f != "dense" {
+                return Err(sp.err(
+                    "format",
+                    format!("sparse weights ('{f}') are not supported"),
+                ));
+            }
+        }
+    }
+    let gf = q
+        .child("config_groups")?
+        .and_then(|c| c.child(gname).ok().flatten())
+        .ok_or_else(|| q.err("config_groups", format!("{gname} is not an object")))?;
+    let w = ct_args(
+        &gf.child("weights")?
+            .ok_or_else(|| gf.err("weights", "missing"))?,
+    )?;
+    let af = gf.child("input_activations")?;
+    let a = af.as_ref().map(ct_args).transpose()?;
+    if gf.get("output_activations").is_some() {
+        return Err(gf.err("output_activations", "output quantization is not supported"));
+    }
+    // The format may sit in the group or at the top; absent, the weights decide (the
+    // CompressedTensorsConfig default "dense" would contradict quantized config groups).
+    let (ff, format) = match gf.string("format")? {
+        Some(f) => (&gf, Some(f)),
+        None => (q, q.string("format")?),
+    };
+    if let Some(f) = format {
+        ff.choice_or("format", CT_FORMATS, "dense", CT)?;
+        let want: &[&str] = match (w.float, w.bits) {
+            (true, 8) => &["float-quantized", "naive-quantized"],
+            (true, 4) => &["nvfp4-pack-quantized"],
+            _ => &["pack-quantized"],
+        };
+        if !want.contains(&f) {
+            return Err(ff.err(
+                "format",
+                format!(
+                    "'{f}' does not store {}-bit {} weights as fleetmoe reads them ({})",
+                    w.bits,
+                    if w.float { "float" } else { "int" },
+                    want.join(", ")
+                ),
+            ));
+        }
+    }
+    let wf = gf.child("weights")?.expect("checked above");
+    if w.dynamic != Value::Bool(false) {
+        return Err(wf.err(
+            "dynamic",
+            format!("{}: weights are stored, not dynamic", w.dynamic),
+        ));
+    }
+    match (w.float, w.bits) {
+        (true, 8) => ct_fp8(&wf, &w, af.as_ref().zip(a.as_ref())),
+        (true, 4) => ct_nvfp4(&wf, &w, af.as_ref().zip(a.as_ref())),
+        (false, 4) | (false, 8) => ct_int(&wf, &w, af.as_ref().zip(a.as_ref())),
+        (float, bits) => Err(wf.err(
+            "num_bits",
+            format!(
+                "{} {bits}-bit weights are not supported",
+                if float { "float" } else { "int" }
+            ),
+        )),
+    }
+}
+
+fn ct_fp8(wf: &Fields, w: &CtArgs, a: Option<(&Fields, &CtArgs)>) -> Result<QuantFormat> {
+    let weight = match w.strategy.as_str() {
+        "tensor" => Fp8WeightScale::PerTensor,
+        "channel" => Fp8WeightScale::PerChannel,
+        "block" => {
+            let b = wf.get("block_structure");
+            if b != Some(&json!([128, 128])) && b != Some(&json!("128x128")) {
+                return Err(wf.err(
+                    "block_structure",
+                    format!("{b:?} is not supported (only [128, 128])"),
+                ));
+            }
+            Fp8WeightScale::Block128
+        }
+        other => {
+            return Err(wf.err(
+                "strategy",
+                format!(
+                "fp8 weights with strategy '{other}' are not supported (tensor, channel, block)"
+            ),
+            ))
+        }
+    };
+    let Some((af, a)) = a else {
+        return Err(wf.err(
+            "input_activations",
+            "missing: fp8 weight-only is not supported",
+        ));
+    };
+    if !a.float || a.bits != 8 {
+        return Err(af.err(
+            "type",
+            format!(
+                "{}-bit {} activations with fp8 weights are not supported (float, 8 bits)",
+                a.bits,
+                if a.float { "float" } else { "int" }
+            ),
+        ));
+    }
+    let act = match (&a.dynamic, a.strategy.as_str()) {
+        (Value::Bool(false), "tensor") => ActScale::StaticPerTensor,
+        (Value::Bool(false), s) => {
+            return Err(af.err(
+                "strategy",
+                format!("static '{s}' activation scales are not supported (static needs tensor)"),
+            ))
+        }
+        (Value::Bool(true), "token") => ActScale::DynamicPerToken,
+        (Value::Bool(true), "tensor") => ActScale::DynamicPerTensor,
+        (Value::Bool(true), "group") if a.group_size == Some(128) => ActScale::DynamicPerGroup128,
+        (Value::Bool(true), "group") => {
+            return Err(af.err(
+                "group_size",
+                format!("{:?}: dynamic group activations need group size 128", a.group_size),
+            ))
+        }
+        (d, s) => {
+            return Err(af.err(
+                "strategy",
+                format!("'{s}' activations with dynamic {d} are not supported (token, tensor, group 128; static tensor)"),
+            ))
+        }
+    };
+    Ok(QuantFormat::CtFp8 { weight, act })
+}
+
+fn ct_nvfp4(wf: &Fields, w: &CtArgs, a: Option<(&Fields, &CtArgs)>) -> Result<QuantFormat> {
+    let nvfp4 = |f: &Fields, x: &CtArgs| -> Result<()> {
+        if x.strategy != "tensor_group" {
+            return Err(f.err(
+                "strategy",
+                format!("'{}': nvfp4 needs tensor_group", x.strategy),
+            ));
+        }
+        if x.group_size != Some(16) {
+            return Err(f.err(
+                "group_size",
+                format!("{:?}: nvfp4 needs group size 16", x.group_size),
+            ));
+        }
+        Ok(())
+    };
+    nvfp4(wf, w)?;
+    let w4a4 = match a {
+        None => false,
+        Some((af, a)) => {
+            if !a.float || a.bits != 4 {
+                return Err(af.err(
+                    "num_bits",
+                    format!(
+                        "{}-bit activations with nvfp4 weights are not supported (fp4)",
+                        a.bits
+                    ),
+                ));
+            }
+            nvfp4(af, a)?;
+            if a.dynamic != json!("local") {
+                return Err(af.err(
+                    "dynamic",
+                    format!("{}: nvfp4 activations are \"local\" (a static global scale, dynamic block scales)", a.dynamic),
+                ));
+            }
+            true
+        }
+    };
+    Ok(QuantFormat::CtNvfp4 { w4a4 })
+}
+
+fn ct_int(wf: &Fields, w: &CtArgs, a: Option<(&Fields, &CtArgs)>) -> Result<QuantFormat> {
+    let group = match w.strategy.as_str() {
+        "channel" => IntGroup::Channel,
+        "group" => match w.group_size {
+            Some(g) if g > 0 => IntGroup::Size(g as usize),
+            g => {
+                return Err(wf.err(
+                    "group_size",
+                    format!("{g:?}: strategy group needs a positive group size"),
+                ))
+            }
+        },
+        other => {
+            return Err(wf.err(
+                "strategy",
+                format!("int weights with strategy '{other}' are not supported (channel, group)"),
+            ))
+        }
+    };
+    if w.group_order && group == IntGroup::Channel {
+        return Err(wf.err("actorder", "group activation order needs strategy group"));
+    }
+    if let Some((af, a)) = a {
+        let w4a8 = a.float
+            && a.bits == 8
+            && a.dynamic == Value::Bool(true)
+            && a.strategy == "token"
+            && w.bits == 4
+            && w.symmetric
+            && !w.group_order
+            && group == IntGroup::Size(128);
+        if !w4a8 {
+            return Err(af.err(
+                "type",
+                format!(
+                    "{}-bit {} {} activations with {}-bit int weights are not supported (W4A8: int4 group 128 symmetric, dynamic fp8 per token)",
+                    a.bits,
+                    if a.float { "float" } else { "int" },
+                    a.strategy,
+                    w.bits
+                ),
+            ));
+        }
+        return Ok(QuantFormat::CtW4A8);
+    }
+    Ok(QuantFormat::CtInt {
+        bits: int_bits(wf, "num_bits", w.bits)?,
+        group,
+        symmetric: w.symmetric,
+        act_order: w.group_order,
+    })
+}
+
+const QUARK_DTYPES: &[&str] = &[
+    "int8", "uint8", "int4", "uint4", "bfloat16", "float16", "fp8_e4m3", "fp8_e5m2", "fp6_e3m2",
+    "fp6_e2m3", "fp4", "mx", "mx6", "mx9", "bfp16",
+];
+
+/// AMD Quark OCP MX: weights fp4 / fp6 per group of 32 with e8m0 scales; activations
+/// none, static fp8 per tensor, or MX in the weights' type.
+fn parse_quark(q: &Fields) -> Result<QuantFormat> {
+    let g = q
+        .child("global_quant_config")?
+        .ok_or_else(|| q.err("global_quant_config", "missing"))?;
+    for k in ["layer_quant_config", "layer_type_quant_config"] {
+        if let Some(v) = q.get(k) {
+            if v.as_object().is_none_or(|o| !o.is_empty()) {
+                return Err(q.err(k, "per-layer quantization overrides are not supported"));
+            }
+        }
+    }
+    let w = g
+        .child("weight")?
+        .ok_or_else(|| g.err("weight", "missing"))?;
+    let wd = w
+        .string("dtype")?
+        .ok_or_else(|| w.err("dtype", "missing"))?;
+    w.choice_or("dtype", QUARK_DTYPES, "fp4", "Quark")?;
+    let elem = match wd {
+        "fp4" => MxElem::Fp4E2M1,
+        "fp6_e3m2" => MxElem::Fp6E3M2,
+        "fp6_e2m3" => MxElem::Fp6E2M3,
+        other => {
+            return Err(w.err(
+                "dtype",
+                format!("'{other}' is not a supported Quark weight type (fp4, fp6_e3m2, fp6_e2m3)"),
+            ))
+        }
+    };
+    let gs = w.count_or("group_size", 32, OCP_MX)?;
+    if gs != 32 {
+        return Err(w.err("group_size", format!("{gs}, OCP MX needs 32")));
+    }
+    if let Some(s) = w.string("qscheme")? {
+        if s != "per_group" {
+            return Err(w.err("qscheme", format!("'{s}', OCP MX weights are per_group")));
+        }
+    }
+    if let Some(s) = w.string("scale_format")? {
+        if s != "e8m0" {
+            return Err(w.err("scale_format", format!("'{s}', OCP MX scales are e8m0")));
+        }
+    }
+    if g.get("output_tensors").is_some() {
+        return Err(g.err("output_tensors", "output quantization is not supported"));
+    }
+    let act = match g.child("input_tensors")? {
+        None => MxAct::Bf16,
+        Some(i) => {
+            let d = i
+                .string("dtype")?
+                .ok_or_else(|| i.err("dtype", "missing"))?;
+            i.choice_or("dtype", QUARK_DTYPES, "fp4", "Quark")?;
+            if d == "fp8_e4m3" {
+                if i.bool_or("is_dynamic", false, "Quark QuantizationSpec")? {
+                    return Err(i.err(
+                        "is_dynamic",
+                        "true: dynamic fp8 activations with MX weights are not supported (static per tensor)",
+                    ));
+                }
+                MxAct::Fp8Static
+            } else if d == wd {
+                MxAct::Mx
+            } else {
+                return Err(i.err(
+                    "dtype",
+                    format!("'{d}' activations with {wd} weights are not supported (none, fp8_e4m3, {wd})"),
+                ));
+            }
+        }
+    };
+    Ok(QuantFormat::Quark { elem, act })
+}
