@@ -454,8 +454,8 @@ mod gpu {
                 .unwrap()
                 .route(&logits, tokens)
                 .unwrap();
-            assert_eq!(got.ids, want.ids, "{} E={e} k={k}", routing.name());
-            for (g, w) in got.weights.iter().zip(&want.weights) {
+            assert_eq!(got.ids(), want.ids(), "{} E={e} k={k}", routing.name());
+            for (g, w) in got.weights().iter().zip(want.weights()) {
                 assert!(
                     (g - w).abs() <= 1e-5 * w.abs().max(1.0),
                     "{} E={e} k={k}: weight {g} vs {w}",

@@ -204,16 +204,10 @@ impl MoeLayer {
                 &routed
             }
             RoutingInput::TopK(t) => {
-                if t.tokens != tokens {
-                    return Err(Error::shape("top-k tokens", tokens, t.tokens));
+                if t.tokens() != tokens {
+                    return Err(Error::shape("top-k tokens", tokens, t.tokens()));
                 }
-                TopK::new(
-                    t.tokens,
-                    t.k,
-                    t.ids.clone(),
-                    t.weights.clone(),
-                    self.config.num_experts,
-                )?;
+                t.check_experts(self.config.num_experts)?;
                 t
             }
         };

@@ -30,11 +30,11 @@ pub fn prepare(
     num_experts: usize,
     weight_on_input: bool,
 ) -> Result<Pairs> {
-    let k = topk.k;
-    let mut inputs = Vec::with_capacity(topk.tokens * k * hidden);
-    let mut experts = Vec::with_capacity(topk.tokens * k);
+    let k = topk.k();
+    let mut inputs = Vec::with_capacity(topk.tokens() * k * hidden);
+    let mut experts = Vec::with_capacity(topk.tokens() * k);
     let mut by_expert = vec![Vec::new(); num_experts];
-    for t in 0..topk.tokens {
+    for t in 0..topk.tokens() {
         let row = &x[t * hidden..(t + 1) * hidden];
         for j in 0..k {
             let mut r = row.to_vec();
