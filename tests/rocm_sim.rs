@@ -314,7 +314,7 @@ fn the_hip_router_on_the_simulator_matches_the_host_router() {
             ..LayerConfig::new(e, k, 128, 128)
         };
         let hip = HipRouter::new(dev, &config).unwrap().unwrap();
-        let host = Router::new(&config);
+        let host = Router::new(&config).unwrap();
         for (what, logits) in [
             ("uniform", common::uniform(&mut rng, tokens * e, 3.0)),
             ("tied", tied_logits(&mut rng, tokens * e)),
@@ -401,7 +401,7 @@ fn the_hip_router_on_the_simulator_matches_the_host_router() {
     // Bad input is an error, as on the host; none of it panics.
     let config = LayerConfig::new(8, 2, 128, 128);
     let hip = HipRouter::new(dev, &config).unwrap().unwrap();
-    let host = Router::new(&config);
+    let host = Router::new(&config).unwrap();
     let mut nan = vec![0.5f32; 16];
     nan[3] = f32::NAN;
     assert!(hip.route(&nan, 2).is_err() && host.route(&nan, 2).is_err());

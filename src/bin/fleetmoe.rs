@@ -340,7 +340,7 @@ fn problem(
     let x = gaussian(&mut rng, tokens * config.hidden, 1.0);
     let logits = gaussian(&mut rng, tokens * config.num_experts, 1.0);
     let mut weights = ExpertWeights::quantize(&DenseExperts::random(&config, seed + 1), scheme)?;
-    let topk = Router::new(&config).route(&logits, tokens)?;
+    let topk = Router::new(&config)?.route(&logits, tokens)?;
     calibrate(&mut weights, &config, &x, &topk)?;
     let shared = match config.shared_intermediate {
         Some(i) => {
@@ -486,7 +486,7 @@ fn run(
         );
     }
 
-    let topk = Router::new(c).route(&p.logits, tokens)?;
+    let topk = Router::new(c)?.route(&p.logits, tokens)?;
     let same = rel_l2(&y, &reference(&p, &topk, false)?);
     let truth = rel_l2(&y, &reference(&p, &topk, true)?);
     println!("error     {same:.2e} rel L2 vs an f64 forward of the same quantized weights and activation rounding (parity tolerance {:.0e})", scheme.parity_tolerance());

@@ -241,7 +241,7 @@ pub fn run_model(opts: &RunModel) -> Result<(String, bool)> {
     let routing = RoutingInput::Logits(&logits);
     let slots = vec![None; opts.tokens];
     let y = layer.forward(&x, routing, with_lora.then_some(&slots[..]))?;
-    let topk = Router::new(&l.config).route(&logits, opts.tokens)?;
+    let topk = Router::new(&l.config)?.route(&logits, opts.tokens)?;
     let err = rel_l2(&y, &reference(&l, &x, &topk)?);
     let tol = l.weights.scheme.parity_tolerance();
     let _ = writeln!(s, "error     {err:.2e} rel L2 vs an f64 forward of the same quantized weights (tolerance {tol:.0e})");

@@ -126,7 +126,7 @@ impl MoeLayer {
             gpu_router,
             #[cfg(feature = "rocm")]
             hip_router,
-            router: Router::new(&config),
+            router: Router::new(&config)?,
             config,
             experts,
             shared,

@@ -6,7 +6,7 @@
 
 use super::config::LayerConfig;
 use super::topk::TopK;
-use crate::error::{check_len, Result};
+use crate::error::{check_len, checked_size, Result};
 use crate::quant::activation::round_to_model_dtype;
 use crate::quant::{ActQuant, ExpertWeights, Stage};
 
@@ -27,7 +27,29 @@ pub fn forward_f64(
     quantize: bool,
 ) -> Result<Vec<f64>> {
     let (h, i) = (config.hidden, config.intermediate);
-    check_len("hidden states", x.len(), topk.tokens() * h)?;
+    config.validate()?;
+    weights.validate_weights()?;
+    let want = (config.num_experts, h, i, config.activation.is_gated());
+    let have = (
+        weights.num_experts,
+        weights.hidden,
+        weights.intermediate,
+        weights.gated,
+    );
+    if want != have {
+        return Err(crate::error::Error::shape(
+            "expert weights (experts, hidden, intermediate, gated)",
+            format!("{want:?} from the layer config"),
+            format!("{have:?}"),
+        ));
+    }
+    topk.check_experts(config.num_experts)?;
+    let n = checked_size("hidden states (tokens × hidden)", &[topk.tokens(), h])?;
+    check_len("hidden states", x.len(), n)?;
+    checked_size(
+        "expert inputs and outputs (pairs × width)",
+        &[topk.pairs(), h.max(config.activation.w13_rows(i))],
+    )?;
     let rows13 = config.activation.w13_rows(i);
     let scheme = &weights.scheme;
     let (a1, a2) = if quantize {
