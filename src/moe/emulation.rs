@@ -73,6 +73,7 @@ fn matmul(w: &[f32], rows: usize, cols: usize, inputs: &[f32], pairs: &[usize], 
 impl DenseMlp {
     /// Dequantizes every expert of `weights` and fixes the activation rules.
     pub fn new(weights: &ExpertWeights, activation: Activation) -> Result<Self> {
+        activation.validate()?;
         weights.validate()?;
         if weights.gated != activation.is_gated() {
             return Err(Error::Config(format!(
