@@ -31,6 +31,18 @@ pub enum Error {
         value: f32,
         why: &'static str,
     },
+    /// A number the layer trusts (a weight, bias, routing or activation parameter, an
+    /// adapter value, a router weight) is NaN, infinite or outside its domain.
+    #[error("invalid value in {what}: {value} (expected {expected})")]
+    Value {
+        what: String,
+        value: f32,
+        expected: &'static str,
+    },
+    /// A size multiplied from configuration, checkpoint or input values does not fit in
+    /// `usize`.
+    #[error("size overflow in {what}: {product} does not fit in usize")]
+    Overflow { what: String, product: String },
     /// A scheme name that fleetmoe does not know.
     #[error("unknown quantization scheme '{name}'; known schemes: {known}")]
     UnknownScheme { name: String, known: String },
@@ -141,6 +153,49 @@ pub fn check_scale(what: &str, value: f32) -> Result<()> {
         value,
         why,
     })
+}
+
+/// `factors` multiplied, or `Error::Overflow` naming `what` and the product when it does
+/// not fit: every size built from configuration, checkpoint or input values goes through
+/// here.
+pub fn checked_size(what: &str, factors: &[usize]) -> Result<usize> {
+    factors
+        .iter()
+        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
+        .ok_or_else(|| Error::Overflow {
+            what: what.to_string(),
+            product: factors
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" × "),
+        })
+}
+
+/// Checks that every value is finite; the error names `what` with the first bad index.
+pub fn check_finite(what: &str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::Value {
+            what: format!("{what} [{i}]"),
+            value: values[i],
+            expected: "a finite number",
+        }),
+    }
+}
+
+/// Checks that every value is finite and at most `bound` in magnitude; the error names
+/// `what` with the first bad index.
+pub fn check_bounded(what: &str, values: &[f32], bound: f32, expected: &'static str) -> Result<()> {
+    check_finite(what, values)?;
+    match values.iter().position(|v| v.abs() > bound) {
+        None => Ok(()),
+        Some(i) => Err(Error::Value {
+            what: format!("{what} [{i}]"),
+            value: values[i],
+            expected,
+        }),
+    }
 }
 
 /// Checks that `group` divides `dim`.

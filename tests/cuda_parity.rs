@@ -112,7 +112,10 @@ mod gpu {
             let x = gaussian(&mut rng, case.tokens * case.hidden, 1.0);
             let logits = gaussian(&mut rng, case.tokens * case.experts, 1.0);
             let dense = DenseExperts::random(&config, 77 + seed + n as u64);
-            let topk = Router::new(&config).route(&logits, case.tokens).unwrap();
+            let topk = Router::new(&config)
+                .unwrap()
+                .route(&logits, case.tokens)
+                .unwrap();
             for &name in schemes {
                 let scheme = QuantScheme::parse(name).unwrap();
                 let mut weights = match ExpertWeights::quantize(&dense, scheme) {
@@ -320,7 +323,10 @@ mod gpu {
             let dense = DenseExperts::random(&config, 900 + n as u64);
             // Qwen2-MoE style sigmoid gate on the shared expert.
             let gate = gaussian(&mut rng, case.hidden, 0.05);
-            let topk = Router::new(&config).route(&logits, case.tokens).unwrap();
+            let topk = Router::new(&config)
+                .unwrap()
+                .route(&logits, case.tokens)
+                .unwrap();
             for name in [
                 "bf16",
                 "f16",
@@ -448,14 +454,17 @@ mod gpu {
                 ..LayerConfig::new(e, k, 128, 128)
             };
             let logits = gaussian(&mut rng, tokens * e, 2.0);
-            let want = Router::new(&config).route(&logits, tokens).unwrap();
+            let want = Router::new(&config)
+                .unwrap()
+                .route(&logits, tokens)
+                .unwrap();
             let got = fleetmoe::backends::cuda::CudaRouter::new(dev, &config)
                 .unwrap()
                 .unwrap()
                 .route(&logits, tokens)
                 .unwrap();
-            assert_eq!(got.ids, want.ids, "{} E={e} k={k}", routing.name());
-            for (g, w) in got.weights.iter().zip(&want.weights) {
+            assert_eq!(got.ids(), want.ids(), "{} E={e} k={k}", routing.name());
+            for (g, w) in got.weights().iter().zip(want.weights()) {
                 assert!(
                     (g - w).abs() <= 1e-5 * w.abs().max(1.0),
                     "{} E={e} k={k}: weight {g} vs {w}",

@@ -53,8 +53,11 @@ fn top_k_larger_than_the_expert_count_is_refused() {
         })
     ));
     assert!(matches!(
-        Router::new(&c).route(&[0.0; E], 1),
-        Err(Error::TopK { .. })
+        Router::new(&c),
+        Err(Error::TopK {
+            top_k: 5,
+            num_experts: 4
+        })
     ));
     assert!(matches!(
         TopK::new(1, 5, vec![0; 5], vec![0.2; 5], E),
@@ -64,7 +67,7 @@ fn top_k_larger_than_the_expert_count_is_refused() {
 
 #[test]
 fn router_refuses_nan_and_wrong_lengths() {
-    let r = Router::new(&config());
+    let r = Router::new(&config()).unwrap();
     assert!(message(r.route(&[0.0, f32::NAN, 1.0, 2.0], 1)).contains("NaN"));
     let m = message(r.route(&[0.0; E + 1], 1));
     assert!(m.contains("router logits"), "{m}");
@@ -74,28 +77,41 @@ fn router_refuses_nan_and_wrong_lengths() {
 fn caller_top_k_is_checked_against_the_layer() {
     let l = layer(config(), LayerExtras::default()).unwrap();
     let x = uniform(&mut rng(1), 2 * H, 1.0);
-    let out_of_range = TopK {
-        tokens: 2,
-        k: 2,
-        ids: vec![0, 1, 2, E as u32],
-        weights: vec![0.5; 4],
-    };
+    // Routing built for a larger layer names an expert this one does not have.
+    let out_of_range = TopK::new(2, 2, vec![0, 1, 2, E as u32], vec![0.5; 4], 2 * E).unwrap();
     assert!(matches!(
         l.forward(&x, RoutingInput::TopK(&out_of_range), None),
-        Err(Error::ExpertId { id: 4, .. })
+        Err(Error::ExpertId {
+            id: 4,
+            num_experts: 4
+        })
     ));
     let wrong_tokens = TopK::new(1, 2, vec![0, 1], vec![0.5, 0.5], E).unwrap();
     assert!(matches!(
         l.forward(&x, RoutingInput::TopK(&wrong_tokens), None),
         Err(Error::Shape { .. })
     ));
-    let infinite = TopK {
-        tokens: 2,
-        k: 2,
-        ids: vec![0, 1, 2, 3],
-        weights: vec![0.5, f32::INFINITY, 0.5, 0.5],
-    };
-    assert!(message(l.forward(&x, RoutingInput::TopK(&infinite), None)).contains("not finite"));
+    // A TopK can only hold ids below its expert count and finite weights.
+    assert!(matches!(
+        TopK::new(2, 2, vec![0, 1, 2, E as u32], vec![0.5; 4], E),
+        Err(Error::ExpertId {
+            id: 4,
+            num_experts: 4
+        })
+    ));
+    match TopK::new(
+        2,
+        2,
+        vec![0, 1, 2, 3],
+        vec![0.5, f32::INFINITY, 0.5, 0.5],
+        E,
+    ) {
+        Err(Error::Value { what, value, .. }) => {
+            assert!(what.contains("top-k weights [1]"), "{what}");
+            assert_eq!(value, f32::INFINITY);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -293,17 +309,18 @@ fn a_forced_backend_that_cannot_run_names_its_reasons() {
 
 #[test]
 fn softmax_top_k_picks_the_largest_and_breaks_ties_low() {
-    let r = Router::new(&LayerConfig::new(E, 2, H, I));
+    let r = Router::new(&LayerConfig::new(E, 2, H, I)).unwrap();
     let t = r.route(&[1.0, 3.0, 3.0, -2.0], 1).unwrap();
-    assert_eq!(t.ids, vec![1, 2]);
-    assert!((t.weights[0] - 0.5).abs() < 1e-6 && (t.weights[1] - 0.5).abs() < 1e-6);
+    assert_eq!(t.ids(), vec![1, 2]);
+    assert!((t.weights()[0] - 0.5).abs() < 1e-6 && (t.weights()[1] - 0.5).abs() < 1e-6);
     let raw = Router::new(&LayerConfig {
         routing: Routing::SoftmaxTopK { renormalize: false },
         ..config()
-    });
+    })
+    .unwrap();
     let t = raw.route(&[0.0, 0.0, 0.0, 0.0], 1).unwrap();
-    assert_eq!(t.ids, vec![0, 1]);
-    assert!((t.weights[0] - 0.25).abs() < 1e-6);
+    assert_eq!(t.ids(), vec![0, 1]);
+    assert!((t.weights()[0] - 0.25).abs() < 1e-6);
 }
 
 #[test]
@@ -324,10 +341,10 @@ fn grouped_routing_only_picks_from_the_kept_groups() {
         ..config()
     };
     let logits = [2.0, 2.0, -5.0, -5.0, 3.0, -5.0, -5.0, -5.0];
-    let t = Router::new(&c).route(&logits, 1).unwrap();
-    assert_eq!(t.ids, vec![0, 1]);
+    let t = Router::new(&c).unwrap().route(&logits, 1).unwrap();
+    assert_eq!(t.ids(), vec![0, 1]);
     // Renormalized, then scaled: the weights sum to the routed scaling factor.
-    assert!((t.weights.iter().sum::<f32>() - 2.5).abs() < 1e-5);
+    assert!((t.weights().iter().sum::<f32>() - 2.5).abs() < 1e-5);
     // Without a correction bias a group is scored by its best expert, so group 1 wins.
     let max_scored = LayerConfig {
         routing: Routing::Grouped {
@@ -340,9 +357,9 @@ fn grouped_routing_only_picks_from_the_kept_groups() {
         },
         ..c
     };
-    let t = Router::new(&max_scored).route(&logits, 1).unwrap();
-    assert_eq!(t.ids[0], 4);
-    assert!(t.ids[1] >= 4);
+    let t = Router::new(&max_scored).unwrap().route(&logits, 1).unwrap();
+    assert_eq!(t.ids()[0], 4);
+    assert!(t.ids()[1] >= 4);
 }
 
 #[test]
@@ -397,7 +414,7 @@ fn every_representative_scheme_builds_and_runs_a_layer_on_the_cpu() {
     let c = LayerConfig::new(E, 2, 128, 128);
     let x = uniform(&mut rng(9), 3 * 128, 1.0);
     let logits = uniform(&mut rng(10), 3 * E, 1.0);
-    let topk = Router::new(&c).route(&logits, 3).unwrap();
+    let topk = Router::new(&c).unwrap().route(&logits, 3).unwrap();
     for scheme in QuantScheme::all_representative() {
         let mut w = ExpertWeights::quantize(&DenseExperts::random(&c, 11), scheme).unwrap();
         if scheme.needs_static_input_scales() {

@@ -35,7 +35,10 @@ fn run(scheme: &str, shared: bool) -> Outputs {
     let x = uniform(&mut r, TOKENS * H, 1.0);
     let logits = uniform(&mut r, TOKENS * E, 1.0);
     let mut weights = ExpertWeights::quantize(&DenseExperts::random(&config, 3), scheme).unwrap();
-    let topk = Router::new(&config).route(&logits, TOKENS).unwrap();
+    let topk = Router::new(&config)
+        .unwrap()
+        .route(&logits, TOKENS)
+        .unwrap();
     calibrate(&mut weights, &config, &x, &topk).unwrap();
     let shared_weights = shared.then(|| {
         let one = LayerConfig {

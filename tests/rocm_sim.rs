@@ -314,7 +314,7 @@ fn the_hip_router_on_the_simulator_matches_the_host_router() {
             ..LayerConfig::new(e, k, 128, 128)
         };
         let hip = HipRouter::new(dev, &config).unwrap().unwrap();
-        let host = Router::new(&config);
+        let host = Router::new(&config).unwrap();
         for (what, logits) in [
             ("uniform", common::uniform(&mut rng, tokens * e, 3.0)),
             ("tied", tied_logits(&mut rng, tokens * e)),
@@ -322,9 +322,13 @@ fn the_hip_router_on_the_simulator_matches_the_host_router() {
             let want = host.route(&logits, tokens).unwrap();
             let got = hip.route(&logits, tokens).unwrap();
             let name = routing.name();
-            assert_eq!(got.ids, want.ids, "{name} E={e} k={k} {what} logits: ids");
+            assert_eq!(
+                got.ids(),
+                want.ids(),
+                "{name} E={e} k={k} {what} logits: ids"
+            );
             let mut diff = 0.0f32;
-            for (g, w) in got.weights.iter().zip(&want.weights) {
+            for (g, w) in got.weights().iter().zip(want.weights()) {
                 assert!(
                     (g - w).abs() <= 1e-5 * w.abs().max(1.0),
                     "{name} E={e} k={k} {what} logits: weight {g} vs {w}"
@@ -397,7 +401,7 @@ fn the_hip_router_on_the_simulator_matches_the_host_router() {
     // Bad input is an error, as on the host; none of it panics.
     let config = LayerConfig::new(8, 2, 128, 128);
     let hip = HipRouter::new(dev, &config).unwrap().unwrap();
-    let host = Router::new(&config);
+    let host = Router::new(&config).unwrap();
     let mut nan = vec![0.5f32; 16];
     nan[3] = f32::NAN;
     assert!(hip.route(&nan, 2).is_err() && host.route(&nan, 2).is_err());
@@ -407,7 +411,7 @@ fn the_hip_router_on_the_simulator_matches_the_host_router() {
     inf[9] = f32::INFINITY;
     assert!(host.route(&inf, 2).is_err());
     assert!(hip.route(&inf, 2).is_err());
-    assert_eq!(hip.route(&[], 0).unwrap().ids.len(), 0);
+    assert_eq!(hip.route(&[], 0).unwrap().ids().len(), 0);
     let too_many = LayerConfig::new(2048, 2, 128, 128);
     assert!(HipRouter::new(dev, &too_many).is_err());
     let given = LayerConfig {

@@ -340,7 +340,7 @@ fn problem(
     let x = gaussian(&mut rng, tokens * config.hidden, 1.0);
     let logits = gaussian(&mut rng, tokens * config.num_experts, 1.0);
     let mut weights = ExpertWeights::quantize(&DenseExperts::random(&config, seed + 1), scheme)?;
-    let topk = Router::new(&config).route(&logits, tokens)?;
+    let topk = Router::new(&config)?.route(&logits, tokens)?;
     calibrate(&mut weights, &config, &x, &topk)?;
     let shared = match config.shared_intermediate {
         Some(i) => {
@@ -353,7 +353,7 @@ fn problem(
                 ..config.clone()
             };
             let mut w = ExpertWeights::quantize(&DenseExperts::random(&one, seed + 2), scheme)?;
-            calibrate(&mut w, &one, &x, &everyone_to_expert_0(tokens))?;
+            calibrate(&mut w, &one, &x, &everyone_to_expert_0(tokens)?)?;
             Some(w)
         }
         None => None,
@@ -368,13 +368,8 @@ fn problem(
 }
 
 /// Every token to expert 0 with weight 1: the shared expert as a one-expert layer.
-fn everyone_to_expert_0(tokens: usize) -> TopK {
-    TopK {
-        tokens,
-        k: 1,
-        ids: vec![0; tokens],
-        weights: vec![1.0; tokens],
-    }
+fn everyone_to_expert_0(tokens: usize) -> Result<TopK> {
+    TopK::new(tokens, 1, vec![0; tokens], vec![1.0; tokens], 1)
 }
 
 /// The f64 output of the routed (and shared) experts; `truth` uses bf16 copies of the
@@ -401,7 +396,7 @@ fn reference(p: &Problem, topk: &TopK, truth: bool) -> Result<Vec<f64>> {
             shared_intermediate: None,
             ..p.config.clone()
         };
-        let s = f64_of(w, &one, &everyone_to_expert_0(topk.tokens))?;
+        let s = f64_of(w, &one, &everyone_to_expert_0(topk.tokens())?)?;
         out.iter_mut().zip(s).for_each(|(o, v)| *o += v);
     }
     Ok(out)
@@ -491,7 +486,7 @@ fn run(
         );
     }
 
-    let topk = Router::new(c).route(&p.logits, tokens)?;
+    let topk = Router::new(c)?.route(&p.logits, tokens)?;
     let same = rel_l2(&y, &reference(&p, &topk, false)?);
     let truth = rel_l2(&y, &reference(&p, &topk, true)?);
     println!("error     {same:.2e} rel L2 vs an f64 forward of the same quantized weights and activation rounding (parity tolerance {:.0e})", scheme.parity_tolerance());

@@ -178,15 +178,11 @@ fn reference(l: &LoadedLayer, x: &[f32], topk: &TopK) -> Result<Vec<f64>> {
             apply_router_weight_on_input: false,
             ..l.config.clone()
         };
-        let everyone = TopK {
-            tokens: topk.tokens,
-            k: 1,
-            ids: vec![0; topk.tokens],
-            weights: vec![1.0; topk.tokens],
-        };
+        let n = topk.tokens();
+        let everyone = TopK::new(n, 1, vec![0; n], vec![1.0; n], 1)?;
         let y = forward_f64(&sh.weights, &one, x, &everyone, true)?;
         let h = l.config.hidden;
-        for t in 0..topk.tokens {
+        for t in 0..topk.tokens() {
             let g = sh.gate.as_ref().map_or(1.0, |g| {
                 let d: f64 = x[t * h..(t + 1) * h]
                     .iter()
@@ -269,7 +265,7 @@ pub fn run_model(opts: &RunModel) -> Result<(String, bool)> {
     let routing = RoutingInput::Logits(&logits);
     let slots = vec![None; opts.tokens];
     let y = layer.forward(&x, routing, with_lora.then_some(&slots[..]))?;
-    let topk = Router::new(&l.config).route(&logits, opts.tokens)?;
+    let topk = Router::new(&l.config)?.route(&logits, opts.tokens)?;
     let err = rel_l2(&y, &reference(&l, &x, &topk)?);
     let tol = l.weights.scheme.parity_tolerance();
     let _ = writeln!(s, "error     {err:.2e} rel L2 vs an f64 forward of the same quantized weights (tolerance {tol:.0e})");

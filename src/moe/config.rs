@@ -1,7 +1,7 @@
 //! The description of one MoE layer: sizes, activation, routing, and what rides along
 //! (biases, shared experts, LoRA). Backends and the oracle read it; nothing mutates it.
 
-use crate::error::{Error, Result};
+use crate::error::{checked_size, Error, Result};
 
 /// The expert MLP's nonlinearity, and whether gemm1 produces gate and up halves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,13 +33,37 @@ impl Activation {
         !matches!(self, Activation::Relu2 | Activation::Silu)
     }
 
-    /// Rows of w13 for intermediate size `i`.
+    /// Rows of w13 for intermediate size `i` (saturating: `LayerConfig::validate` refuses
+    /// sizes whose products overflow).
     pub fn w13_rows(&self, i: usize) -> usize {
         if self.is_gated() {
-            2 * i
+            i.saturating_mul(2)
         } else {
             i
         }
+    }
+
+    /// Checks the activation's parameters: GPT-OSS's `alpha` finite, its `limit` finite
+    /// and positive (a negative or NaN limit would make the clamp panic, an infinite one
+    /// is no clamp at all).
+    pub fn validate(&self) -> Result<()> {
+        if let Activation::SwigluOai { alpha, limit } = *self {
+            if !alpha.is_finite() {
+                return Err(Error::Value {
+                    what: "swigluoai alpha".into(),
+                    value: alpha,
+                    expected: "a finite number",
+                });
+            }
+            if !(limit.is_finite() && limit > 0.0) {
+                return Err(Error::Value {
+                    what: "swigluoai limit".into(),
+                    value: limit,
+                    expected: "a finite positive clamp limit",
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Short name, as `explain` and the command line print it.
@@ -165,60 +189,31 @@ impl LayerConfig {
                 self.num_experts, self.hidden, self.intermediate
             )));
         }
-        if self.top_k == 0 || self.top_k > self.num_experts {
-            return Err(Error::TopK {
-                top_k: self.top_k,
-                num_experts: self.num_experts,
-            });
-        }
+        self.activation.validate()?;
+        self.routing.validate(self.num_experts, self.top_k)?;
         if self.apply_router_weight_on_input && self.top_k != 1 {
             return Err(Error::Config(format!(
                 "apply_router_weight_on_input needs top-k 1, got {}",
                 self.top_k
             )));
         }
-        match &self.routing {
-            Routing::Grouped {
-                num_groups,
-                topk_groups,
-                correction_bias,
-                routed_scaling_factor,
-                ..
-            } => {
-                if *num_groups == 0 || self.num_experts % num_groups != 0 {
-                    return Err(Error::Config(format!(
-                        "{} experts cannot be split into {num_groups} equal groups",
-                        self.num_experts
-                    )));
-                }
-                if *topk_groups == 0 || topk_groups > num_groups {
-                    return Err(Error::Config(format!(
-                        "topk_groups {topk_groups} must be in 1..={num_groups}"
-                    )));
-                }
-                if self.top_k > topk_groups * (self.num_experts / num_groups) {
-                    return Err(Error::Config(format!(
-                        "top-k {} exceeds the {} experts in the {topk_groups} kept groups",
-                        self.top_k,
-                        topk_groups * (self.num_experts / num_groups)
-                    )));
-                }
-                if let Some(b) = correction_bias {
-                    crate::error::check_len("score correction bias", b.len(), self.num_experts)?;
-                }
-                if !routed_scaling_factor.is_finite() || *routed_scaling_factor <= 0.0 {
-                    return Err(Error::Config(format!(
-                        "routed_scaling_factor must be finite and positive, got {routed_scaling_factor}"
-                    )));
-                }
-            }
-            Routing::SigmoidTop1 if self.top_k != 1 => {
-                return Err(Error::Config(format!(
-                    "sigmoid top-1 routing needs top-k 1, got {}",
-                    self.top_k
-                )));
-            }
-            _ => {}
+        let rows13 = self.activation.w13_rows(self.intermediate);
+        if self.activation.is_gated() {
+            checked_size("w13 rows (2 × intermediate)", &[2, self.intermediate])?;
+        }
+        checked_size(
+            "w13 (experts × w13 rows × hidden)",
+            &[self.num_experts, rows13, self.hidden],
+        )?;
+        checked_size(
+            "w2 (experts × hidden × intermediate)",
+            &[self.num_experts, self.hidden, self.intermediate],
+        )?;
+        if let Some(i) = self.shared_intermediate {
+            checked_size(
+                "shared expert w13 (2 × intermediate × hidden)",
+                &[2, i, self.hidden],
+            )?;
         }
         if self.shared_intermediate == Some(0) {
             return Err(Error::Config(

@@ -8,7 +8,7 @@ use super::finalize::combine;
 use super::lora::{LoraBatch, LoraExpert};
 use super::prepare::{prepare, Pairs};
 use super::topk::TopK;
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_len, checked_size, Error, Result};
 use crate::oracle::BackendId;
 use crate::quant::activation::round_to_model_dtype;
 use crate::quant::{ActQuant, ExpertWeights, QuantScheme, Stage};
@@ -73,6 +73,7 @@ fn matmul(w: &[f32], rows: usize, cols: usize, inputs: &[f32], pairs: &[usize], 
 impl DenseMlp {
     /// Dequantizes every expert of `weights` and fixes the activation rules.
     pub fn new(weights: &ExpertWeights, activation: Activation) -> Result<Self> {
+        activation.validate()?;
         weights.validate()?;
         if weights.gated != activation.is_gated() {
             return Err(Error::Config(format!(
@@ -238,17 +239,17 @@ impl EmulatedExperts {
         quantize_inputs: bool,
     ) -> Result<(Vec<f32>, f32, f32)> {
         let h = self.mlp.hidden;
-        check_len("hidden states", x.len(), topk.tokens * h)?;
-        if let Some(&bad) = topk
-            .ids
-            .iter()
-            .find(|&&e| e as usize >= self.mlp.num_experts())
-        {
-            return Err(Error::ExpertId {
-                id: bad as usize,
-                num_experts: self.mlp.num_experts(),
-            });
-        }
+        check_len(
+            "hidden states",
+            x.len(),
+            checked_size("hidden states (tokens × hidden)", &[topk.tokens(), h])?,
+        )?;
+        topk.check_experts(self.mlp.num_experts())?;
+        let rows13 = self.mlp.activation.w13_rows(self.mlp.intermediate);
+        checked_size(
+            "expert inputs and outputs (pairs × width)",
+            &[topk.pairs(), h.max(rows13)],
+        )?;
         let a1 = if quantize_inputs {
             self.mlp.a1
         } else {
@@ -266,12 +267,12 @@ impl EmulatedExperts {
         let amax1 = pairs.inputs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let pair_lora: Vec<PairLora<'_>> = (0..pairs.experts.len())
             .map(|p| {
-                lora.and_then(|l| l.adapter(p / topk.k))
+                lora.and_then(|l| l.adapter(p / topk.k()))
                     .map(|ad| (&ad.experts[pairs.experts[p]], ad.rank, ad.scaling))
             })
             .collect();
         let (y, amax2) = self.mlp.run(&pairs, &pair_lora, quantize_inputs)?;
-        let mut out = vec![0f32; topk.tokens * h];
+        let mut out = vec![0f32; topk.tokens() * h];
         combine(&y, topk, h, self.weight_on_input, &mut out);
         Ok((out, amax1, amax2))
     }
@@ -289,7 +290,7 @@ impl Experts for EmulatedExperts {
         lora: Option<&LoraBatch<'_>>,
         out: &mut [f32],
     ) -> Result<()> {
-        check_len("output", out.len(), topk.tokens * self.mlp.hidden)?;
+        check_len("output", out.len(), topk.tokens() * self.mlp.hidden)?;
         let (y, _, _) = self.forward_with_stats(x, topk, lora, true)?;
         out.copy_from_slice(&y);
         Ok(())

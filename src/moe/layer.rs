@@ -126,7 +126,7 @@ impl MoeLayer {
             gpu_router,
             #[cfg(feature = "rocm")]
             hip_router,
-            router: Router::new(&config),
+            router: Router::new(&config)?,
             config,
             experts,
             shared,
@@ -204,16 +204,10 @@ impl MoeLayer {
                 &routed
             }
             RoutingInput::TopK(t) => {
-                if t.tokens != tokens {
-                    return Err(Error::shape("top-k tokens", tokens, t.tokens));
+                if t.tokens() != tokens {
+                    return Err(Error::shape("top-k tokens", tokens, t.tokens()));
                 }
-                TopK::new(
-                    t.tokens,
-                    t.k,
-                    t.ids.clone(),
-                    t.weights.clone(),
-                    self.config.num_experts,
-                )?;
+                t.check_experts(self.config.num_experts)?;
                 t
             }
         };
@@ -233,7 +227,27 @@ impl MoeLayer {
         if let Some(s) = &self.shared {
             s.add_to(x, tokens, batch.as_ref(), &mut out)?;
         }
+        check_output(&out, h)?;
         Ok(out)
+    }
+}
+
+/// Validated weights within `MAX_WEIGHT_MAGNITUDE` keep f32 arithmetic finite for
+/// ordinary input, but an f16 layer rounds its intermediates to f16, whose range ends at
+/// 65504: rather than hand back an infinity, the layer says its output overflowed.
+fn check_output(out: &[f32], hidden: usize) -> Result<()> {
+    match out.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(p) => Err(Error::Value {
+            what: format!(
+                "layer output [token {}, element {}]",
+                p / hidden,
+                p % hidden
+            ),
+            value: out[p],
+            expected:
+                "a finite output (an intermediate overflowed the model dtype; f16 ends at 65504)",
+        }),
     }
 }
 

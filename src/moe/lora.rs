@@ -1,7 +1,8 @@
 //! LoRA on MoE: per-expert low-rank deltas for the gate, up and down projections (and the
 //! shared expert's), several adapters resident, one adapter slot (or none) per token.
 
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_bounded, check_len, checked_size, Error, Result};
+use crate::quant::MAX_WEIGHT_MAGNITUDE;
 
 /// One projection's low-rank pair: `delta(x) = scaling · B (A x)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,12 +106,15 @@ impl LoraExpert {
             ("down", &self.down, i, h),
         ] {
             if let Some(p) = proj {
-                check_len(&format!("{what} {name} LoRA A"), p.a.len(), rank * fan_in)?;
-                check_len(&format!("{what} {name} LoRA B"), p.b.len(), fan_out * rank)?;
-                if p.a.iter().chain(&p.b).any(|v| !v.is_finite()) {
-                    return Err(Error::Config(format!(
-                        "{what} {name} LoRA holds a non-finite value"
-                    )));
+                for (m, v, dims) in [("A", &p.a, [rank, fan_in]), ("B", &p.b, [fan_out, rank])] {
+                    let m = format!("{what} {name} LoRA {m}");
+                    check_len(&m, v.len(), checked_size(&m, &dims)?)?;
+                    check_bounded(
+                        &m,
+                        v,
+                        MAX_WEIGHT_MAGNITUDE,
+                        "a finite adapter value of magnitude at most 2^16",
+                    )?;
                 }
             }
         }
@@ -119,8 +123,9 @@ impl LoraExpert {
 }
 
 impl Lora {
-    /// Checks every adapter against the layer: expert count, ranks, shapes, and that a
-    /// shared-expert adapter has a shared expert to attach to.
+    /// Checks every adapter against the layer: expert count, ranks, shapes (by checked
+    /// arithmetic), values and scaling finite and within `MAX_WEIGHT_MAGNITUDE` (adapters
+    /// are weights), and that a shared-expert adapter has a shared expert to attach to.
     pub fn validate(
         &self,
         num_experts: usize,
@@ -128,11 +133,17 @@ impl Lora {
         shared: Option<LoraShape>,
     ) -> Result<()> {
         for (n, ad) in self.adapters.iter().enumerate() {
-            if ad.rank == 0 || !ad.scaling.is_finite() {
+            if ad.rank == 0 {
                 return Err(Error::Config(format!(
-                    "adapter {n}: rank {} and scaling {} must be positive and finite",
-                    ad.rank, ad.scaling
+                    "adapter {n}: rank = 0, expected a positive rank"
                 )));
+            }
+            if !(ad.scaling.is_finite() && ad.scaling.abs() <= MAX_WEIGHT_MAGNITUDE) {
+                return Err(Error::Value {
+                    what: format!("adapter {n} scaling"),
+                    value: ad.scaling,
+                    expected: "a finite scaling of magnitude at most 2^16",
+                });
             }
             check_len(
                 &format!("adapter {n} experts"),

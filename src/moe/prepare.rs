@@ -2,7 +2,7 @@
 //! precision, and the pairs grouped by expert so each expert's weights are read once.
 
 use super::topk::TopK;
-use crate::error::Result;
+use crate::error::{check_len, checked_size, Result};
 use crate::quant::activation::round_to_model_dtype;
 use crate::quant::{ActQuant, QuantScheme};
 
@@ -30,11 +30,15 @@ pub fn prepare(
     num_experts: usize,
     weight_on_input: bool,
 ) -> Result<Pairs> {
-    let k = topk.k;
-    let mut inputs = Vec::with_capacity(topk.tokens * k * hidden);
-    let mut experts = Vec::with_capacity(topk.tokens * k);
+    let k = topk.k();
+    let rows = checked_size("expert inputs (pairs × hidden)", &[topk.pairs(), hidden])?;
+    let tokens_len = checked_size("hidden states (tokens × hidden)", &[topk.tokens(), hidden])?;
+    check_len("hidden states", x.len(), tokens_len)?;
+    topk.check_experts(num_experts)?;
+    let mut inputs = Vec::with_capacity(rows);
+    let mut experts = Vec::with_capacity(topk.pairs());
     let mut by_expert = vec![Vec::new(); num_experts];
-    for t in 0..topk.tokens {
+    for t in 0..topk.tokens() {
         let row = &x[t * hidden..(t + 1) * hidden];
         for j in 0..k {
             let mut r = row.to_vec();

@@ -6,7 +6,7 @@
 
 use super::config::LayerConfig;
 use super::topk::TopK;
-use crate::error::{check_len, Result};
+use crate::error::{check_len, checked_size, Result};
 use crate::quant::activation::round_to_model_dtype;
 use crate::quant::{ActQuant, ExpertWeights, Stage};
 
@@ -27,7 +27,29 @@ pub fn forward_f64(
     quantize: bool,
 ) -> Result<Vec<f64>> {
     let (h, i) = (config.hidden, config.intermediate);
-    check_len("hidden states", x.len(), topk.tokens * h)?;
+    config.validate()?;
+    weights.validate_weights()?;
+    let want = (config.num_experts, h, i, config.activation.is_gated());
+    let have = (
+        weights.num_experts,
+        weights.hidden,
+        weights.intermediate,
+        weights.gated,
+    );
+    if want != have {
+        return Err(crate::error::Error::shape(
+            "expert weights (experts, hidden, intermediate, gated)",
+            format!("{want:?} from the layer config"),
+            format!("{have:?}"),
+        ));
+    }
+    topk.check_experts(config.num_experts)?;
+    let n = checked_size("hidden states (tokens × hidden)", &[topk.tokens(), h])?;
+    check_len("hidden states", x.len(), n)?;
+    checked_size(
+        "expert inputs and outputs (pairs × width)",
+        &[topk.pairs(), h.max(config.activation.w13_rows(i))],
+    )?;
     let rows13 = config.activation.w13_rows(i);
     let scheme = &weights.scheme;
     let (a1, a2) = if quantize {
@@ -39,11 +61,11 @@ pub fn forward_f64(
         (ActQuant::None, ActQuant::None)
     };
     let on_input = config.apply_router_weight_on_input;
-    let pairs = topk.tokens * topk.k;
+    let pairs = topk.tokens() * topk.k();
     // gemm1 inputs for every pair, then activation quantization over all of them.
     let mut inputs = Vec::with_capacity(pairs * h);
-    for t in 0..topk.tokens {
-        for j in 0..topk.k {
+    for t in 0..topk.tokens() {
+        for j in 0..topk.k() {
             let row = &x[t * h..(t + 1) * h];
             let w = if on_input { topk.weight(t, j) } else { 1.0 };
             if quantize {
@@ -67,7 +89,9 @@ pub fn forward_f64(
     let mut act_f32 = vec![0f32; pairs * i];
     for pass in 0..2 {
         for e in 0..config.num_experts {
-            let members: Vec<usize> = (0..pairs).filter(|&p| topk.ids[p] as usize == e).collect();
+            let members: Vec<usize> = (0..pairs)
+                .filter(|&p| topk.ids()[p] as usize == e)
+                .collect();
             if members.is_empty() {
                 continue;
             }
@@ -121,16 +145,16 @@ pub fn forward_f64(
             a2.apply(&mut act_f32, i)?;
         }
     }
-    let mut out = vec![0f64; topk.tokens * h];
-    for t in 0..topk.tokens {
-        for j in 0..topk.k {
+    let mut out = vec![0f64; topk.tokens() * h];
+    for t in 0..topk.tokens() {
+        for j in 0..topk.k() {
             let w = if on_input {
                 1.0
             } else {
                 topk.weight(t, j) as f64
             };
             for r in 0..h {
-                out[t * h + r] += w * y[(t * topk.k + j) * h + r];
+                out[t * h + r] += w * y[(t * topk.k() + j) * h + r];
             }
         }
     }

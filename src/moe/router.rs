@@ -2,14 +2,17 @@
 
 use super::config::{GroupScoring, LayerConfig, Routing};
 use super::topk::TopK;
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_finite, check_len, checked_size, Error, Result};
+use crate::quant::MAX_WEIGHT_MAGNITUDE;
 
-/// Turns router logits into each token's experts and weights.
+/// Turns router logits into each token's experts and weights. Its fields are private and
+/// checked by `new`, so `route` never divides by a zero group count or asks for more
+/// experts than the kept groups hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Router {
-    pub routing: Routing,
-    pub top_k: usize,
-    pub num_experts: usize,
+    routing: Routing,
+    top_k: usize,
+    num_experts: usize,
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -39,29 +42,43 @@ fn renormalized(mut w: Vec<f32>) -> Vec<f32> {
     w
 }
 
+/// Checks router logits for `tokens` rows of `experts`: the length (by checked
+/// arithmetic) and that every logit is finite. Every router (host, CUDA, HIP) calls it.
+pub fn check_logits(logits: &[f32], tokens: usize, experts: usize) -> Result<()> {
+    let want = checked_size("router logits (tokens × experts)", &[tokens, experts])?;
+    check_len("router logits", logits.len(), want)?;
+    check_finite("router logits", logits)
+}
+
 impl Router {
-    /// The router a layer configuration describes.
-    pub fn new(config: &LayerConfig) -> Self {
-        Router {
+    /// The router a layer configuration describes, after checking its routing against
+    /// the expert count and top-k (`Routing::validate`).
+    pub fn new(config: &LayerConfig) -> Result<Self> {
+        config.routing.validate(config.num_experts, config.top_k)?;
+        Ok(Router {
             routing: config.routing.clone(),
             top_k: config.top_k,
             num_experts: config.num_experts,
-        }
+        })
     }
 
-    /// Routes `tokens` rows of logits. NaN logits are refused rather than routed anywhere.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    pub fn top_k(&self) -> usize {
+        self.top_k
+    }
+
+    pub fn num_experts(&self) -> usize {
+        self.num_experts
+    }
+
+    /// Routes `tokens` rows of logits. NaN or infinite logits are refused rather than
+    /// routed anywhere.
     pub fn route(&self, logits: &[f32], tokens: usize) -> Result<TopK> {
         let (e, k) = (self.num_experts, self.top_k);
-        if k == 0 || k > e {
-            return Err(Error::TopK {
-                top_k: k,
-                num_experts: e,
-            });
-        }
-        check_len("router logits", logits.len(), tokens * e)?;
-        if logits.iter().any(|v| v.is_nan()) {
-            return Err(Error::Config("router logits contain NaN".into()));
-        }
+        check_logits(logits, tokens, e)?;
         let mut ids = Vec::with_capacity(tokens * k);
         let mut weights = Vec::with_capacity(tokens * k);
         for row in logits.chunks(e) {
@@ -136,5 +153,64 @@ impl Router {
                 ));
             }
         })
+    }
+}
+
+impl Routing {
+    /// Checks the routing against a layer of `num_experts` experts choosing `top_k`:
+    /// `1 ≤ top_k ≤ num_experts`; for grouped routing at least one group, groups that
+    /// split the experts evenly, `1 ≤ topk_groups ≤ num_groups`, top-k no more than the
+    /// kept groups hold, a correction bias of one finite value per expert, and a
+    /// `routed_scaling_factor` finite, positive and at most `MAX_WEIGHT_MAGNITUDE` (real
+    /// models use 1–16; it multiplies every routed output); sigmoid top-1 with top-k 1.
+    pub fn validate(&self, num_experts: usize, top_k: usize) -> Result<()> {
+        if top_k == 0 || top_k > num_experts {
+            return Err(Error::TopK { top_k, num_experts });
+        }
+        match self {
+            Routing::Grouped {
+                num_groups,
+                topk_groups,
+                correction_bias,
+                routed_scaling_factor,
+                ..
+            } => {
+                if *num_groups == 0 || num_experts % num_groups != 0 {
+                    return Err(Error::Config(format!(
+                        "num_groups = {num_groups}: {num_experts} experts cannot be split into {num_groups} equal groups"
+                    )));
+                }
+                if *topk_groups == 0 || topk_groups > num_groups {
+                    return Err(Error::Config(format!(
+                        "topk_groups = {topk_groups} must be in 1..={num_groups}"
+                    )));
+                }
+                let kept = topk_groups * (num_experts / num_groups);
+                if top_k > kept {
+                    return Err(Error::Config(format!(
+                        "top-k {top_k} exceeds the {kept} experts in the {topk_groups} kept groups"
+                    )));
+                }
+                if let Some(b) = correction_bias {
+                    check_len("score correction bias", b.len(), num_experts)?;
+                    check_finite("e_score_correction_bias", b)?;
+                }
+                let f = *routed_scaling_factor;
+                if !(f.is_finite() && f > 0.0 && f <= MAX_WEIGHT_MAGNITUDE) {
+                    return Err(Error::Value {
+                        what: "routed_scaling_factor".into(),
+                        value: f,
+                        expected: "a finite positive factor of at most 2^16",
+                    });
+                }
+            }
+            Routing::SigmoidTop1 if top_k != 1 => {
+                return Err(Error::Config(format!(
+                    "sigmoid top-1 routing needs top-k 1, got {top_k}"
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@ use super::experts::Experts;
 use super::lora::{Lora, LoraAdapter, LoraBatch};
 use super::prepare::Pairs;
 use super::topk::TopK;
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_finite, check_len, Error, Result};
 use crate::oracle::BackendId;
 use crate::quant::activation::round_to_model_dtype;
 use crate::quant::ExpertWeights;
@@ -62,6 +62,18 @@ impl NativeShared {
     }
 }
 
+/// The gate must have one finite weight per hidden element (it only enters a sigmoid, so
+/// finite is enough).
+fn check_gate(gate: Option<&[f32]>, hidden: usize) -> Result<()> {
+    match gate {
+        Some(g) => {
+            check_len("shared expert gate", g.len(), hidden)?;
+            check_finite("shared expert gate", g)
+        }
+        None => Ok(()),
+    }
+}
+
 impl SharedExperts {
     /// Prepares the shared expert for a layer with the given activation and hidden size.
     pub fn prepare(
@@ -77,9 +89,7 @@ impl SharedExperts {
                 format!("({}, {})", w.num_experts, w.hidden),
             ));
         }
-        if let Some(g) = &shared.gate {
-            check_len("shared expert gate", g.len(), hidden)?;
-        }
+        check_gate(shared.gate.as_deref(), hidden)?;
         Ok(SharedExperts {
             path: SharedPath::Emulated(DenseMlp::new(w, activation)?),
             gate: shared.gate.clone(),
@@ -95,9 +105,7 @@ impl SharedExperts {
         hidden: usize,
         native: NativeShared,
     ) -> Result<Self> {
-        if let Some(g) = &shared.gate {
-            check_len("shared expert gate", g.len(), hidden)?;
-        }
+        check_gate(shared.gate.as_deref(), hidden)?;
         Ok(SharedExperts {
             path: SharedPath::Native(native),
             gate: shared.gate.clone(),

@@ -9,10 +9,12 @@ pub mod mx;
 pub mod nvfp4;
 mod quantize;
 pub mod scheme;
+mod validate;
 pub mod weights;
 
 pub use activation::{ActQuant, Numerics, Stage};
 pub use dense::DenseExperts;
 pub use quantize::{group_size, stored_bytes_per_expert};
 pub use scheme::*;
+pub use validate::MAX_WEIGHT_MAGNITUDE;
 pub use weights::*;

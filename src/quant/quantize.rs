@@ -4,10 +4,9 @@
 use super::dense::DenseExperts;
 use super::int::{self, IntSpec};
 use super::scheme::{IntBits, IntGroup, QuantScheme};
-use super::weights::{ExpertWeights, InputScales, IntWeights, QuantTensor, WeightData};
+use super::weights::{ExpertWeights, IntWeights, QuantTensor, WeightData};
 use super::{fp8, mx, nvfp4};
-use crate::error::{check_group, check_len, check_scale, Error, Result};
-use crate::formats::{MiniFloat, F8E4M3};
+use crate::error::{check_group, check_len, checked_size, Error, Result};
 
 impl QuantTensor {
     /// Quantizes `[experts, rows, cols]` f32 weights under `scheme`.
@@ -19,7 +18,7 @@ impl QuantTensor {
         cols: usize,
         what: &str,
     ) -> Result<Self> {
-        check_len(what, w.len(), experts * rows * cols)?;
+        check_len(what, w.len(), checked_size(what, &[experts, rows, cols])?)?;
         check_dims(scheme, rows, cols, what)?;
         let per = rows * cols;
         let mats = (0..experts).map(|e| &w[e * per..(e + 1) * per]);
@@ -115,10 +114,26 @@ impl QuantTensor {
         })
     }
 
-    /// Dequantizes expert `e` into `out` (`rows · cols` f32).
+    /// Dequantizes expert `e` into `out` (`rows · cols` f32), after checking the layout
+    /// and that expert's values, so inconsistent data is an error, never a slice past the
+    /// end of a list.
     pub fn dequantize_expert(&self, scheme: &QuantScheme, e: usize, out: &mut [f32]) -> Result<()> {
+        self.dequantize_expert_named(scheme, e, out, "weights")
+    }
+
+    /// `dequantize_expert`, naming the projection (`what`) in errors.
+    pub(crate) fn dequantize_expert_named(
+        &self,
+        scheme: &QuantScheme,
+        e: usize,
+        out: &mut [f32],
+        what: &str,
+    ) -> Result<()> {
+        self.validate_layout(scheme, what)?;
+        self.validate_expert(scheme, e, what)?;
         let (rows, cols) = (self.rows, self.cols);
         let per = rows * cols;
+        check_len(&format!("{what} dequantized expert"), out.len(), per)?;
         match (&self.data, *scheme) {
             (WeightData::Bf16(v), _) => out
                 .iter_mut()
@@ -171,193 +186,20 @@ impl QuantTensor {
                 )?
             }
             (WeightData::Int(iw), _) => int::dequantize(iw, e, rows, cols, out),
-            (data, scheme) => return Err(mismatch(scheme, data)),
+            (data, scheme) => return Err(super::validate::mismatch(scheme, data)),
         }
         Ok(())
     }
 
     /// All experts dequantized, `[experts, rows, cols]`.
     pub fn dequantize(&self, scheme: &QuantScheme) -> Result<Vec<f32>> {
+        self.validate_layout(scheme, "weights")?;
         let per = self.rows * self.cols;
         let mut out = vec![0f32; self.experts * per];
         for (e, chunk) in out.chunks_mut(per).enumerate() {
             self.dequantize_expert(scheme, e, chunk)?;
         }
         Ok(out)
-    }
-
-    /// Checks that the data variant matches `scheme`, every length, and every scale.
-    pub fn validate(&self, scheme: &QuantScheme, what: &str) -> Result<()> {
-        check_dims(scheme, self.rows, self.cols, what)?;
-        let (e, rows, cols) = (self.experts, self.rows, self.cols);
-        let n = e * rows * cols;
-        match (&self.data, *scheme) {
-            (WeightData::Bf16(v), QuantScheme::Unquantized(super::FloatDtype::Bf16)) => {
-                check_len(what, v.len(), n)
-            }
-            (WeightData::F16(v), QuantScheme::Unquantized(super::FloatDtype::F16)) => {
-                check_len(what, v.len(), n)
-            }
-            (WeightData::Fp8 { codes, scales }, QuantScheme::Fp8 { weight, .. }) => {
-                check_len(what, codes.len(), n)?;
-                check_len(
-                    &format!("{what} weight scales"),
-                    scales.len(),
-                    e * fp8::scales_per_expert(weight, rows, cols),
-                )?;
-                scales
-                    .iter()
-                    .try_for_each(|&s| check_scale(&format!("{what} weight scale"), s))
-            }
-            (
-                WeightData::Nvfp4 {
-                    packed,
-                    block_scales,
-                    global_scales,
-                },
-                QuantScheme::Nvfp4 { .. },
-            ) => {
-                check_len(&format!("{what} packed fp4"), packed.len(), n / 2)?;
-                check_len(
-                    &format!("{what} block scales"),
-                    block_scales.len(),
-                    n / nvfp4::BLOCK,
-                )?;
-                check_len(&format!("{what} global scales"), global_scales.len(), e)?;
-                global_scales
-                    .iter()
-                    .try_for_each(|&s| check_scale(&format!("{what} global scale"), s))?;
-                block_scales.iter().try_for_each(|&b| {
-                    let v = F8E4M3::from_bits(b).to_f32();
-                    if v.is_nan() || v < 0.0 {
-                        Err(Error::Scale {
-                            what: format!("{what} e4m3 block scale"),
-                            value: v,
-                            why: if v.is_nan() { "NaN" } else { "negative" },
-                        })
-                    } else {
-                        Ok(())
-                    }
-                })
-            }
-            (WeightData::Mx { packed, scales }, QuantScheme::Mx { elem, .. }) => {
-                check_len(
-                    &format!("{what} packed elements"),
-                    packed.len(),
-                    e * rows * mx::packed_len(elem, cols),
-                )?;
-                check_len(&format!("{what} e8m0 scales"), scales.len(), n / mx::BLOCK)?;
-                match scales.iter().find(|&&s| s == 0xFF) {
-                    Some(_) => Err(Error::Scale {
-                        what: format!("{what} e8m0 scale"),
-                        value: f32::NAN,
-                        why: "NaN",
-                    }),
-                    None => Ok(()),
-                }
-            }
-            (
-                WeightData::Int(iw),
-                QuantScheme::IntWeightOnly { .. } | QuantScheme::W4A8 | QuantScheme::Int8W8A8,
-            ) => validate_int(iw, *scheme, e, rows, cols, what),
-            (data, scheme) => Err(mismatch(scheme, data)),
-        }
-    }
-}
-
-fn mismatch(scheme: QuantScheme, data: &WeightData) -> Error {
-    let kind = match data {
-        WeightData::Bf16(_) => "bf16",
-        WeightData::F16(_) => "f16",
-        WeightData::Fp8 { .. } => "fp8",
-        WeightData::Nvfp4 { .. } => "nvfp4",
-        WeightData::Mx { .. } => "mx",
-        WeightData::Int(_) => "integer",
-    };
-    Error::Config(format!("scheme {scheme} cannot hold {kind} weight data"))
-}
-
-fn validate_int(
-    iw: &IntWeights,
-    scheme: QuantScheme,
-    e: usize,
-    rows: usize,
-    cols: usize,
-    what: &str,
-) -> Result<()> {
-    let (bits, group, zp, act_order) = match scheme {
-        QuantScheme::IntWeightOnly {
-            bits,
-            group,
-            zero_point,
-            act_order,
-        } => (bits, group_size(group, cols), zero_point, act_order),
-        QuantScheme::W4A8 => (IntBits::Int4, 128, false, false),
-        _ => (IntBits::Int8, cols, false, false),
-    };
-    if iw.bits != bits || iw.group != group {
-        return Err(Error::Config(format!(
-            "{what}: scheme {scheme} wants {}-bit codes in groups of {group}, data has {}-bit in groups of {}",
-            bits.bits(),
-            iw.bits.bits(),
-            iw.group
-        )));
-    }
-    let n = e * rows * cols;
-    match bits {
-        IntBits::Int4 => check_len(
-            &format!("{what} packed int4 words"),
-            iw.packed4.len(),
-            n / 8,
-        )?,
-        IntBits::Int8 => check_len(&format!("{what} int8 codes"), iw.bytes.len(), n)?,
-    }
-    let ng = e * rows * (cols / group);
-    check_len(&format!("{what} group scales"), iw.scales.len(), ng)?;
-    iw.scales
-        .iter()
-        .try_for_each(|&s| check_scale(&format!("{what} group scale"), s))?;
-    if iw.zeros.is_some() != zp {
-        return Err(Error::Config(format!(
-            "{what}: scheme {scheme} {} zero points",
-            if zp { "needs" } else { "has no" }
-        )));
-    }
-    if let Some(z) = &iw.zeros {
-        check_len(&format!("{what} zero points"), z.len(), ng)?;
-        if let Some(&bad) = z.iter().find(|&&z| z as i32 > int::max_code(bits)) {
-            return Err(Error::Config(format!(
-                "{what}: zero point {bad} exceeds {}",
-                int::max_code(bits)
-            )));
-        }
-    }
-    if iw.g_idx.is_some() != act_order {
-        return Err(Error::Config(format!(
-            "{what}: scheme {scheme} {} g_idx",
-            if act_order { "needs" } else { "has no" }
-        )));
-    }
-    if let Some(g) = &iw.g_idx {
-        check_len(&format!("{what} g_idx"), g.len(), e * cols)?;
-        if let Some(&bad) = g.iter().find(|&&g| g as usize >= cols / group) {
-            return Err(Error::Config(format!(
-                "{what}: g_idx entry {bad} is not a group (there are {})",
-                cols / group
-            )));
-        }
-    }
-    let wants_channel = scheme == QuantScheme::W4A8;
-    match &iw.channel_scales {
-        Some(cs) if wants_channel => {
-            check_len(&format!("{what} channel scales"), cs.len(), e * rows)?;
-            cs.iter()
-                .try_for_each(|&s| check_scale(&format!("{what} channel scale"), s))
-        }
-        None if !wants_channel => Ok(()),
-        _ => Err(Error::Config(format!(
-            "{what}: per-channel scales go with w4a8 only"
-        ))),
     }
 }
 
@@ -407,7 +249,7 @@ pub fn group_size(group: IntGroup, cols: usize) -> usize {
 }
 
 /// The divisibility a scheme needs of K (`cols`).
-fn check_dims(scheme: &QuantScheme, rows: usize, cols: usize, what: &str) -> Result<()> {
+pub(super) fn check_dims(scheme: &QuantScheme, rows: usize, cols: usize, what: &str) -> Result<()> {
     if rows == 0 || cols == 0 {
         return Err(Error::shape(
             what,
@@ -463,23 +305,29 @@ impl ExpertWeights {
     /// Rows of w13.
     pub fn w13_rows(&self) -> usize {
         if self.gated {
-            2 * self.intermediate
+            // Saturating: an absurd intermediate then fails `validate`'s shape check.
+            self.intermediate.saturating_mul(2)
         } else {
             self.intermediate
         }
     }
 
-    /// Dequantizes expert `e`: (w13 `[rows13, H]`, w2 `[H, I]`).
+    /// Dequantizes expert `e`: (w13 `[rows13, H]`, w2 `[H, I]`). The shapes and expert
+    /// `e`'s values are checked first (the whole of `validate` would read every expert).
     pub fn dequantize_expert(&self, e: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.validate_shapes()?;
         let mut w13 = vec![0f32; self.w13_rows() * self.hidden];
         let mut w2 = vec![0f32; self.hidden * self.intermediate];
-        self.w13.dequantize_expert(&self.scheme, e, &mut w13)?;
-        self.w2.dequantize_expert(&self.scheme, e, &mut w2)?;
+        self.w13
+            .dequantize_expert_named(&self.scheme, e, &mut w13, "w13")?;
+        self.w2
+            .dequantize_expert_named(&self.scheme, e, &mut w2, "w2")?;
         Ok((w13, w2))
     }
 
-    /// Everything back in f32.
+    /// Everything back in f32, after `validate_weights`.
     pub fn dequantize(&self) -> Result<DenseExperts> {
+        self.validate_weights()?;
         Ok(DenseExperts {
             num_experts: self.num_experts,
             hidden: self.hidden,
@@ -490,77 +338,6 @@ impl ExpertWeights {
             w13_bias: self.w13_bias.clone(),
             w2_bias: self.w2_bias.clone(),
         })
-    }
-
-    fn validate_shapes(&self) -> Result<()> {
-        let (e, h, i, r) = (
-            self.num_experts,
-            self.hidden,
-            self.intermediate,
-            self.w13_rows(),
-        );
-        for (t, what, rows, cols) in [(&self.w13, "w13", r, h), (&self.w2, "w2", h, i)] {
-            if (t.experts, t.rows, t.cols) != (e, rows, cols) {
-                return Err(Error::shape(
-                    what,
-                    format!("[{e}, {rows}, {cols}]"),
-                    format!("[{}, {}, {}]", t.experts, t.rows, t.cols),
-                ));
-            }
-        }
-        if let Some(b) = &self.w13_bias {
-            check_len("w13 bias", b.len(), e * r)?;
-        }
-        if let Some(b) = &self.w2_bias {
-            check_len("w2 bias", b.len(), e * h)?;
-        }
-        Ok(())
-    }
-
-    /// Checks shapes, the data variant against the scheme, every scale, and that static
-    /// schemes have their input scales.
-    pub fn validate(&self) -> Result<()> {
-        self.validate_shapes()?;
-        self.w13.validate(&self.scheme, "w13")?;
-        self.w2.validate(&self.scheme, "w2")?;
-        for (what, b) in [("w13 bias", &self.w13_bias), ("w2 bias", &self.w2_bias)] {
-            if let Some(v) = b.as_ref().and_then(|b| b.iter().find(|x| !x.is_finite())) {
-                return Err(Error::Config(format!("{what} holds {v}")));
-            }
-        }
-        match (self.scheme.needs_static_input_scales(), self.input_scales) {
-            (true, None) => Err(Error::Missing {
-                what: format!("static input scales for scheme {}", self.scheme),
-                why: "load them from the checkpoint or calibrate with fleetmoe::moe::calibrate"
-                    .into(),
-            }),
-            (_, Some(s)) => {
-                check_scale("w13 input scale", s.w13)?;
-                check_scale("w2 input scale", s.w2)
-            }
-            (false, None) => Ok(()),
-        }
-    }
-
-    /// Sets static input scales from per-expert checkpoint values. Kernels take one scale
-    /// per tensor, so differing values are reduced to their maximum (never clipping an
-    /// expert's calibrated range), with a warning, as vLLM does.
-    pub fn set_input_scales_per_expert(&mut self, w13: &[f32], w2: &[f32]) -> Result<()> {
-        check_len("per-expert w13 input scales", w13.len(), self.num_experts)?;
-        check_len("per-expert w2 input scales", w2.len(), self.num_experts)?;
-        let reduce = |what: &str, v: &[f32]| -> Result<f32> {
-            v.iter().try_for_each(|&s| check_scale(what, s))?;
-            let max = v.iter().fold(0f32, |m, &s| m.max(s));
-            if v.iter().any(|&s| s != max) {
-                log::warn!("{what} differ across experts; using their maximum {max}");
-            }
-            Ok(max)
-        };
-        self.input_scales = Some(InputScales {
-            w13: reduce("w13 input scales", w13)?,
-            w2: reduce("w2 input scales", w2)?,
-        });
-        Ok(())
     }
 
     /// Bytes of one expert's stored weights and scales (both projections), the amount a

@@ -281,6 +281,8 @@ impl CudaExperts {
         backend: BackendId,
         lora: Option<&Lora>,
     ) -> Result<Self> {
+        crate::moe::emulation::check_weights_match(weights, config)?;
+        weights.validate()?;
         let prepared = layout::prepare(weights, config.activation)?;
         let acts = act_modes(&weights.scheme, weights.input_scales)?;
         let mut experts =
@@ -695,9 +697,13 @@ impl Experts for CudaExperts {
                 });
             }
         }
-        check_len("hidden states", x.len(), topk.tokens * self.hidden)?;
-        check_len("output", out.len(), topk.tokens * self.hidden)?;
-        if let Some(&bad) = topk.ids.iter().find(|&&id| id as usize >= self.num_experts) {
+        check_len("hidden states", x.len(), topk.tokens() * self.hidden)?;
+        check_len("output", out.len(), topk.tokens() * self.hidden)?;
+        if let Some(&bad) = topk
+            .ids()
+            .iter()
+            .find(|&&id| id as usize >= self.num_experts)
+        {
             return Err(Error::ExpertId {
                 id: bad as usize,
                 num_experts: self.num_experts,
@@ -705,14 +711,14 @@ impl Experts for CudaExperts {
         }
         let mut slot = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_none_or(|w| {
-            w.tokens != topk.tokens
-                || w.tile != tile_for(self.variant, topk.tokens * topk.k, self.num_experts)
+            w.tokens != topk.tokens()
+                || w.tile != tile_for(self.variant, topk.tokens() * topk.k(), self.num_experts)
         }) {
-            *slot = Some(self.workspace(topk.tokens, topk.k)?);
+            *slot = Some(self.workspace(topk.tokens(), topk.k())?);
         }
         let ws = slot.as_ref().expect("workspace was just made");
         let dev = &self.dev;
-        let ids: Vec<i32> = topk.ids.iter().map(|&v| v as i32).collect();
+        let ids: Vec<i32> = topk.ids().iter().map(|&v| v as i32).collect();
         dev.write(
             ws.x.handle(),
             0,
@@ -723,11 +729,11 @@ impl Experts for CudaExperts {
         dev.write(
             ws.weights.handle(),
             0,
-            bytes_of(&topk.weights),
+            bytes_of(topk.weights()),
             Stream::DEFAULT,
         )?;
         if let Some(slots) = &adapters {
-            check_len("LoRA adapter slots", slots.len(), topk.tokens)?;
+            check_len("LoRA adapter slots", slots.len(), topk.tokens())?;
             dev.write(
                 ws.token_adapter.handle(),
                 0,
@@ -735,7 +741,7 @@ impl Experts for CudaExperts {
                 Stream::DEFAULT,
             )?;
         }
-        self.enqueue(ws, topk.k, adapters.is_some())?;
+        self.enqueue(ws, topk.k(), adapters.is_some())?;
         let mut raw = vec![0u8; out.len() * 4];
         dev.read(ws.out.handle(), 0, &mut raw, Stream::DEFAULT)?;
         for (o, b) in out.iter_mut().zip(raw.chunks_exact(4)) {

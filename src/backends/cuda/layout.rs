@@ -224,6 +224,7 @@ fn le_bytes(v: &[u16]) -> Vec<u8> {
 /// Prepares a layer's weights for the CUDA GEMMs. Needs K a multiple of 16 bytes per row
 /// (16-byte asynchronous copies) and, when gated, I a multiple of 8.
 pub fn prepare(weights: &ExpertWeights, activation: Activation) -> Result<PreparedLayer> {
+    weights.validate_weights()?;
     let elem_bytes = if fp8_activations(&weights.scheme) {
         1
     } else {

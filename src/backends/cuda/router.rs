@@ -5,7 +5,7 @@
 use super::kernels::module_source;
 use crate::device::cuda::{CudaBuffer, CudaDevice};
 use crate::device::{Arg, Device, LaunchConfig, Module, ModuleSource, Stream};
-use crate::error::{check_len, Error, Result};
+use crate::error::{Error, Result};
 use crate::moe::{LayerConfig, TopK};
 use std::sync::Arc;
 
@@ -32,6 +32,7 @@ pub struct CudaRouter {
 impl CudaRouter {
     /// The router for `config`; `None` when the layer's routing is given by the caller.
     pub fn new(dev: &Arc<CudaDevice>, config: &LayerConfig) -> Result<Option<Self>> {
+        config.validate()?;
         let (e, k) = (config.num_experts, config.top_k);
         if e > MAX_EXPERTS || k > 32 {
             return Err(Error::Config(format!(
@@ -104,12 +105,9 @@ impl CudaRouter {
             .launch(self.module, "fm_route", cfg, &args, Stream::DEFAULT)
     }
 
-    /// Routes host logits `[tokens, E]`; NaN logits are refused, as on the host.
+    /// Routes host logits `[tokens, E]`; NaN or infinite logits are refused, as on the host.
     pub fn route(&self, logits: &[f32], tokens: usize) -> Result<TopK> {
-        check_len("router logits", logits.len(), tokens * self.experts)?;
-        if logits.iter().any(|v| v.is_nan()) {
-            return Err(Error::Config("router logits contain NaN".into()));
-        }
+        crate::moe::router::check_logits(logits, tokens, self.experts)?;
         let k = self.top_k;
         let input = CudaBuffer::from_slice(&self.dev, logits)?;
         let ids = CudaBuffer::alloc(&self.dev, (tokens * k * 4).max(4))?;

@@ -265,6 +265,8 @@ impl HipExperts {
         config: &LayerConfig,
         backend: BackendId,
     ) -> Result<Self> {
+        crate::moe::emulation::check_weights_match(weights, config)?;
+        weights.validate()?;
         let caps = dev.capabilities();
         let (variant, a1, a2) = plan(&weights.scheme, weights)?;
         if let Variant::MxNative { .. } = variant {
@@ -478,23 +480,23 @@ impl Experts for HipExperts {
             });
         }
         let (h, i, e) = (self.hidden, self.intermediate, self.num_experts);
-        let tokens = topk.tokens;
+        let tokens = topk.tokens();
         check_len("hidden states", x.len(), tokens * h)?;
         check_len("output", out.len(), tokens * h)?;
-        if let Some(&bad) = topk.ids.iter().find(|&&id| id as usize >= e) {
+        if let Some(&bad) = topk.ids().iter().find(|&&id| id as usize >= e) {
             return Err(Error::ExpertId {
                 id: bad as usize,
                 num_experts: e,
             });
         }
-        if self.weight_on_input && topk.k != 1 {
+        if self.weight_on_input && topk.k() != 1 {
             return Err(Error::Config(format!(
                 "router weight on the input needs top-k 1, got {}",
-                topk.k
+                topk.k()
             )));
         }
         let dev = &self.dev;
-        let pairs = tokens * topk.k;
+        let pairs = tokens * topk.k();
         let max_blocks = pairs.div_ceil(TILE_T) + e.min(pairs);
         let slots = max_blocks * TILE_T;
         let alloc = |bytes: usize| HipBuffer::alloc(dev, bytes.max(4));
@@ -509,9 +511,9 @@ impl Experts for HipExperts {
             })
             .collect();
         let xb = HipBuffer::from_bytes(dev, &le(&model, u16::to_le_bytes))?;
-        let ids: Vec<i32> = topk.ids.iter().map(|&v| v as i32).collect();
+        let ids: Vec<i32> = topk.ids().iter().map(|&v| v as i32).collect();
         let idsb = HipBuffer::from_bytes(dev, &le(&ids, i32::to_le_bytes))?;
-        let wb = HipBuffer::from_bytes(dev, &le(&topk.weights, f32::to_le_bytes))?;
+        let wb = HipBuffer::from_bytes(dev, &le(topk.weights(), f32::to_le_bytes))?;
         let (sorted, block_expert, num_slots) =
             (alloc(slots * 4)?, alloc(max_blocks * 4)?, alloc(4)?);
         let counts = alloc(e * 4)?;
@@ -553,7 +555,7 @@ impl Experts for HipExperts {
         let amax = alloc(4)?;
         let (x_codes, x_scales) = (alloc(tokens * h)?, alloc(tokens * h.div_ceil(32) * 4)?);
         let act1 = self.quantize(self.a1, x_in, tokens, h, None, &amax, &x_codes, &x_scales)?;
-        let route = (&sorted, &block_expert, &wb, max_blocks, topk.k, pairs);
+        let route = (&sorted, &block_expert, &wb, max_blocks, topk.k(), pairs);
         let rows13 = self.w13.rows;
         let g = alloc(slots * rows13 * 4)?;
         self.gemm_launch(1, &self.w13, act1, static_of(self.a1), route, g.ptr())?;

@@ -198,6 +198,7 @@ fn prepare_tensor(
 /// Prepares a layer's weights for the HIP kernels of a device whose fp8 matrix cores take
 /// `device_fp8` (`None`: no fp8 matrix cores; fp8 stays in the checkpoint's flavour).
 pub fn prepare(weights: &ExpertWeights, device_fp8: Option<Fp8Flavor>) -> Result<HipLayer> {
+    weights.validate_weights()?;
     let mut conversions = Vec::new();
     let w13 = prepare_tensor(
         &weights.scheme,

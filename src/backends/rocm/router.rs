@@ -6,7 +6,7 @@
 use super::kernels;
 use crate::device::hip::{HipBuffer, HipDevice};
 use crate::device::{Arg, Device, LaunchConfig, Module, Stream};
-use crate::error::{check_len, Error, Result};
+use crate::error::{Error, Result};
 use crate::moe::{LayerConfig, TopK};
 use std::sync::Arc;
 
@@ -110,14 +110,11 @@ impl HipRouter {
             .launch(self.module, "fm_route", cfg, &args, Stream::DEFAULT)
     }
 
-    /// Routes host logits `[tokens, E]`; NaN logits are refused, as on the host, and a
+    /// Routes host logits `[tokens, E]`; NaN or infinite logits are refused, as on the host, and a
     /// token whose scores are all NaN (softmax of ±inf) gets a NaN weight, which `TopK`
     /// refuses, again as on the host.
     pub fn route(&self, logits: &[f32], tokens: usize) -> Result<TopK> {
-        check_len("router logits", logits.len(), tokens * self.experts)?;
-        if logits.iter().any(|v| v.is_nan()) {
-            return Err(Error::Config("router logits contain NaN".into()));
-        }
+        crate::moe::router::check_logits(logits, tokens, self.experts)?;
         let k = self.top_k;
         if tokens == 0 {
             return TopK::new(0, k, Vec::new(), Vec::new(), self.experts);
