@@ -547,4 +547,14 @@ fn partial_shared_expert_and_non_finite_router_tensors_are_errors() {
         "shared_expert_gate.weight",
         &["value NaN at index 5"],
     );
+    // router weights with a NaN
+    let (mut wr, _) = writer(Lin::Bf16, 27);
+    let mut w = vec![0.01f32; E * H];
+    w[H + 3] = f32::NAN;
+    wr.floats(&format!("{BLOCK}.gate.weight"), Dtype::F32, &[E, H], &w);
+    expect(
+        load(write(&wr, &config("Qwen3MoeForCausalLM", None)).path()),
+        "gate.weight",
+        &[&format!("value NaN at index {}", H + 3)],
+    );
 }

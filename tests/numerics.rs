@@ -398,3 +398,36 @@ fn rounding_qdq_activations_to_bf16_costs_what_the_readme_says() {
     println!("bf16 output: {frac:.2e} of elements differ, rel L2 {rel:.2e}");
     assert!(rel > 1e-4 && rel < 3e-3, "{rel}");
 }
+
+#[test]
+fn emulated_experts_take_vllm_numerics_on_request() {
+    use fleetmoe::moe::{EmulatedExperts, Experts, LayerConfig, TopK};
+    use fleetmoe::quant::{DenseExperts, ExpertWeights, QuantScheme};
+    // e4m3fnuz per-token activations: vLLM's 224 moves most values (see above), so the
+    // layer output must change with Numerics::Vllm and stay bit-identical without it.
+    let config = LayerConfig::new(4, 2, 64, 128);
+    let dense = DenseExperts::random(&config, 3);
+    let weights = ExpertWeights::quantize(
+        &dense,
+        QuantScheme::parse("fp8-wtensor-atoken-fnuz").unwrap(),
+    )
+    .unwrap();
+    let x = activations(8, 3 * 64);
+    let topk = TopK::new(3, 2, vec![0, 1, 2, 3, 1, 2], vec![0.5; 6], 4).unwrap();
+    let run = |e: &EmulatedExperts| {
+        let mut out = vec![0f32; 3 * 64];
+        e.forward(&x, &topk, None, &mut out).unwrap();
+        out
+    };
+    let plain = EmulatedExperts::prepare(&weights, &config).unwrap();
+    let producer = EmulatedExperts::prepare(&weights, &config)
+        .unwrap()
+        .with_numerics(Numerics::Producer);
+    let vllm = EmulatedExperts::prepare(&weights, &config)
+        .unwrap()
+        .with_numerics(Numerics::Vllm);
+    let (a, b, c) = (run(&plain), run(&producer), run(&vllm));
+    assert_eq!(a, b);
+    let (frac, rel) = difference(&c, &a);
+    assert!(frac > 0.5 && rel > 1e-3 && rel < 0.1, "{frac} {rel}");
+}

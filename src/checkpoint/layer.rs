@@ -56,15 +56,9 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
     let (e, h, i) = (c.num_experts, c.hidden, c.intermediate);
     let s = &ck.shards;
     let router_name = format!("{block}.{}", arch.router());
-    let router = s.get(&router_name)?;
-    router.expect_shape(&[e, h])?;
-    let router = router.f32s()?;
+    let router = finite(s, &router_name, &[e, h])?;
     let router_bias = match arch {
-        Arch::GptOss => Some(super::formats::floats(
-            s,
-            &format!("{block}.router.bias"),
-            &[e],
-        )?),
+        Arch::GptOss => Some(finite(s, &format!("{block}.router.bias"), &[e])?),
         _ => None,
     };
     let mut routing = arch.routing(c);

@@ -11,7 +11,7 @@ use super::topk::TopK;
 use crate::error::{check_len, checked_size, Error, Result};
 use crate::oracle::BackendId;
 use crate::quant::activation::round_to_model_dtype;
-use crate::quant::{ActQuant, ExpertWeights, QuantScheme, Stage};
+use crate::quant::{ActQuant, ExpertWeights, Numerics, QuantScheme, Stage};
 use rayon::prelude::*;
 
 /// Dequantized experts: the emulation backend's own layout.
@@ -227,6 +227,15 @@ impl EmulatedExperts {
             mlp: DenseMlp::new(weights, config.activation)?,
             weight_on_input: config.apply_router_weight_on_input,
         })
+    }
+
+    /// The same experts with the activation rounding of `numerics` (`Numerics::Vllm`
+    /// reproduces vLLM's fp8 and NVFP4 rules for comparing with a vLLM run; the default,
+    /// `Numerics::Producer`, is what the native kernels compute).
+    pub fn with_numerics(mut self, numerics: Numerics) -> Self {
+        self.mlp.a1 = self.mlp.a1.with_numerics(numerics);
+        self.mlp.a2 = self.mlp.a2.with_numerics(numerics);
+        self
     }
 
     /// The forward with calibration hooks: returns the output, the amax of the gemm1 input

@@ -112,16 +112,22 @@ pub enum FloatDtype {
 pub enum QuantScheme {
     /// bf16 / f16 weights and activations.
     Unquantized(FloatDtype),
-    /// FP8 W8A8.
+    /// FP8 W8A8. Dynamic activation scales are `max(amax, 1e-12) / fp8_max` and values are
+    /// divided by them; vLLM 0.33 clamps the scale to at least `1 / (fp8_max · 512)`,
+    /// multiplies by its reciprocal, and takes fp8_max = 224 on e4m3fnuz
+    /// (`quant::Numerics::Vllm`; README, "Numerics").
     Fp8 {
         flavor: Fp8Flavor,
         weight: Fp8WeightScale,
         act: ActScale,
     },
     /// NVFP4: e2m1 values, e4m3 scale per 16, f32 global scale. `w4a4` quantizes the
-    /// activations to NVFP4 too (static global input scale); otherwise they stay bf16.
+    /// activations to NVFP4 too (static global input scale), as compressed-tensors does:
+    /// `x / step` ties to even; vLLM's reference multiplies by a reciprocal and can land on
+    /// the other side of an exact tie (`quant::Numerics::Vllm`). Otherwise they stay bf16.
     Nvfp4 { w4a4: bool },
-    /// OCP MX weights (block 32, e8m0 scales).
+    /// OCP MX weights (block 32, e8m0 scales); MX activations take AMD Quark's "even"
+    /// shared exponent (vLLM's own MXFP8 quantizer rounds the scale up instead).
     Mx { elem: MxElem, act: MxAct },
     /// GPTQ / AWQ style weight-only integers with bf16 activations.
     IntWeightOnly {
