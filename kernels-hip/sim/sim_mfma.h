@@ -3,9 +3,12 @@
 // K slice g; the result lane holds rows 4g..4g+3 of column lane % 16. For the gfx950
 // scaled MFMA: fp4 / fp6 lanes hold 32 consecutive K values (block g, LSB-first bits),
 // fp8 lanes hold 16-value chunks g and g + 4; the scale operand of lane (row, g) scales
-// row's K block g. Products and sums in f32 (the order of the hardware's sums is not
-// modelled).
+// row's K block g. Operand codes are read as the hardware reads them (sim_decode.h), not
+// through the kernels' own decodes. Products and sums in f32; the hardware's internal
+// order and width of its sums are not documented, so the simulator fixes one: products
+// added in K order, then added to C.
 #pragma once
+#include "sim_decode.h"
 
 namespace fm_sim {
 template <int BYTES, typename F>
@@ -28,18 +31,18 @@ inline v4f mfma(const void* a, const void* b, v4f c, int k_per_lane, F elem) {
 
 FM_INLINE v4f mfma_bf16_k16(v4s a, v4s b, v4f c) {
   return fm_sim::mfma<8>(&a, &b, c, 4, [](const unsigned char* p, int q) {
-    return bf16_to_f32((u16)(p[2 * q] | (p[2 * q + 1] << 8)));
+    return fm_sim::hw::bf16((u16)(p[2 * q] | (p[2 * q + 1] << 8)));
   });
 }
 FM_INLINE v4f mfma_f16_k16(v4s a, v4s b, v4f c) {
   return fm_sim::mfma<8>(&a, &b, c, 4, [](const unsigned char* p, int q) {
-    return f16_to_f32((u16)(p[2 * q] | (p[2 * q + 1] << 8)));
+    return fm_sim::hw::f16((u16)(p[2 * q] | (p[2 * q + 1] << 8)));
   });
 }
 #ifdef FM_HAS_FP8_MFMA
 FM_INLINE v4f mfma_fp8_k32(u64 a, u64 b, v4f c) {
   return fm_sim::mfma<8>(&a, &b, c, 8, [](const unsigned char* p, int q) {
-    return e4m3_to_f32(p[q], FM_SIM_GFX == 942);
+    return fm_sim::hw::fp8_mfma(p[q]);
   });
 }
 #endif
@@ -49,15 +52,24 @@ namespace fm_sim {
 // Element q (0..31) of a lane's 32-byte operand in format `fmt`, and its K index within
 // the 128 of the instruction for lane group g.
 inline float scaled_elem(const unsigned char* p, int q, int fmt) {
-  const int bits = mx_bits(fmt);
+  const int bits = fmt == 4 ? 4 : fmt <= 1 ? 8 : 6;
   const int bit = q * bits;
   const u32 word = p[bit / 8] | (bit / 8 + 1 < 32 ? p[bit / 8 + 1] << 8 : 0);
-  return mx_decode((word >> (bit % 8)) & ((1u << bits) - 1), fmt);
+  return hw::f8f6f4((word >> (bit % 8)) & ((1u << bits) - 1), fmt);
 }
 inline int scaled_k(int q, int g, int fmt) {
-  if (fmt == FM_MX_FP8) return q < 16 ? 16 * g + q : 64 + 16 * g + (q - 16);
+  if (fmt <= 1) return q < 16 ? 16 * g + q : 64 + 16 * g + (q - 16);
   return 32 * g + q;
 }
+// D = C + sum over the four 32-element K blocks of (block dot product) * 2^(ea + eb).
+// CDNA4 ISA §7.2: "During dot product operations, the scales are applied after the normal
+// dot product prior to output/accumulation" — each block's sum is formed first, then
+// scaled, so scales 2^127 and 2^-127 cancel instead of overflowing a product. Order here
+// (the hardware's is not documented; this one is fixed): within a block the 32 products
+// are added in K order in f32; the block sum is scaled by both scales in one step (ldexp
+// by the sum of their exponents: exact unless the result leaves the f32 range); the four
+// scaled block sums are added in block order; then C. A NaN scale (0xFF) makes its
+// block's term NaN.
 inline v4f mfma_scale(v8i a, v8i b, v4f c, int fa, int fb, int sa, int sb) {
   unsigned char as[FM_WAVE][32], bs[FM_WAVE][32];
   int sas[FM_WAVE], sbs[FM_WAVE];
@@ -76,9 +88,14 @@ inline v4f mfma_scale(v8i a, v8i b, v4f c, int fa, int fb, int sa, int sb) {
   for (int r = 0; r < 4; ++r) {
     const int i = 4 * g + r;
     float s = 0.0f;
-    for (int k = 0; k < 128; ++k)
-      s += A[i][k] * e8m0_to_f32(sas[i + 16 * (k / 32)] & 0xff) * B[j][k] *
-           e8m0_to_f32(sbs[j + 16 * (k / 32)] & 0xff);
+    for (int blk = 0; blk < 4; ++blk) {
+      float dot = 0.0f;
+      for (int k = 32 * blk; k < 32 * blk + 32; ++k) dot += A[i][k] * B[j][k];
+      const int ka = sas[i + 16 * blk], kb = sbs[j + 16 * blk];
+      s += hw::e8m0_is_nan(ka) || hw::e8m0_is_nan(kb)
+               ? hw::nan()
+               : std::ldexp(dot, hw::e8m0_exponent(ka) + hw::e8m0_exponent(kb));
+    }
     d[r] += s;
   }
   return d;
