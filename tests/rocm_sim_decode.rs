@@ -3,7 +3,7 @@
 //! fp8 documentation): e8m0 0xFF and e4m3fn 0x7F / 0xFF are NaN, e4m3fnuz 0x80 is NaN on
 //! gfx942, and the gfx950 scaled MFMA scales each 32-element block's dot product, not each
 //! product. Weights holding NaN codes are refused by `ExpertWeights::validate`, so these
-//! tests go round it (`HipExperts::prepare` directly, or the GEMM kernel launched by
+//! tests go round it (`HipExperts::prepare_unchecked_values`, or the GEMM kernel launched by
 //! hand): what is checked is that a NaN code the kernels hand to a matrix instruction
 //! comes out as NaN where the hardware would put it, and nowhere else.
 #![cfg(feature = "rocm")]
@@ -35,12 +35,13 @@ const COL: usize = 200;
 fn run_experts(w: &ExpertWeights, backend: BackendId) -> fleetmoe::Result<(Vec<f32>, Vec<bool>)> {
     let config = config();
     let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
-    let experts = HipExperts::prepare(target.hip_device().unwrap(), w, &config, backend)?;
+    let experts =
+        HipExperts::prepare_unchecked_values(target.hip_device().unwrap(), w, &config, backend)?;
     let (x, topk) = tokens(&config);
-    let mut out = vec![0f32; topk.tokens * config.hidden];
+    let mut out = vec![0f32; topk.tokens() * config.hidden];
     experts.forward(&x, &topk, None, &mut out)?;
-    let reached = (0..topk.tokens)
-        .map(|t| topk.ids[t * topk.k..(t + 1) * topk.k].contains(&(E as u32)))
+    let reached = (0..topk.tokens())
+        .map(|t| topk.ids()[t * topk.k()..(t + 1) * topk.k()].contains(&(E as u32)))
         .collect();
     Ok((out, reached))
 }

@@ -400,6 +400,14 @@ impl ExpertWeights {
         }
     }
 
+    /// Shapes and lengths only, no values: what a consumer needs to index safely. For
+    /// fault-injection tests that hand a kernel codes validation would refuse.
+    pub fn validate_layouts(&self) -> Result<()> {
+        self.validate_shapes()?;
+        self.w13.validate_layout(&self.scheme, "w13")?;
+        self.w2.validate_layout(&self.scheme, "w2")
+    }
+
     /// `validate` without the input scales: everything dequantization reads.
     pub fn validate_weights(&self) -> Result<()> {
         self.validate_shapes()?;

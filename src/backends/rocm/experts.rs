@@ -265,8 +265,23 @@ impl HipExperts {
         config: &LayerConfig,
         backend: BackendId,
     ) -> Result<Self> {
-        crate::moe::emulation::check_weights_match(weights, config)?;
         weights.validate()?;
+        Self::prepare_unchecked_values(dev, weights, config, backend)
+    }
+
+    /// `prepare` checking shapes but not values, so that weights validation would refuse
+    /// (NaN codes, 0xFF e8m0 scales) reach the kernels: the simulator tests use it to
+    /// show that the matrix instructions see those codes as the hardware does. Not for
+    /// serving: a layer built this way can return NaN.
+    #[doc(hidden)]
+    pub fn prepare_unchecked_values(
+        dev: &Arc<HipDevice>,
+        weights: &ExpertWeights,
+        config: &LayerConfig,
+        backend: BackendId,
+    ) -> Result<Self> {
+        crate::moe::emulation::check_weights_match(weights, config)?;
+        weights.validate_layouts()?;
         let caps = dev.capabilities();
         let (variant, a1, a2) = plan(&weights.scheme, weights)?;
         if let Variant::MxNative { .. } = variant {
@@ -277,7 +292,7 @@ impl HipExperts {
                 crate::error::check_group(128, k, &format!("{what} size for the scaled MFMA"))?;
             }
         }
-        let prepared = layout::prepare(weights, caps.fp8)?;
+        let prepared = layout::prepare_layout(weights, caps.fp8)?;
         let load = |f| dev.load_module(&kernels::module(f));
         Ok(HipExperts {
             dev: dev.clone(),

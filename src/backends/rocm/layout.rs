@@ -199,6 +199,14 @@ fn prepare_tensor(
 /// `device_fp8` (`None`: no fp8 matrix cores; fp8 stays in the checkpoint's flavour).
 pub fn prepare(weights: &ExpertWeights, device_fp8: Option<Fp8Flavor>) -> Result<HipLayer> {
     weights.validate_weights()?;
+    prepare_layout(weights, device_fp8)
+}
+
+/// `prepare` after checking shapes only: codes that validation refuses (NaN codes, say)
+/// travel into the layout unchanged, for the simulator's fault-injection tests.
+#[doc(hidden)]
+pub fn prepare_layout(weights: &ExpertWeights, device_fp8: Option<Fp8Flavor>) -> Result<HipLayer> {
+    weights.validate_layouts()?;
     let mut conversions = Vec::new();
     let w13 = prepare_tensor(
         &weights.scheme,
