@@ -18,14 +18,35 @@ pub struct ApiCase {
     pub backend: Option<BackendId>,
     pub x: Vec<f32>,
     pub logits: Vec<f32>,
-    /// Routing given by the caller instead of logits.
-    pub topk: Option<TopK>,
+    /// Routing given by the caller instead of logits, as raw parts: `TopK`'s fields are
+    /// private, so a mutant goes through `TopK::new` like any caller.
+    pub topk: Option<RawTopK>,
     pub slots: Option<Vec<Option<usize>>>,
     /// The seed's (experts, hidden, intermediate), which mutations size new data by.
     pub dims: (usize, usize, usize),
 }
 
 pub const TOKENS: usize = 3;
+
+/// The parts a caller hands `TopK::new`.
+#[derive(Clone, Debug)]
+pub struct RawTopK {
+    pub tokens: usize,
+    pub k: usize,
+    pub ids: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+impl RawTopK {
+    pub fn of(t: &TopK) -> Self {
+        RawTopK {
+            tokens: t.tokens(),
+            k: t.k(),
+            ids: t.ids().to_vec(),
+            weights: t.weights().to_vec(),
+        }
+    }
+}
 
 fn case(label: &'static str, config: LayerConfig, scheme: &str, seed: u64) -> ApiCase {
     let scheme = QuantScheme::parse(scheme).expect("seed scheme");
@@ -42,7 +63,8 @@ fn case(label: &'static str, config: LayerConfig, scheme: &str, seed: u64) -> Ap
             ref r => r.clone(),
         },
         ..config.clone()
-    });
+    })
+    .expect("seed router");
     let topk = r.route(&logits, TOKENS).expect("seed routing");
     calibrate(&mut weights, &config, &x, &topk).expect("seed calibration");
     ApiCase {
@@ -54,7 +76,7 @@ fn case(label: &'static str, config: LayerConfig, scheme: &str, seed: u64) -> Ap
         backend: None,
         x,
         logits,
-        topk: matches!(config.routing, Routing::Given).then_some(topk),
+        topk: matches!(config.routing, Routing::Given).then(|| RawTopK::of(&topk)),
         slots: None,
         dims: (e, h, config.intermediate),
     }
@@ -166,7 +188,17 @@ pub fn run(c: &ApiCase, target: &Target) -> fleetmoe::Result<Vec<f32>> {
         backend: c.backend,
     };
     let layer = MoeLayer::new(c.config.clone(), &c.weights, target, extras)?;
-    let routing = match &c.topk {
+    let topk = match &c.topk {
+        Some(t) => Some(TopK::new(
+            t.tokens,
+            t.k,
+            t.ids.clone(),
+            t.weights.clone(),
+            c.config.num_experts,
+        )?),
+        None => None,
+    };
+    let routing = match &topk {
         Some(t) => RoutingInput::TopK(t),
         None => RoutingInput::Logits(&c.logits),
     };

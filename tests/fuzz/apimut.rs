@@ -2,12 +2,10 @@
 //! and forward inputs (hidden states, logits, a `TopK` built from its public fields,
 //! adapter slots, a forced backend).
 
-use super::api::{lora, ApiCase, TOKENS};
-use fleetmoe::moe::{
-    Activation, GroupScoring, Lora, LoraExpert, Routing, SharedExpertWeights, TopK,
-};
+use super::api::{lora, ApiCase, RawTopK, TOKENS};
+use fleetmoe::moe::{Activation, GroupScoring, Lora, LoraExpert, Routing, SharedExpertWeights};
 use fleetmoe::oracle::BackendId;
-use fleetmoe::quant::{QuantScheme, WeightData};
+use fleetmoe::quant::{Fp8Flavor, QuantScheme, WeightData};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -239,7 +237,7 @@ pub fn mutate(c: &mut ApiCase, r: &mut ChaCha8Rng) -> (String, Option<String>) {
             }
         }
         19 | 20 => {
-            let mut t = c.topk.take().unwrap_or(TopK {
+            let mut t = c.topk.take().unwrap_or(RawTopK {
                 tokens: TOKENS,
                 k: 2,
                 ids: vec![0, 1, 2, 3, 0, 1],
@@ -299,6 +297,11 @@ pub fn mutate(c: &mut ApiCase, r: &mut ChaCha8Rng) -> (String, Option<String>) {
 }
 
 fn weight_data(c: &mut ApiCase, r: &mut ChaCha8Rng, refuse: &mut Option<String>) -> String {
+    // The NaN code of the scheme's fp8 flavour (0x7F is 240 in e4m3fnuz, a valid value).
+    let nan_code = match c.weights.scheme.fp8_flavor() {
+        Some(Fp8Flavor::E4M3Fnuz) => 0x80,
+        _ => 0x7F,
+    };
     let t = if r.random_bool(0.5) {
         &mut c.weights.w13
     } else {
@@ -329,9 +332,9 @@ fn weight_data(c: &mut ApiCase, r: &mut ChaCha8Rng, refuse: &mut Option<String>)
         WeightData::Fp8 { codes, scales } => {
             if r.random_bool(0.5) {
                 let k = r.random_range(0..codes.len());
-                codes[k] = 0x7F;
-                *refuse = Some("fp8 NaN code 0x7f".into());
-                "fp8 code 0x7f".into()
+                codes[k] = nan_code;
+                *refuse = Some(format!("fp8 NaN code {nan_code:#04x}"));
+                format!("fp8 code {nan_code:#04x}")
             } else {
                 let x = poke(scales, r);
                 nonfinite("fp8 weight scale", x)
