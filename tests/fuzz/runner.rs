@@ -81,20 +81,26 @@ fn install_hook() {
 /// tables), since std's panics (clamp, slicing, overflow) name std's own location.
 fn crate_frame() -> String {
     let bt = std::backtrace::Backtrace::force_capture().to_string();
-    let mut lines = bt.lines().map(str::trim);
-    while let Some(l) = lines.next() {
-        let Some((_, name)) = l.split_once(": ") else {
-            continue;
-        };
-        if name.starts_with("fleetmoe::") {
-            let name = name.trim_end_matches("::{{closure}}");
-            return match lines.next().and_then(|a| a.strip_prefix("at ")) {
-                Some(at) => format!("{name} ({at})"),
-                None => name.to_string(),
-            };
+    let (mut name, mut named) = ("", None);
+    for l in bt.lines().map(str::trim) {
+        if let Some(at) = l.strip_prefix("at ") {
+            // the crate's own sources, as line tables name them
+            if at.starts_with("./src/")
+                || (at.contains("/src/")
+                    && !at.contains("/rustc/")
+                    && !at.contains("/.cargo/")
+                    && !at.contains("tests/"))
+            {
+                return format!("{name} ({at})");
+            }
+        } else if let Some((_, n)) = l.split_once(": ") {
+            name = n;
+            if named.is_none() && n.starts_with("fleetmoe::") {
+                named = Some(n.to_string());
+            }
         }
     }
-    "no fleetmoe frame".into()
+    named.unwrap_or_else(|| "no fleetmoe frame".into())
 }
 
 /// Called by the allocator before refusing a request: names the mutant, allocating nothing.
@@ -199,7 +205,9 @@ impl Report {
 /// touched, digits and values left out.
 fn failure_key(class: &str, desc: &str, symptom: &str) -> String {
     if class == "panic" {
-        return format!("panic | {}", symptom.split('|').next().unwrap_or(""));
+        // "frame|file:line: message": the frame and the location, not the message
+        let place = symptom.split_once(": ").map_or(symptom, |(p, _)| p);
+        return format!("panic | {place}");
     }
     let (seed, muts) = desc.split_once(" | ").unwrap_or((desc, ""));
     let first = muts.split("; ").next().unwrap_or("");
