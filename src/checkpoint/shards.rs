@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use memmap2::Mmap;
 use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, SafeTensors};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +33,8 @@ pub struct Shards {
     /// Tensor name → file name (relative to `dir`).
     map: BTreeMap<String, String>,
     open: Mutex<HashMap<String, Arc<ShardFile>>>,
+    /// Names of the tensors copied out so far.
+    read: Mutex<BTreeSet<String>>,
 }
 
 fn io(path: &Path, source: std::io::Error) -> Error {
@@ -55,6 +57,7 @@ impl Shards {
             dir: dir.to_path_buf(),
             map: BTreeMap::new(),
             open: Mutex::new(HashMap::new()),
+            read: Mutex::new(BTreeSet::new()),
         };
         let index = dir.join(format!("{single}.index.json"));
         let mut map = BTreeMap::new();
@@ -186,7 +189,18 @@ impl Shards {
 
     /// Copies a tensor out; an error naming the file and tensor if it is absent or its
     /// bytes do not match its dtype and shape.
+    /// The tensors copied out so far, in name order: what the loads up to now depended on
+    /// (tensors of other layers, attention and so on are never read).
+    pub fn tensors_read(&self) -> Vec<String> {
+        let read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        read.iter().cloned().collect()
+    }
+
     pub fn get(&self, name: &str) -> Result<RawTensor> {
+        self.read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
         let file = self.map.get(name).ok_or_else(|| {
             Error::checkpoint(self.dir.display(), name, "tensor not found in checkpoint")
         })?;

@@ -59,9 +59,26 @@ pub fn judge(r: fleetmoe::Result<Vec<f32>>, refuse: Option<&str>) -> Verdict {
 }
 
 /// Opens `dir`, loads up to two MoE layers and runs each (with the adapter when present).
-/// Returns the concatenated outputs.
-pub fn run_model(dir: &Path, m: &Model, target: &Target) -> fleetmoe::Result<Vec<f32>> {
-    let ck = Checkpoint::open(dir)?;
+/// Returns the concatenated outputs, and the model tensors the loader read.
+pub fn run_model(
+    dir: &Path,
+    m: &Model,
+    target: &Target,
+) -> (fleetmoe::Result<Vec<f32>>, Vec<String>) {
+    let ck = match Checkpoint::open(dir) {
+        Ok(ck) => ck,
+        Err(e) => return (Err(e), Vec::new()),
+    };
+    let out = run_layers(dir, m, target, &ck);
+    (out, ck.shards.tensors_read())
+}
+
+fn run_layers(
+    dir: &Path,
+    m: &Model,
+    target: &Target,
+    ck: &Checkpoint,
+) -> fleetmoe::Result<Vec<f32>> {
     let layers = ck.moe_layers();
     if layers.is_empty() {
         return Err(Error::Config("no MoE layer found".into()));
@@ -72,7 +89,7 @@ pub fn run_model(dir: &Path, m: &Model, target: &Target) -> fleetmoe::Result<Vec
         let l = ck.load_layer(n)?;
         let mut config = l.config.clone();
         let lora = if m.adapter {
-            let ad = load_adapter(&dir.join("adapter"), &ck, &l)?;
+            let ad = load_adapter(&dir.join("adapter"), ck, &l)?;
             config.lora = true;
             Some(Lora { adapters: vec![ad] })
         } else {

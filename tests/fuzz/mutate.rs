@@ -16,6 +16,9 @@ pub struct Mutant {
     pub model: Model,
     pub log: Vec<String>,
     pub refuse: Option<String>,
+    /// The model tensor the claim is about, when it is one: the claim holds only if the
+    /// loader read it (a tensor no layer reads may hold anything).
+    pub refuse_tensor: Option<String>,
 }
 
 pub fn mutate(seed: &Model, r: &mut ChaCha8Rng) -> Mutant {
@@ -48,11 +51,15 @@ pub fn mutate(seed: &Model, r: &mut ChaCha8Rng) -> Mutant {
         };
         log.push(what);
     }
-    let refuse = invalid(&m);
+    let (refuse, refuse_tensor) = match invalid(&m) {
+        Some((why, tensor)) => (Some(why), tensor),
+        None => (None, None),
+    };
     Mutant {
         model: m,
         log,
         refuse,
+        refuse_tensor,
     }
 }
 
@@ -467,8 +474,9 @@ fn shards(m: &mut Model, r: &mut ChaCha8Rng) -> String {
 }
 
 /// What the final mutant holds that the loader must refuse, if anything: a non-finite
-/// value (or NaN code) in a tensor it reads, or one name in two files with no index.
-fn invalid(m: &Model) -> Option<String> {
+/// value (or NaN code) in a tensor of the MoE block (with that tensor's name, unless it
+/// is an adapter's), or one name in two files with no index.
+fn invalid(m: &Model) -> Option<(String, Option<String>)> {
     for f in &m.files {
         for t in f.tensors.iter().filter(|t| reads(m, &t.name)) {
             let bad = match (t.role, t.dtype.as_str()) {
@@ -488,7 +496,9 @@ fn invalid(m: &Model) -> Option<String> {
                 _ => false,
             };
             if bad {
-                return Some(format!("a non-finite value in {} ({})", t.name, t.dtype));
+                let why = format!("a non-finite value in {} ({})", t.name, t.dtype);
+                let model_tensor = !f.path.starts_with("adapter/");
+                return Some((why, model_tensor.then(|| t.name.clone())));
             }
         }
     }
@@ -499,7 +509,7 @@ fn invalid(m: &Model) -> Option<String> {
             for t in &f.tensors {
                 if let Some(other) = seen.insert(t.name.as_str(), f.path.as_str()) {
                     if other != f.path && reads(m, &t.name) {
-                        return Some(format!("{} in both {other} and {}", t.name, f.path));
+                        return Some((format!("{} in both {other} and {}", t.name, f.path), None));
                     }
                 }
             }

@@ -287,9 +287,16 @@ impl Runner {
             let desc = format!("{} | {}", mu.model.label, mu.log.join("; "));
             reset_dir(dir);
             mu.model.write(dir).expect("write the mutant");
-            let refuse = mu.refuse;
+            let (refuse, tensor) = (mu.refuse, mu.refuse_tensor);
             let m = mu.model;
-            (desc, Box::new(move || (run_model(dir, &m, target), refuse)))
+            (
+                desc,
+                Box::new(move || {
+                    let (out, read) = run_model(dir, &m, target);
+                    let refuse = refuse.filter(|_| tensor.is_none_or(|t| read.contains(&t)));
+                    (out, refuse)
+                }),
+            )
         } else {
             let mut c = self.cases[s - self.models.len()].clone();
             let (mut log, mut refuse) = (Vec::new(), None);
@@ -354,7 +361,11 @@ impl Runner {
         for m in &self.models {
             reset_dir(&dir);
             m.write(&dir).expect("write the seed");
-            let v = self.judge_run(0, m.label, Box::new(|| (run_model(&dir, m, &target), None)));
+            let v = self.judge_run(
+                0,
+                m.label,
+                Box::new(|| (run_model(&dir, m, &target).0, None)),
+            );
             out.push((m.label.to_string(), v));
         }
         for c in &self.cases {
