@@ -338,8 +338,10 @@ fn run_case(c: &Case, seed: u64) {
 
     // The f64 reference, twice: with the scheme's activation handling on the dequantized
     // weights (tight), and unquantized on the original f32 weights (the scheme's budget).
-    let deq = weights.dequantize().unwrap();
-    let shared_deq = shared.as_ref().map(|s| s.weights.dequantize().unwrap());
+    let deq = weights.dequantize_as_kernels().unwrap();
+    let shared_deq = shared
+        .as_ref()
+        .map(|s| s.weights.dequantize_as_kernels().unwrap());
     let reference = |q_routed: Quant<'_>,
                      q_shared: Quant<'_>,
                      d: &DenseExperts,

@@ -88,7 +88,7 @@ impl DenseMlp {
             )));
         }
         let (w13, w2): (Vec<_>, Vec<_>) = (0..weights.num_experts)
-            .map(|e| weights.dequantize_expert(e))
+            .map(|e| weights.dequantize_expert_as_kernels(e))
             .collect::<Result<Vec<_>>>()?
             .into_iter()
             .unzip();

@@ -95,7 +95,7 @@ pub fn forward_f64(
             if members.is_empty() {
                 continue;
             }
-            let (w13, w2) = weights.dequantize_expert(e)?;
+            let (w13, w2) = weights.dequantize_expert_as_kernels(e)?;
             for &p in &members {
                 if pass == 0 {
                     let xin = &inputs[p * h..(p + 1) * h];

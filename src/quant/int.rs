@@ -119,6 +119,32 @@ pub fn quantize(spec: IntSpec, w: &[f32], rows: usize, cols: usize) -> IntExpert
 
 /// Dequantizes expert `e` of `iw` (a `[rows, cols]` matrix) into `out`.
 pub fn dequantize(iw: &IntWeights, e: usize, rows: usize, cols: usize, out: &mut [f32]) {
+    dequantize_with(iw, e, rows, cols, out, |code, zero, scale, channel| {
+        (code - zero) * scale * channel
+    })
+}
+
+/// Expert `e` as the native weight-only kernels expand it for a bf16 MMA (Marlin's bf16
+/// path, fleetmoe's `expand_u4_bf16` / `expand_u8_bf16`): the group scale rounded to
+/// bf16 once at load, `code − zero` exact, their product rounded to bf16. The emulation
+/// computes with these values, so it rounds where every such kernel rounds.
+pub fn dequantize_bf16(iw: &IntWeights, e: usize, rows: usize, cols: usize, out: &mut [f32]) {
+    let bf16 = |x: f32| half::bf16::from_f32(x).to_f32();
+    dequantize_with(iw, e, rows, cols, out, |code, zero, scale, channel| {
+        bf16((code - zero) * bf16(scale)) * channel
+    })
+}
+
+/// Walks expert `e`'s codes with their zero point, group scale and W4A8 channel scale (1
+/// elsewhere), writing `value(code, zero, scale, channel)`.
+fn dequantize_with(
+    iw: &IntWeights,
+    e: usize,
+    rows: usize,
+    cols: usize,
+    out: &mut [f32],
+    value: impl Fn(f32, f32, f32, f32) -> f32,
+) {
     let groups = cols / iw.group;
     let codes: Vec<u8> = match iw.bits {
         IntBits::Int4 => {
@@ -134,7 +160,7 @@ pub fn dequantize(iw: &IntWeights, e: usize, rows: usize, cols: usize, out: &mut
         for c in 0..cols {
             let g = (e * rows + r) * groups + group_of(g_idx, c, iw.group);
             let zero = iw.zeros.as_ref().map_or(mid, |z| z[g] as f32);
-            out[r * cols + c] = (codes[r * cols + c] as f32 - zero) * iw.scales[g] * cs;
+            out[r * cols + c] = value(codes[r * cols + c] as f32, zero, iw.scales[g], cs);
         }
     }
 }

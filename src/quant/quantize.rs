@@ -118,7 +118,7 @@ impl QuantTensor {
     /// and that expert's values, so inconsistent data is an error, never a slice past the
     /// end of a list.
     pub fn dequantize_expert(&self, scheme: &QuantScheme, e: usize, out: &mut [f32]) -> Result<()> {
-        self.dequantize_expert_named(scheme, e, out, "weights")
+        self.dequantize_expert_named(scheme, e, out, "weights", Rounding::Exact)
     }
 
     /// `dequantize_expert`, naming the projection (`what`) in errors.
@@ -128,6 +128,7 @@ impl QuantTensor {
         e: usize,
         out: &mut [f32],
         what: &str,
+        rounding: Rounding,
     ) -> Result<()> {
         self.validate_layout(scheme, what)?;
         self.validate_expert(scheme, e, what)?;
@@ -185,6 +186,11 @@ impl QuantTensor {
                     out,
                 )?
             }
+            (WeightData::Int(iw), QuantScheme::IntWeightOnly { .. })
+                if rounding == Rounding::AsKernels =>
+            {
+                int::dequantize_bf16(iw, e, rows, cols, out)
+            }
             (WeightData::Int(iw), _) => int::dequantize(iw, e, rows, cols, out),
             (data, scheme) => return Err(super::validate::mismatch(scheme, data)),
         }
@@ -201,6 +207,14 @@ impl QuantTensor {
         }
         Ok(out)
     }
+}
+
+/// Whether dequantized weights are the checkpoint's exact values or the values the native
+/// kernels multiply (rounded where every kernel of that scheme rounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rounding {
+    Exact,
+    AsKernels,
 }
 
 /// Concatenates per-expert integer pieces into the checkpoint layout.
@@ -315,14 +329,51 @@ impl ExpertWeights {
     /// Dequantizes expert `e`: (w13 `[rows13, H]`, w2 `[H, I]`). The shapes and expert
     /// `e`'s values are checked first (the whole of `validate` would read every expert).
     pub fn dequantize_expert(&self, e: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.dequantize_expert_rounded(e, Rounding::Exact)
+    }
+
+    /// Expert `e` as the native kernels multiply it (`Rounding::AsKernels`): what the
+    /// emulation and the f64 reference compute with. Differs from `dequantize_expert` only
+    /// for integer weight-only schemes, whose kernels expand to bf16 before the MMA.
+    pub fn dequantize_expert_as_kernels(&self, e: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.dequantize_expert_rounded(e, Rounding::AsKernels)
+    }
+
+    fn dequantize_expert_rounded(
+        &self,
+        e: usize,
+        rounding: Rounding,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         self.validate_shapes()?;
         let mut w13 = vec![0f32; self.w13_rows() * self.hidden];
         let mut w2 = vec![0f32; self.hidden * self.intermediate];
         self.w13
-            .dequantize_expert_named(&self.scheme, e, &mut w13, "w13")?;
+            .dequantize_expert_named(&self.scheme, e, &mut w13, "w13", rounding)?;
         self.w2
-            .dequantize_expert_named(&self.scheme, e, &mut w2, "w2")?;
+            .dequantize_expert_named(&self.scheme, e, &mut w2, "w2", rounding)?;
         Ok((w13, w2))
+    }
+
+    /// `dequantize` with the values the native kernels multiply (see
+    /// `dequantize_expert_as_kernels`).
+    pub fn dequantize_as_kernels(&self) -> Result<DenseExperts> {
+        self.validate_weights()?;
+        let (mut w13, mut w2) = (Vec::new(), Vec::new());
+        for e in 0..self.num_experts {
+            let (a, b) = self.dequantize_expert_as_kernels(e)?;
+            w13.extend(a);
+            w2.extend(b);
+        }
+        Ok(DenseExperts {
+            num_experts: self.num_experts,
+            hidden: self.hidden,
+            intermediate: self.intermediate,
+            gated: self.gated,
+            w13,
+            w2,
+            w13_bias: self.w13_bias.clone(),
+            w2_bias: self.w2_bias.clone(),
+        })
     }
 
     /// Everything back in f32, after `validate_weights`.
