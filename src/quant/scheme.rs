@@ -347,16 +347,34 @@ impl QuantScheme {
     }
 
     /// Relative L2 error a native kernel may show against emulation on the same
-    /// quantized weights: accumulation order, bf16 intermediates, and activation codes that
-    /// flip at a rounding boundary when the scale is computed in a different order.
+    /// quantized weights. The emulation rounds where the kernels round (bf16 hidden
+    /// states, gemm1 and activation outputs; integer weights expanded to bf16; activation
+    /// codes by the same rule), so what is left is the order of the f32 sums, which now and
+    /// then flips a bf16 rounding of an intermediate, and a flipped intermediate can flip a
+    /// quantized activation code downstream. Measured maxima over the parity suite on the
+    /// H200 (2026-12-02) are in the comments; each tolerance leaves about 5× over them.
     pub fn parity_tolerance(&self) -> f64 {
         match self {
-            QuantScheme::Unquantized(_) | QuantScheme::IntWeightOnly { .. } => 1e-2,
-            QuantScheme::Fp8 { .. } | QuantScheme::W4A8 | QuantScheme::Int8W8A8 => 2e-2,
-            QuantScheme::Nvfp4 { w4a4: false }
+            // bf16 flips only (2^-9 relative each): bf16 2.1e-4, f16 8.5e-5, int
+            // weight-only 2.3e-4, NVFP4 / MXFP4 weights with bf16 activations 7.2e-5.
+            QuantScheme::Unquantized(_)
+            | QuantScheme::IntWeightOnly { .. }
+            | QuantScheme::Nvfp4 { w4a4: false }
             | QuantScheme::Mx {
                 act: MxAct::Bf16, ..
-            } => 1e-2,
+            } => 1e-3,
+            // a flipped intermediate can flip an fp8 activation code (2^-4 relative):
+            // fp8 per-tensor 1.0e-3, block-128 7.4e-4, W4A8 2.4e-5, MXFP4 + fp8 1.2e-4.
+            QuantScheme::Fp8 { .. }
+            | QuantScheme::W4A8
+            | QuantScheme::Mx {
+                act: MxAct::Fp8Static,
+                ..
+            } => 5e-3,
+            // int8 activation codes flip like fp8's; no native path yet, not measured.
+            QuantScheme::Int8W8A8 => 2e-2,
+            // 4- and 6-bit activation codes: one flip moves a value by up to a third.
+            // Native on the AMD simulator only (1.2e-6 there); no hardware measurement.
             QuantScheme::Nvfp4 { w4a4: true } | QuantScheme::Mx { .. } => 3e-2,
         }
     }
