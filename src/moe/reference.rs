@@ -27,22 +27,8 @@ pub fn forward_f64(
     quantize: bool,
 ) -> Result<Vec<f64>> {
     let (h, i) = (config.hidden, config.intermediate);
-    config.validate()?;
+    super::emulation::check_weights_match(weights, config)?;
     weights.validate_weights()?;
-    let want = (config.num_experts, h, i, config.activation.is_gated());
-    let have = (
-        weights.num_experts,
-        weights.hidden,
-        weights.intermediate,
-        weights.gated,
-    );
-    if want != have {
-        return Err(crate::error::Error::shape(
-            "expert weights (experts, hidden, intermediate, gated)",
-            format!("{want:?} from the layer config"),
-            format!("{have:?}"),
-        ));
-    }
     topk.check_experts(config.num_experts)?;
     let n = checked_size("hidden states (tokens × hidden)", &[topk.tokens(), h])?;
     check_len("hidden states", x.len(), n)?;

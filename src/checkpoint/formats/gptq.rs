@@ -93,17 +93,12 @@ pub(super) fn load(
         if zero_point {
             Some(z)
         } else {
-            let mid = 1u8 << (b - 1);
-            if let Some(&bad) = z.iter().find(|&&v| v != mid) {
-                return Err(Error::checkpoint(
-                    shards.file_of(&zname),
-                    &zname,
-                    format!(
-                        "zero point {bad} where quantization_config.sym ({}) means the symmetric zero {mid}",
-                        sym_setting(format)
-                    ),
-                ));
-            }
+            super::check_symmetric_zeros(shards, &zname, &z, b, |bad, mid| {
+                format!(
+                    "zero point {bad} where quantization_config.sym ({}) means the symmetric zero {mid}",
+                    sym_setting(format)
+                )
+            })?;
             None
         }
     } else {

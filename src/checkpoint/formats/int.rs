@@ -123,17 +123,12 @@ pub(super) fn load(
     };
     let zeros = match zeros {
         Some(z) if !zp => {
-            let mid = 1u8 << (b - 1);
-            if let Some(&bad) = z.iter().find(|&&v| v != mid) {
-                return Err(Error::checkpoint(
-                    shards.file_of(&zname),
-                    &zname,
-                    format!(
-                        "zero point {} where weights.symmetric (true, or absent: the compressed-tensors default) means 0",
-                        bad as i32 - mid as i32
-                    ),
-                ));
-            }
+            super::check_symmetric_zeros(shards, &zname, &z, b, |bad, mid| {
+                format!(
+                    "zero point {} where weights.symmetric (true, or absent: the compressed-tensors default) means 0",
+                    bad as i32 - mid as i32
+                )
+            })?;
             None
         }
         z => z,

@@ -218,6 +218,26 @@ fn act_field(format: &QuantFormat) -> &'static str {
     }
 }
 
+/// Zero points read from `zname` that a symmetric setting would ignore must all be the
+/// symmetric zero `2^(bits − 1)`; `why(bad, mid)` says which setting made them ignorable.
+pub(crate) fn check_symmetric_zeros(
+    shards: &Shards,
+    zname: &str,
+    zeros: &[u8],
+    bits: usize,
+    why: impl Fn(u8, u8) -> String,
+) -> Result<()> {
+    let mid = 1u8 << (bits - 1);
+    match zeros.iter().find(|&&v| v != mid) {
+        Some(&bad) => Err(crate::Error::checkpoint(
+            shards.file_of(zname),
+            zname,
+            why(bad, mid),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Integer scale groups along K for `cols`, checking that the group divides it.
 pub(crate) fn groups_of(group: IntGroup, cols: usize, t: &str) -> Result<usize> {
     let g = crate::quant::group_size(group, cols);
