@@ -203,10 +203,12 @@ FM_INLINE int mx_bits(int fmt) { return fmt == FM_MX_FP4 ? 4 : fmt == FM_MX_FP8 
 FM_INLINE float e8m0_to_f32(u32 code) {
   return code == 0 ? as_float(0x00400000u) : as_float(code << 23);
 }
-// Quark's "even" shared exponent of a block with amax `amax` (as quant::mx does).
+// Quark's "even" shared exponent of a block with amax `amax` (as quant::mx does): an amax
+// that rounds into the biased exponent 255 counts as 2^127, as Quark clamps it.
 FM_INLINE int mx_shared_exponent(float amax, int fmt) {
   const u32 r = (as_u32(fabs_(amax)) + (1u << (23 - mx_mbits(fmt) - 1))) & 0xff800000u;
-  const int log2 = r == 0 ? -126 : (int)((r >> 23) & 0xff) - 127;
+  const int biased = (int)((r >> 23) & 0xff);
+  const int log2 = r == 0 ? -126 : (biased == 255 ? 127 : biased - 127);
   const int e = log2 - mx_emax(fmt);
   return e < -127 ? -127 : (e > 127 ? 127 : e);
 }

@@ -126,12 +126,24 @@ fm_mx_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __r
   const u16* x = src + (long)row * cols + b * 32;
   float v[32];
   float m = 0.0f;
-  for (int j = 0; j < 32; ++j) { v[j] = model_to_f32(x[j], is_f16); m = fmax_(m, fabs_(v[j])); }
+  bool nan = false;
+  for (int j = 0; j < 32; ++j) {
+    v[j] = model_to_f32(x[j], is_f16);
+    nan |= v[j] != v[j];  // fmax_ would skip it
+    m = fmax_(m, fabs_(v[j]));
+  }
+  const int bits = mx_bits(fmt);
+  u8* out = codes + ((long)row * cols + b * 32) * bits / 8;
+  if (nan) {
+    // A NaN amax: the block's scale is the e8m0 NaN code, as quant::mx gives, and the
+    // scaled MFMA turns the whole block's contribution into NaN.
+    scales[(long)row * blocks + b] = 0xff;
+    for (int o = 0; o < 4 * bits; ++o) out[o] = 0;
+    return;
+  }
   const int e = mx_shared_exponent(m, fmt);
   const float s = exp2i(e);
   scales[(long)row * blocks + b] = (u8)(e + 127);
-  const int bits = mx_bits(fmt);
-  u8* out = codes + ((long)row * cols + b * 32) * bits / 8;
   u64 acc = 0;
   int filled = 0, o = 0;
   for (int j = 0; j < 32; ++j) {

@@ -17,7 +17,7 @@ use fleetmoe::backends::rocm::{fnuz, kernels, scale_shuffle, HipExperts};
 use fleetmoe::device::{Arg, Device, LaunchConfig, Stream};
 use fleetmoe::moe::{Experts, LayerConfig, Target, TopK};
 use fleetmoe::oracle::BackendId;
-use fleetmoe::quant::{DenseExperts, ExpertWeights, Fp8Flavor, QuantScheme, WeightData};
+use fleetmoe::quant::{DenseExperts, ExpertWeights, Fp8Flavor, MxElem, QuantScheme, WeightData};
 
 /// The layer shape of these tests: 4 experts, top-2, hidden 128, intermediate 256.
 fn config() -> LayerConfig {
@@ -323,4 +323,69 @@ fn the_scaled_mfma_scales_block_dot_products_not_products() {
         "row 0: per block {} (per product would be {per_product})",
         got[0]
     );
+}
+
+/// `fm_mx_quant_rows` on one row of 32-element bf16 blocks: (codes, e8m0 scales).
+fn mx_quant(x: &[u16], fmt: i32, bits: usize) -> (Vec<u8>, Vec<u8>) {
+    let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
+    let dev = target.hip_device().unwrap();
+    let src: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let sb = dev.alloc(src.len()).unwrap();
+    dev.write(sb, 0, &src, Stream::DEFAULT).unwrap();
+    let blocks = x.len() / 32;
+    let (codes, scales) = (
+        dev.alloc(x.len() * bits / 8).unwrap(),
+        dev.alloc(blocks).unwrap(),
+    );
+    let quant = dev.load_module(&kernels::module("quant")).unwrap();
+    let args = [
+        Arg::Buffer(sb),
+        Arg::I32(1),
+        Arg::I32(x.len() as i32),
+        Arg::U64(0),
+        Arg::U64(0),
+        Arg::I32(0),
+        Arg::I32(fmt),
+        Arg::I32(0),
+        Arg::Buffer(codes),
+        Arg::Buffer(scales),
+    ];
+    let launch = LaunchConfig {
+        grid: (1, 1, 1),
+        block: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    dev.launch(quant, "fm_mx_quant_rows", launch, &args, Stream::DEFAULT)
+        .unwrap();
+    let mut c = vec![0u8; x.len() * bits / 8];
+    let mut s = vec![0u8; blocks];
+    dev.read(codes, 0, &mut c, Stream::DEFAULT).unwrap();
+    dev.read(scales, 0, &mut s, Stream::DEFAULT).unwrap();
+    (c, s)
+}
+
+#[test]
+fn mx_activation_scales_match_the_emulation_at_the_top_of_the_range_and_for_nan() {
+    use fleetmoe::quant::mx::{shared_exponent, ScaleElem};
+    let Some((clang, mut stand_ins)) = simulator() else {
+        return;
+    };
+    use_stand_in(&clang, &mut stand_ins, 950);
+    let bf16 = |v: f32| half::bf16::from_f32(v).to_bits();
+    // Block 0: amax 1.75 · 2^127 (bf16 0x7F60) rounds into f32 exponent 255; Quark and
+    // quant::mx clamp it to 2^127, so fp4's scale is 2^125 (code 252), never 2^126.
+    // Block 1: an ordinary block. Block 2: a NaN, which fmax alone would skip.
+    let mut x = vec![bf16(0.75); 96];
+    x[3] = 0x7F60;
+    x[32 + 5] = bf16(5.5);
+    x[64 + 9] = 0x7FC0;
+    let (_, scales) = mx_quant(&x, 4, 4);
+    let want = |amax: f32| {
+        shared_exponent(amax, ScaleElem::Mx(MxElem::Fp4E2M1)).map_or(0xFF, |e| (e + 127) as u8)
+    };
+    assert_eq!(scales[0], 252);
+    assert_eq!(scales[0], want(f32::from_bits(0x7F60_0000)));
+    assert_eq!(scales[1], want(5.5));
+    assert_eq!(scales[2], 0xFF);
+    assert_eq!(want(f32::NAN), 0xFF);
 }
