@@ -47,7 +47,7 @@ pub fn forward_f64(
         (ActQuant::None, ActQuant::None)
     };
     let on_input = config.apply_router_weight_on_input;
-    let pairs = topk.tokens() * topk.k();
+    let pairs = topk.pairs();
     // gemm1 inputs for every pair, then activation quantization over all of them.
     let mut inputs = Vec::with_capacity(pairs * h);
     for t in 0..topk.tokens() {

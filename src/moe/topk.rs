@@ -34,24 +34,20 @@ impl TopK {
         let pairs = checked_size("top-k pairs (tokens × k)", &[tokens, k])?;
         check_len("top-k ids", ids.len(), pairs)?;
         check_len("top-k weights", weights.len(), pairs)?;
-        if let Some(&bad) = ids.iter().find(|&&e| e as usize >= num_experts) {
-            return Err(Error::ExpertId {
-                id: bad as usize,
-                num_experts,
-            });
-        }
-        crate::error::check_bounded(
-            "top-k weights",
-            &weights,
-            MAX_WEIGHT_MAGNITUDE,
-            "a finite router weight of magnitude at most 2^16",
-        )?;
-        Ok(TopK {
+        let topk = TopK {
             tokens,
             k,
             ids,
             weights,
-        })
+        };
+        topk.check_experts(num_experts)?;
+        crate::error::check_bounded(
+            "top-k weights",
+            &topk.weights,
+            MAX_WEIGHT_MAGNITUDE,
+            "a finite router weight of magnitude at most 2^16",
+        )?;
+        Ok(topk)
     }
 
     /// Checks that this routing fits a layer of `num_experts` experts (a `TopK` built for

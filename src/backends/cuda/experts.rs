@@ -699,16 +699,7 @@ impl Experts for CudaExperts {
         }
         check_len("hidden states", x.len(), topk.tokens() * self.hidden)?;
         check_len("output", out.len(), topk.tokens() * self.hidden)?;
-        if let Some(&bad) = topk
-            .ids()
-            .iter()
-            .find(|&&id| id as usize >= self.num_experts)
-        {
-            return Err(Error::ExpertId {
-                id: bad as usize,
-                num_experts: self.num_experts,
-            });
-        }
+        topk.check_experts(self.num_experts)?;
         let mut slot = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_none_or(|w| {
             w.tokens != topk.tokens()

@@ -498,12 +498,7 @@ impl Experts for HipExperts {
         let tokens = topk.tokens();
         check_len("hidden states", x.len(), tokens * h)?;
         check_len("output", out.len(), tokens * h)?;
-        if let Some(&bad) = topk.ids().iter().find(|&&id| id as usize >= e) {
-            return Err(Error::ExpertId {
-                id: bad as usize,
-                num_experts: e,
-            });
-        }
+        topk.check_experts(e)?;
         if self.weight_on_input && topk.k() != 1 {
             return Err(Error::Config(format!(
                 "router weight on the input needs top-k 1, got {}",
