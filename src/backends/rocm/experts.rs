@@ -9,140 +9,18 @@
 
 use super::kernels;
 use super::layout::{self, HipGemmWeights};
+use super::plan::{fp8_mode, plan, static_of, ActPlan, Variant};
 use crate::device::hip::{HipBuffer, HipDevice};
 use crate::device::{Arg, Device, LaunchConfig, Module, Stream};
 use crate::error::{check_len, Error, Result};
 use crate::moe::{Activation, Experts, LayerConfig, LoraBatch, TopK};
 use crate::oracle::BackendId;
-use crate::quant::{
-    ActScale, ExpertWeights, FloatDtype, Fp8Flavor, Fp8WeightScale, MxAct, MxElem, QuantScheme,
-};
+use crate::quant::{ExpertWeights, Fp8WeightScale};
 use std::sync::Arc;
 
 /// Token slots per GEMM block (the alignment padding) and weight rows per block.
 const TILE_T: usize = 16;
 const TILE_N: usize = 64;
-
-/// The GEMM kernel family (gemm.hip's variants).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    Bf16,
-    F16,
-    Fp8,
-    Mxfp4A16,
-    /// gfx950 scaled MFMA; formats as the instruction numbers them.
-    MxNative {
-        fmt_w: i32,
-        fmt_a: i32,
-    },
-}
-
-impl Variant {
-    fn prefix(self) -> &'static str {
-        match self {
-            Variant::Bf16 => "fm_gemm_bf16",
-            Variant::F16 => "fm_gemm_f16",
-            Variant::Fp8 => "fm_gemm_fp8",
-            Variant::Mxfp4A16 => "fm_gemm_mxfp4a16",
-            Variant::MxNative { .. } => "fm_gemm_mx",
-        }
-    }
-}
-
-/// How a GEMM input is quantized on the device (the `mode` of `fm_quant_rows`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum ActPlan {
-    /// Kept in the model dtype.
-    None,
-    /// fp8 with a dynamic (0 per tensor, 1 per row, 2 per row per 128) or static (3) scale.
-    Fp8 { mode: i32, static_scale: f32 },
-    /// MX in the weights' element type (`fm_mx_quant_rows`).
-    Mx { fmt: i32 },
-}
-
-const FMT_FP8: i32 = 0;
-
-fn mx_fmt(e: MxElem) -> i32 {
-    match e {
-        MxElem::Fp6E2M3 => 2,
-        MxElem::Fp6E3M2 => 3,
-        MxElem::Fp4E2M1 => 4,
-    }
-}
-
-/// The kernels and activation plans for `scheme`.
-fn plan(scheme: &QuantScheme, weights: &ExpertWeights) -> Result<(Variant, ActPlan, ActPlan)> {
-    let statics = || {
-        weights.input_scales.ok_or_else(|| Error::Missing {
-            what: "static input scales".into(),
-            why: format!("{scheme} quantizes activations with calibrated scales"),
-        })
-    };
-    Ok(match *scheme {
-        QuantScheme::Unquantized(FloatDtype::Bf16) => (Variant::Bf16, ActPlan::None, ActPlan::None),
-        QuantScheme::Unquantized(FloatDtype::F16) => (Variant::F16, ActPlan::None, ActPlan::None),
-        QuantScheme::Fp8 { act, .. } => {
-            let fp8 = |mode| ActPlan::Fp8 {
-                mode,
-                static_scale: 0.0,
-            };
-            let (a1, a2) = match act {
-                ActScale::DynamicPerTensor => (fp8(0), fp8(0)),
-                ActScale::DynamicPerToken => (fp8(1), fp8(1)),
-                ActScale::DynamicPerGroup128 => (fp8(2), fp8(2)),
-                ActScale::StaticPerTensor => {
-                    // The checkpoint's scale: fm_quant_rows doubles it for fp8_mode 2.
-                    let s = statics()?;
-                    let st = |v: f32| ActPlan::Fp8 {
-                        mode: 3,
-                        static_scale: v,
-                    };
-                    (st(s.w13), st(s.w2))
-                }
-            };
-            (Variant::Fp8, a1, a2)
-        }
-        QuantScheme::Mx {
-            elem: MxElem::Fp4E2M1,
-            act: MxAct::Bf16,
-        } => (Variant::Mxfp4A16, ActPlan::None, ActPlan::None),
-        QuantScheme::Mx {
-            elem,
-            act: MxAct::Mx,
-        } => (
-            Variant::MxNative {
-                fmt_w: mx_fmt(elem),
-                fmt_a: mx_fmt(elem),
-            },
-            ActPlan::Mx { fmt: mx_fmt(elem) },
-            ActPlan::Mx { fmt: mx_fmt(elem) },
-        ),
-        QuantScheme::Mx {
-            elem,
-            act: MxAct::Fp8Static,
-        } => {
-            let s = statics()?;
-            let st = |v: f32| ActPlan::Fp8 {
-                mode: 3,
-                static_scale: v,
-            };
-            (
-                Variant::MxNative {
-                    fmt_w: mx_fmt(elem),
-                    fmt_a: FMT_FP8,
-                },
-                st(s.w13),
-                st(s.w2),
-            )
-        }
-        other => {
-            return Err(Error::BackendUnavailable {
-                backend: "rocm".into(),
-                reasons: format!("no HIP GEMM for {other}"),
-            })
-        }
-    })
-}
 
 /// One projection on the device.
 struct DeviceWeights {
@@ -211,22 +89,6 @@ pub struct HipExperts {
     /// `fm_quant_rows`' fp8_mode: 0 e4m3fn codes, 1 e4m3fnuz codes of an e4m3fnuz
     /// checkpoint, 2 the e4m3fn rule re-read as e4m3fnuz (an e4m3fn checkpoint on gfx942).
     fp8_mode: i32,
-}
-
-/// The fp8 activation mode for a checkpoint flavour on a device flavour.
-fn fp8_mode(scheme: &QuantScheme, device: Option<Fp8Flavor>) -> Result<i32> {
-    let Some(checkpoint) = scheme.fp8_flavor() else {
-        return Ok(0);
-    };
-    match (checkpoint, device.unwrap_or(checkpoint)) {
-        (Fp8Flavor::E4M3Fn, Fp8Flavor::E4M3Fn) => Ok(0),
-        (Fp8Flavor::E4M3Fnuz, Fp8Flavor::E4M3Fnuz) => Ok(1),
-        (Fp8Flavor::E4M3Fn, Fp8Flavor::E4M3Fnuz) => Ok(2),
-        (Fp8Flavor::E4M3Fnuz, Fp8Flavor::E4M3Fn) => Err(Error::BackendUnavailable {
-            backend: "rocm".into(),
-            reasons: "an e4m3fnuz checkpoint on an e4m3fn device would need requantizing".into(),
-        }),
-    }
 }
 
 fn ptr(b: &HipBuffer) -> Arg {
@@ -461,13 +323,6 @@ impl HipExperts {
             cfg((w.rows.div_ceil(TILE_N), max_blocks), 256, 0),
             &args,
         )
-    }
-}
-
-fn static_of(p: ActPlan) -> f32 {
-    match p {
-        ActPlan::Fp8 { static_scale, .. } => static_scale,
-        ActPlan::None | ActPlan::Mx { .. } => 1.0,
     }
 }
 

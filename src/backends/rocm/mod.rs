@@ -11,6 +11,8 @@ pub mod fnuz;
 pub mod kernels;
 pub mod layout;
 #[cfg(feature = "rocm")]
+mod plan;
+#[cfg(feature = "rocm")]
 pub mod router;
 pub mod scale_shuffle;
 pub mod shuffle;
