@@ -8,45 +8,15 @@ use super::kernels::{gemm_kernel_name, module_source, GemmVariant, Tile};
 use super::launch::{GemmArgs, LoraRoute, Modules};
 use super::layout::{self, GemmWeights, PreparedLayer};
 use super::lora::DeviceLora;
+pub use super::plan::act_modes;
+use super::plan::{act_kind, tile_for, variant_for, ActMode};
 use crate::device::cuda::{CudaBuffer, CudaDevice};
 use crate::device::{Device, Stream};
 use crate::error::{check_len, Error, Result};
 use crate::moe::{Activation, Experts, LayerConfig, Lora, LoraBatch, TopK};
 use crate::oracle::BackendId;
-use crate::quant::{
-    ActScale, ExpertWeights, FloatDtype, Fp8Flavor, InputScales, IntBits, MxAct, MxElem,
-    QuantScheme,
-};
+use crate::quant::{ExpertWeights, QuantScheme};
 use std::sync::{Arc, Mutex};
-
-/// How an fp8 activation is quantized (the `mode` of `fm_quant_rows`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ActMode {
-    PerTensor,
-    PerRow,
-    PerRowGroup128,
-    Static(f32),
-}
-
-impl ActMode {
-    fn code(self) -> i32 {
-        match self {
-            ActMode::PerTensor => 0,
-            ActMode::PerRow => 1,
-            ActMode::PerRowGroup128 => 2,
-            ActMode::Static(_) => 3,
-        }
-    }
-
-    /// Strides of the scale array (per row, per 128-column group) for `cols` columns.
-    fn strides(self, cols: usize) -> (i32, i32) {
-        match self {
-            ActMode::PerTensor | ActMode::Static(_) => (0, 0),
-            ActMode::PerRow => (1, 0),
-            ActMode::PerRowGroup128 => (cols.div_ceil(128) as i32, 1),
-        }
-    }
-}
 
 /// One projection on the device.
 struct DeviceWeights {
@@ -170,105 +140,6 @@ pub struct CudaExperts {
     /// Resident LoRA adapters, if the layer has any.
     lora: Option<DeviceLora>,
     workspace: Mutex<Option<Workspace>>,
-}
-
-/// How `scheme` quantizes gemm1's and gemm2's inputs (`None`: not at all).
-pub fn act_modes(
-    scheme: &QuantScheme,
-    input_scales: Option<InputScales>,
-) -> Result<Option<(ActMode, ActMode)>> {
-    Ok(match scheme {
-        QuantScheme::Fp8 { act, .. } => Some(match act {
-            ActScale::DynamicPerTensor => (ActMode::PerTensor, ActMode::PerTensor),
-            ActScale::DynamicPerToken => (ActMode::PerRow, ActMode::PerRow),
-            ActScale::DynamicPerGroup128 => (ActMode::PerRowGroup128, ActMode::PerRowGroup128),
-            ActScale::StaticPerTensor => {
-                let s = input_scales.ok_or_else(|| Error::Missing {
-                    what: "static input scales".into(),
-                    why: format!("{scheme} quantizes activations with calibrated scales"),
-                })?;
-                (ActMode::Static(s.w13), ActMode::Static(s.w2))
-            }
-        }),
-        QuantScheme::W4A8 => Some((ActMode::PerRow, ActMode::PerRow)),
-        QuantScheme::Mx {
-            act: MxAct::Fp8Static,
-            ..
-        } => {
-            let s = input_scales.ok_or_else(|| Error::Missing {
-                what: "static input scales".into(),
-                why: format!("{scheme} quantizes activations with calibrated scales"),
-            })?;
-            Some((ActMode::Static(s.w13), ActMode::Static(s.w2)))
-        }
-        _ => None,
-    })
-}
-
-fn variant_for(scheme: &QuantScheme) -> Result<GemmVariant> {
-    use crate::quant::Fp8WeightScale as W;
-    match scheme {
-        QuantScheme::Unquantized(FloatDtype::Bf16) => Ok(GemmVariant::Bf16),
-        QuantScheme::Unquantized(FloatDtype::F16) => Ok(GemmVariant::F16),
-        QuantScheme::Fp8 {
-            flavor: Fp8Flavor::E4M3Fn,
-            weight,
-            act,
-        } => Ok(
-            if *weight == W::Block128 || *act == ActScale::DynamicPerGroup128 {
-                GemmVariant::Fp8Block
-            } else {
-                GemmVariant::Fp8
-            },
-        ),
-        QuantScheme::Mx {
-            elem: MxElem::Fp4E2M1,
-            act: MxAct::Bf16,
-        } => Ok(GemmVariant::Mxfp4),
-        QuantScheme::Mx {
-            elem: MxElem::Fp4E2M1,
-            act: MxAct::Fp8Static,
-        } => Ok(GemmVariant::Mxfp4Fp8),
-        QuantScheme::Nvfp4 { w4a4: false } => Ok(GemmVariant::Nvfp4),
-        QuantScheme::IntWeightOnly {
-            bits: IntBits::Int4,
-            ..
-        } => Ok(GemmVariant::W4a16),
-        QuantScheme::IntWeightOnly {
-            bits: IntBits::Int8,
-            ..
-        } => Ok(GemmVariant::W8a16),
-        QuantScheme::W4A8 => Ok(GemmVariant::W4a8),
-        other => Err(Error::BackendUnavailable {
-            backend: "cuda".into(),
-            reasons: format!("no CUDA GEMM for {other} yet"),
-        }),
-    }
-}
-
-/// The activation's code in gemm.cu.
-fn act_kind(a: Activation) -> (i32, f32, f32) {
-    match a {
-        Activation::SiluAndMul => (0, 0.0, 0.0),
-        Activation::GeluAndMul => (1, 0.0, 0.0),
-        Activation::GeluTanhAndMul => (2, 0.0, 0.0),
-        Activation::SwigluOai { alpha, limit } => (3, alpha, limit),
-        Activation::Relu2 => (4, 0.0, 0.0),
-        Activation::Silu => (5, 0.0, 0.0),
-    }
-}
-
-/// The token tile for a batch: enough slots for the tokens an expert typically gets.
-fn tile_for(variant: GemmVariant, pairs: usize, experts: usize) -> Tile {
-    let per_expert = pairs.div_ceil(experts.max(1));
-    let i = match per_expert {
-        0..=8 => 0,
-        9..=16 => 1,
-        17..=32 => 2,
-        33..=64 => 3,
-        _ => 4,
-    };
-    variant.tiles()[i]
 }
 
 impl CudaExperts {

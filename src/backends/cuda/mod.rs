@@ -16,6 +16,8 @@ pub mod layout;
 pub mod lora;
 pub mod packed;
 #[cfg(feature = "cuda")]
+mod plan;
+#[cfg(feature = "cuda")]
 pub mod router;
 
 #[cfg(feature = "cuda")]
