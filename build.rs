@@ -20,11 +20,18 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels-hip");
     println!("cargo:rerun-if-env-changed=FLEETMOE_HIP_CLANG");
     println!("cargo:rerun-if-env-changed=FLEETMOE_REQUIRE_HIP_CLANG");
-    if std::env::var_os("CARGO_FEATURE_ROCM").is_none() {
-        return;
-    }
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("hip");
     std::fs::create_dir_all(&out).expect("create OUT_DIR/hip");
+    if std::env::var_os("CARGO_FEATURE_ROCM").is_none() {
+        // The AMD backend's Rust is always built; without the feature it embeds no code.
+        let mut table = String::from("pub const CODE_OBJECTS: &[(&str, &[CodeObject])] = &[\n");
+        for file in FILES {
+            table.push_str(&format!("    (\"{file}\", &[]),\n"));
+        }
+        table.push_str("];\npub const BUILD_NOTE: &str = \"not built: feature rocm is off\";\n");
+        std::fs::write(out.join("code_objects.rs"), table).expect("write code_objects.rs");
+        return;
+    }
     let clang = find_clang();
     let mut table = String::from(
         "/// `(file, [(gfx target, code object)])` for every kernels-hip file.\n\

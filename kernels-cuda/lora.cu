@@ -97,3 +97,4 @@ fm_lora_expand(const float* __restrict__ t, int R, const int* __restrict__ sorte
     if (n < N) delta[(long)slot * N + n] = s;
   }
 }
+

@@ -116,3 +116,46 @@ fm_scale_rows(const u16* __restrict__ src, int rows, int cols, const float* __re
     dst[i] = is_f16 ? f32_to_f16(f16_to_f32(src[i]) * s) : f32_to_bf16(bf16_to_f32(src[i]) * s);
   }
 }
+
+// The shared expert's gate (Qwen2-MoE's shared_expert_gate): gate[t] = sigmoid(x[t] · g),
+// x in the model dtype (f16 when `is_f16`, else bf16), f32 sums. The one-expert shared MLP
+// takes it as its router weight, so its output arrives scaled.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_shared_gate(const u16* __restrict__ x, int rows, int cols, const float* __restrict__ g,
+               int is_f16, float* __restrict__ gate) {
+  __shared__ float red[Q_THREADS / 32];
+  const int row = blockIdx.x;
+  if (row >= rows) return;
+  float s = 0.0f;
+  for (int c = threadIdx.x; c < cols; c += Q_THREADS) {
+    const u16 v = x[(long)row * cols + c];
+    s += (is_f16 ? f16_to_f32(v) : bf16_to_f32(v)) * g[c];
+  }
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) s += __shfl_xor_sync(0xffffffffu, s, d);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float v = 0.0f;
+    for (int w = 0; w < Q_THREADS / 32; ++w) v += red[w];
+    gate[row] = 1.0f / (1.0f + expf(-v));
+  }
+}
+
+// The layer's f32 sum in the caller's dtype: out[i] = acc[i] rounded to f16 (`is_f16`) or
+// bf16, round to nearest even.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_finalize(const float* __restrict__ acc, long n, int is_f16, u16* __restrict__ out) {
+  for (long i = (long)blockIdx.x * Q_THREADS + threadIdx.x; i < n; i += (long)gridDim.x * Q_THREADS)
+    out[i] = is_f16 ? f32_to_f16(acc[i]) : f32_to_bf16(acc[i]);
+}
+
+// Adapter slots from the caller's memory, which the host never reads: a slot outside
+// 0..adapters becomes -1 (no adapter), so no LoRA kernel indexes past the resident ones.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_clamp_slots(const int* __restrict__ src, int n, int adapters, int* __restrict__ dst) {
+  for (int i = blockIdx.x * Q_THREADS + threadIdx.x; i < n; i += gridDim.x * Q_THREADS) {
+    const int a = src[i];
+    dst[i] = a >= 0 && a < adapters ? a : -1;
+  }
+}

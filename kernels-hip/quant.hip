@@ -199,3 +199,40 @@ fm_scale_rows(const u16* __restrict__ src, int rows, int cols, const float* __re
     dst[i] = f32_to_model(model_to_f32(src[i], is_f16) * s, is_f16);
   }
 }
+
+// The shared expert's gate (Qwen2-MoE's shared_expert_gate): gate[t] = sigmoid(x[t] · g),
+// x in the model dtype, f32 sums; the one-expert shared MLP takes it as its router weight.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_shared_gate(const u16* __restrict__ x, int rows, int cols, const float* __restrict__ g,
+               int is_f16, float* __restrict__ gate) {
+  __shared__ float red[Q_WAVES];
+  const int row = bid_x();
+  if (row >= rows) return;
+  float s = 0.0f;
+  for (int c = tid_x(); c < cols; c += Q_THREADS)
+    s += model_to_f32(x[(long)row * cols + c], is_f16) * g[c];
+  s = wave_sum(s);
+  if (tid_x() % FM_WAVE == 0) red[tid_x() / FM_WAVE] = s;
+  sync_threads();
+  if (tid_x() == 0) {
+    float v = 0.0f;
+    for (int w = 0; w < Q_WAVES; ++w) v += red[w];
+    gate[row] = 1.0f / (1.0f + exp_(-v));
+  }
+}
+
+// The layer's f32 sum in the caller's dtype: out[i] = acc[i] rounded to f16 or bf16.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_finalize(const float* __restrict__ acc, long n, int is_f16, u16* __restrict__ out) {
+  for (long i = (long)bid_x() * Q_THREADS + tid_x(); i < n; i += (long)gdim_x() * Q_THREADS)
+    out[i] = f32_to_model(acc[i], is_f16);
+}
+
+// Adapter slots from the caller's memory: a slot outside 0..adapters becomes -1 (none).
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_clamp_slots(const int* __restrict__ src, int n, int adapters, int* __restrict__ dst) {
+  for (int i = bid_x() * Q_THREADS + tid_x(); i < n; i += gdim_x() * Q_THREADS) {
+    const int a = src[i];
+    dst[i] = a >= 0 && a < adapters ? a : -1;
+  }
+}

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 rm -rf .gpu && mkdir -p .gpu
 cargo build --release --features cuda --bins
 cp target/release/fleetmoe .gpu/
-cargo test --release --features cuda --no-run --message-format=json --test cuda_parity --test cuda_compile --test lora_regressions 2>/dev/null \
+cargo test --release --features cuda --no-run --message-format=json --test cuda_parity --test cuda_compile --test lora_regressions --test device_forward 2>/dev/null \
   | python3 -c '
 import json, sys, shutil
 for line in sys.stdin:
@@ -22,6 +22,7 @@ On the GPU machine (from the repository root):
   export FLEETMOE_CACHE_DIR=/tmp/fleetmoe-cache
   ./.gpu/cuda_parity --nocapture --test-threads 1
   ./.gpu/lora_regressions
+  ./.gpu/device_forward --nocapture
   ./.gpu/fleetmoe run --scheme fp8-block128
   ./.gpu/fleetmoe bench
 CMD

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod formats;
+pub mod gpu;
 pub mod moe;
 pub mod oracle;
 pub mod quant;

@@ -458,10 +458,10 @@ mod gpu {
                 .unwrap()
                 .route(&logits, tokens)
                 .unwrap();
-            let got = fleetmoe::backends::cuda::CudaRouter::new(dev, &config)
+            let got = fleetmoe::gpu::GpuRouter::<fleetmoe::backends::cuda::Cuda>::new(dev, &config)
                 .unwrap()
                 .unwrap()
-                .route(&logits, tokens)
+                .route(dev, &logits, tokens)
                 .unwrap();
             assert_eq!(got.ids(), want.ids(), "{} E={e} k={k}", routing.name());
             for (g, w) in got.weights().iter().zip(want.weights()) {

@@ -4,7 +4,7 @@
 #![cfg(feature = "rocm")]
 
 use fleetmoe::device::hip::HipDevice;
-use fleetmoe::device::Device;
+use fleetmoe::device::Runtime;
 use fleetmoe::moe::Target;
 use fleetmoe::Error;
 

@@ -12,9 +12,10 @@ mod common;
 mod fakehip;
 
 use fakehip::{simulator, use_stand_in};
-use fleetmoe::backends::rocm::{fnuz, HipRouter};
+use fleetmoe::backends::rocm::{fnuz, Rocm};
 use fleetmoe::device::hip::HipDevice;
-use fleetmoe::device::Device;
+use fleetmoe::device::Runtime;
+use fleetmoe::gpu::GpuRouter;
 use fleetmoe::moe::{
     Activation, GroupScoring, LayerConfig, LayerExtras, MoeLayer, Router, Routing, RoutingInput,
     Target,
@@ -229,14 +230,14 @@ fn the_hip_router_on_the_simulator_matches_the_host_router() {
             routing: routing.clone(),
             ..LayerConfig::new(e, k, 128, 128)
         };
-        let hip = HipRouter::new(dev, &config).unwrap().unwrap();
+        let hip = GpuRouter::<Rocm>::new(&**dev, &config).unwrap().unwrap();
         let host = Router::new(&config).unwrap();
         for (what, logits) in [
             ("uniform", common::uniform(&mut rng, tokens * e, 3.0)),
             ("tied", tied_logits(&mut rng, tokens * e)),
         ] {
             let want = host.route(&logits, tokens).unwrap();
-            let got = hip.route(&logits, tokens).unwrap();
+            let got = hip.route(dev, &logits, tokens).unwrap();
             let name = routing.name();
             assert_eq!(
                 got.ids(),
@@ -316,28 +317,28 @@ fn the_hip_router_on_the_simulator_matches_the_host_router() {
 
     // Bad input is an error, as on the host; none of it panics.
     let config = LayerConfig::new(8, 2, 128, 128);
-    let hip = HipRouter::new(dev, &config).unwrap().unwrap();
+    let hip = GpuRouter::<Rocm>::new(&**dev, &config).unwrap().unwrap();
     let host = Router::new(&config).unwrap();
     let mut nan = vec![0.5f32; 16];
     nan[3] = f32::NAN;
-    assert!(hip.route(&nan, 2).is_err() && host.route(&nan, 2).is_err());
-    assert!(hip.route(&[0.0; 15], 2).is_err());
+    assert!(hip.route(dev, &nan, 2).is_err() && host.route(&nan, 2).is_err());
+    assert!(hip.route(dev, &[0.0; 15], 2).is_err());
     // Softmax of +inf is NaN for every expert: no weight to give, on either side.
     let mut inf = vec![0.5f32; 16];
     inf[9] = f32::INFINITY;
     assert!(host.route(&inf, 2).is_err());
-    assert!(hip.route(&inf, 2).is_err());
-    assert_eq!(hip.route(&[], 0).unwrap().ids().len(), 0);
+    assert!(hip.route(dev, &inf, 2).is_err());
+    assert_eq!(hip.route(dev, &[], 0).unwrap().ids().len(), 0);
     let too_many = LayerConfig::new(2048, 2, 128, 128);
-    assert!(HipRouter::new(dev, &too_many).is_err());
+    assert!(GpuRouter::<Rocm>::new(&**dev, &too_many).is_err());
     let given = LayerConfig {
         routing: Routing::Given,
         ..LayerConfig::new(8, 2, 128, 128)
     };
-    assert!(HipRouter::new(dev, &given).unwrap().is_none());
+    assert!(GpuRouter::<Rocm>::new(&**dev, &given).unwrap().is_none());
     let bad_groups = LayerConfig {
         routing: grouped(3, 2, GroupScoring::Sigmoid, None),
         ..LayerConfig::new(8, 2, 128, 128)
     };
-    assert!(HipRouter::new(dev, &bad_groups).is_err());
+    assert!(GpuRouter::<Rocm>::new(&**dev, &bad_groups).is_err());
 }

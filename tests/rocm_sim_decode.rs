@@ -13,9 +13,12 @@ mod fakehip;
 
 use fakehip::{simulator, use_stand_in};
 use fleetmoe::backends::rocm::shuffle::{shuffle_16x16, ShuffleShape};
-use fleetmoe::backends::rocm::{fnuz, kernels, scale_shuffle, HipExperts};
-use fleetmoe::device::{Arg, Device, LaunchConfig, Stream};
-use fleetmoe::moe::{Experts, LayerConfig, Target, TopK};
+use fleetmoe::backends::rocm::{fnuz, kernels, scale_shuffle, HipExperts, Rocm};
+use fleetmoe::device::hip::HipDevice;
+use fleetmoe::device::{Arg, Buffer, LaunchConfig, Runtime};
+use fleetmoe::gpu::layer::HostRouting;
+use fleetmoe::gpu::GpuLayer;
+use fleetmoe::moe::{LayerConfig, Target, TopK};
 use fleetmoe::oracle::BackendId;
 use fleetmoe::quant::{DenseExperts, ExpertWeights, Fp8Flavor, MxElem, QuantScheme, WeightData};
 
@@ -35,11 +38,11 @@ const COL: usize = 200;
 fn run_experts(w: &ExpertWeights, backend: BackendId) -> fleetmoe::Result<(Vec<f32>, Vec<bool>)> {
     let config = config();
     let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
-    let experts =
-        HipExperts::prepare_unchecked_values(target.hip_device().unwrap(), w, &config, backend)?;
+    let dev = target.hip_device().unwrap();
+    let experts = HipExperts::prepare_unchecked_values(dev, w, &config, backend)?;
+    let layer = GpuLayer::<Rocm>::from_experts(dev, &config, experts, None)?;
     let (x, topk) = tokens(&config);
-    let mut out = vec![0f32; topk.tokens() * config.hidden];
-    experts.forward(&x, &topk, None, &mut out)?;
+    let out = layer.forward(&x, HostRouting::TopK(&topk), None)?;
     let reached = (0..topk.tokens())
         .map(|t| topk.ids()[t * topk.k()..(t + 1) * topk.k()].contains(&(E as u32)))
         .collect();
@@ -187,11 +190,7 @@ fn scaled_gemm(
     let act: Vec<u8> = x.iter().flat_map(pack).collect();
     // Slots 0 and 1 hold tokens 0 and 1 (top-1), the other 14 are padding (pair >= 2).
     let sorted: Vec<u8> = (0..16i32).flat_map(|s| s.min(2).to_le_bytes()).collect();
-    let buf = |bytes: &[u8]| {
-        let b = dev.alloc(bytes.len()).unwrap();
-        dev.write(b, 0, bytes, Stream::DEFAULT).unwrap();
-        b
-    };
+    let buf = |bytes: &[u8]| Buffer::<HipDevice>::from_slice(dev, bytes).unwrap();
     let (wb, sb, ab, asb) = (
         buf(&wdata),
         buf(&wscales),
@@ -200,23 +199,23 @@ fn scaled_gemm(
     );
     let (sortb, blockb) = (buf(&sorted), buf(&0i32.to_le_bytes()));
     let topw = buf(&[1f32.to_le_bytes(), 1f32.to_le_bytes()].concat());
-    let out = dev.alloc(16 * 16 * 4).unwrap();
-    let gemm = dev.load_module(&kernels::module("gemm")).unwrap();
-    let (null, i) = (Arg::U64(0), Arg::I32);
+    let out = Buffer::<HipDevice>::alloc(dev, 16 * 16 * 4).unwrap();
+    let gemm = dev.load(&kernels::module("gemm")).unwrap();
+    let (null, i) = (Arg::Ptr(0), Arg::I32);
     let args = [
-        Arg::Buffer(wb),
+        Arg::Ptr(wb.addr()),
         null,
         i(0),
-        Arg::Buffer(sb),
+        Arg::Ptr(sb.addr()),
         null,
-        Arg::Buffer(ab),
-        Arg::Buffer(asb),
+        Arg::Ptr(ab.addr()),
+        Arg::Ptr(asb.addr()),
         i(0),
         Arg::F32(1.0),
-        Arg::Buffer(sortb),
-        Arg::Buffer(blockb),
-        Arg::Buffer(topw),
-        Arg::Buffer(out),
+        Arg::Ptr(sortb.addr()),
+        Arg::Ptr(blockb.addr()),
+        Arg::Ptr(topw.addr()),
+        Arg::Ptr(out.addr()),
         i(16),  // N
         i(128), // K
         i(1),   // top_k
@@ -232,10 +231,10 @@ fn scaled_gemm(
         block: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    dev.launch(gemm, "fm_gemm_mx_up", launch, &args, Stream::DEFAULT)
+    dev.launch(&gemm, "fm_gemm_mx_up", launch, &args, dev.stream())
         .unwrap();
     let mut bytes = vec![0u8; 2 * 16 * 4];
-    dev.read(out, 0, &mut bytes, Stream::DEFAULT).unwrap();
+    dev.download(out.addr(), &mut bytes, dev.stream()).unwrap();
     bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
@@ -330,37 +329,36 @@ fn mx_quant(x: &[u16], fmt: i32, bits: usize) -> (Vec<u8>, Vec<u8>) {
     let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
     let dev = target.hip_device().unwrap();
     let src: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let sb = dev.alloc(src.len()).unwrap();
-    dev.write(sb, 0, &src, Stream::DEFAULT).unwrap();
+    let sb = Buffer::<HipDevice>::from_slice(dev, &src).unwrap();
     let blocks = x.len() / 32;
     let (codes, scales) = (
-        dev.alloc(x.len() * bits / 8).unwrap(),
-        dev.alloc(blocks).unwrap(),
+        Buffer::<HipDevice>::alloc(dev, x.len() * bits / 8).unwrap(),
+        Buffer::<HipDevice>::alloc(dev, blocks).unwrap(),
     );
-    let quant = dev.load_module(&kernels::module("quant")).unwrap();
+    let quant = dev.load(&kernels::module("quant")).unwrap();
     let args = [
-        Arg::Buffer(sb),
+        Arg::Ptr(sb.addr()),
         Arg::I32(1),
         Arg::I32(x.len() as i32),
-        Arg::U64(0),
-        Arg::U64(0),
+        Arg::Ptr(0),
+        Arg::Ptr(0),
         Arg::I32(0),
         Arg::I32(fmt),
         Arg::I32(0),
-        Arg::Buffer(codes),
-        Arg::Buffer(scales),
+        Arg::Ptr(codes.addr()),
+        Arg::Ptr(scales.addr()),
     ];
     let launch = LaunchConfig {
         grid: (1, 1, 1),
         block: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    dev.launch(quant, "fm_mx_quant_rows", launch, &args, Stream::DEFAULT)
+    dev.launch(&quant, "fm_mx_quant_rows", launch, &args, dev.stream())
         .unwrap();
     let mut c = vec![0u8; x.len() * bits / 8];
     let mut s = vec![0u8; blocks];
-    dev.read(codes, 0, &mut c, Stream::DEFAULT).unwrap();
-    dev.read(scales, 0, &mut s, Stream::DEFAULT).unwrap();
+    dev.download(codes.addr(), &mut c, dev.stream()).unwrap();
+    dev.download(scales.addr(), &mut s, dev.stream()).unwrap();
     (c, s)
 }
 

@@ -43,7 +43,8 @@ const Kernel kKernels[] = {
     FM_K(fm_scale_rows),     FM_K(fm_gemm_bf16_up),    FM_K(fm_gemm_bf16_down),
     FM_K(fm_gemm_f16_up),    FM_K(fm_gemm_f16_down),   FM_K(fm_gemm_fp8_up),
     FM_K(fm_gemm_fp8_down),  FM_K(fm_gemm_mxfp4a16_up), FM_K(fm_gemm_mxfp4a16_down),
-    FM_K(fm_gemm_mx_up),     FM_K(fm_gemm_mx_down),
+    FM_K(fm_gemm_mx_up),     FM_K(fm_gemm_mx_down),   FM_K(fm_shared_gate),
+    FM_K(fm_finalize),       FM_K(fm_clamp_slots),
 };
 
 // Runs the grid one workgroup at a time on `dim` host threads that live for the whole
@@ -129,6 +130,8 @@ hipError_t hipMemsetAsync(void* d, int v, size_t n, void*) { std::memset(d, v, n
 hipError_t hipStreamCreateWithFlags(void** s, unsigned) { *s = reinterpret_cast<void*>(0x51); return OK; }
 hipError_t hipStreamSynchronize(void*) { return OK; }
 hipError_t hipStreamDestroy(void*) { return OK; }
+// Stream 0xD1 stands for a stream of a second GPU, so the tests can hand one in.
+hipError_t hipStreamGetDevice(void* s, int* dev) { *dev = s == reinterpret_cast<void*>(0xD1) ? 1 : 0; return OK; }
 hipError_t hipModuleLoadData(void** m, const void* image) { *m = const_cast<void*>(image); return OK; }
 hipError_t hipModuleUnload(void*) { return OK; }
 hipError_t hipModuleGetFunction(void** f, void*, const char* name) {

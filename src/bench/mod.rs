@@ -16,15 +16,22 @@ pub struct BenchRow {
     pub floor_us: f64,
     /// The same forward with LoRA on (two adapters, tokens alternating), when asked for.
     pub lora_us: Option<f64>,
+    /// The embedding path, when asked for: logits routed on the GPU, bf16 in and out,
+    /// `forward_device` in a graph the caller captured.
+    pub api_us: Option<f64>,
+    /// The host `forward` (f32 in and out, uploads and the download included), wall clock.
+    pub host_us: Option<f64>,
 }
 
 impl BenchRow {
     /// One JSON object: `shape, scheme, M, us, floor_us, backend`.
     pub fn json(&self) -> String {
-        let lora = self
-            .lora_us
-            .map(|l| format!(",\"lora_us\":{l:.2}"))
-            .unwrap_or_default();
+        let opt = |name: &str, v: Option<f64>| {
+            v.map(|v| format!(",\"{name}\":{v:.2}")).unwrap_or_default()
+        };
+        let lora = opt("lora_us", self.lora_us)
+            + &opt("api_us", self.api_us)
+            + &opt("host_us", self.host_us);
         format!(
             "{{\"shape\":\"{}\",\"scheme\":\"{}\",\"M\":{},\"us\":{:.2},\"floor_us\":{:.2},\"backend\":\"{}\"{lora}}}",
             self.shape, self.scheme, self.tokens, self.us, self.floor_us, self.backend
@@ -49,7 +56,15 @@ impl BenchRow {
         let lora = self
             .lora_us
             .map(|l| format!("   LoRA {l:>9.1} us (+{:.0}%)", (l / self.us - 1.0) * 100.0))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &self
+                .api_us
+                .map(|a| format!("   api {a:>9.1} us ({:+.1}%)", (a / self.us - 1.0) * 100.0))
+                .unwrap_or_default()
+            + &self
+                .host_us
+                .map(|h| format!("   host {h:>9.1} us"))
+                .unwrap_or_default();
         format!(
             "{:14} {:13} {:>5} {:18} {:>10.1} {:>10.1} {:>7.2} {:>10} {:>7}{lora}",
             self.shape,

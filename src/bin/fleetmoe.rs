@@ -109,6 +109,10 @@ enum Command {
         /// Also time each cell with two resident LoRA adapters of this rank.
         #[arg(long)]
         lora: Option<usize>,
+        /// Also time the embedding path (logits and bf16 in, bf16 out, `forward_device`
+        /// captured in a graph on the caller's stream) and the host `forward`.
+        #[arg(long)]
+        api: bool,
     },
     /// What a checkpoint directory holds: architecture, MoE layers, schemes, oracle choices.
     Inspect { dir: std::path::PathBuf },
@@ -172,7 +176,8 @@ fn main() -> ExitCode {
             reps,
             json,
             lora,
-        } => bench(&shapes, &schemes, &tokens, reps, json, lora).map(|()| true),
+            api,
+        } => bench(&shapes, &schemes, &tokens, reps, json, lora, api).map(|()| true),
         Command::Inspect { dir } => fleetmoe::checkpoint::inspect::inspect(&dir)
             .map(|r| print!("{r}"))
             .map(|()| true),
@@ -230,6 +235,7 @@ fn bench(
     reps: usize,
     json: bool,
     lora: Option<usize>,
+    api: bool,
 ) -> Result<()> {
     use fleetmoe::bench::BenchRow;
     let shapes = list(shapes, ModelShape::parse)?;
@@ -251,7 +257,7 @@ fn bench(
                 continue;
             }
             for row in fleetmoe::backends::cuda::bench::bench_shape(
-                dev, shape, scheme, &tokens, reps, lora,
+                dev, shape, scheme, &tokens, reps, lora, api,
             )? {
                 println!("{}", if json { row.json() } else { row.line() });
             }
@@ -268,6 +274,7 @@ fn bench(
     _reps: usize,
     _json: bool,
     _lora: Option<usize>,
+    _api: bool,
 ) -> Result<()> {
     list(shapes, ModelShape::parse)?;
     list(schemes, QuantScheme::parse)?;

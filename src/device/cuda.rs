@@ -1,22 +1,23 @@
-//! `CudaDevice`: one NVIDIA GPU through the CUDA driver API (cudarc, loaded at run time),
-//! with kernels compiled by NVRTC for the exact device and cached on disk. A machine with no
-//! libcuda, no GPU or a broken driver gets `Error::NoDevice`, never a panic.
+//! `CudaDevice`: one NVIDIA GPU through cudarc's safe layer (`CudaContext`, `CudaStream`,
+//! `CudaSlice`, the driver loaded at run time), with kernels compiled by NVRTC for the
+//! exact device and cached on disk. A machine with no libcuda, no GPU or a broken driver
+//! gets `Error::NoDevice`, never a panic.
+//!
+//! The device opens the GPU's primary context, the one candle and every cudarc user
+//! share, so the caller's `Arc<CudaStream>` and device memory work here as they are.
 
-pub mod graph;
 pub mod nvrtc;
 
-use crate::device::Vendor;
-use crate::device::{
-    Arg, Buffer, Capabilities, Device, LaunchConfig, Module, ModuleSource, Stream,
-};
+use super::{arg_slots, Capabilities, LaunchConfig, ModuleSource, Runtime, Vendor};
 use crate::error::{Error, Result};
 use crate::quant::Fp8Flavor;
-use cudarc::driver::{result as drv, sys};
+use cudarc::driver::{
+    result as drv, sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr,
+};
 use std::collections::HashMap;
-use std::ffi::{c_void, CString};
 use std::sync::{Arc, Mutex};
 
-pub use graph::{CudaGraph, CudaTimer};
+pub use cudarc::driver::{CudaGraph, CudaView, CudaViewMut};
 
 /// Turns a driver error into `Error::Device` naming the call.
 pub(crate) fn drv_err(call: &str) -> impl FnOnce(drv::DriverError) -> Error + '_ {
@@ -29,42 +30,28 @@ pub(crate) fn drv_err(call: &str) -> impl FnOnce(drv::DriverError) -> Error + '_
     }
 }
 
-struct LoadedModule {
-    module: sys::CUmodule,
-    functions: HashMap<String, sys::CUfunction>,
-}
-
-#[derive(Default)]
-struct State {
-    next_id: u64,
-    buffers: HashMap<u64, (sys::CUdeviceptr, usize)>,
-    streams: HashMap<u64, sys::CUstream>,
-    modules: HashMap<u64, LoadedModule>,
-}
-
-/// One CUDA GPU: its primary context, a default stream, and the buffers, streams and
-/// modules handed out through the `Device` trait.
+/// One CUDA GPU: its primary context and a stream of its own.
 pub struct CudaDevice {
-    ordinal: usize,
-    device: sys::CUdevice,
-    ctx: sys::CUcontext,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
     caps: Capabilities,
-    state: Mutex<State>,
 }
-
-// SAFETY: the driver API is thread-safe; the raw handles are only used after binding the
-// context to the calling thread, and the handle tables are behind a mutex.
-unsafe impl Send for CudaDevice {}
-// SAFETY: as above.
-unsafe impl Sync for CudaDevice {}
 
 impl std::fmt::Debug for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CudaDevice({}: {})", self.ordinal, self.caps)
+        write!(f, "CudaDevice({}: {})", self.ctx.ordinal(), self.caps)
     }
 }
 
-/// Whether libcuda can be loaded at all (no driver call is made).
+/// A loaded module and the functions looked up in it so far, each with the dynamic
+/// shared memory it has been allowed.
+pub struct CudaKernels {
+    module: Arc<CudaModule>,
+    functions: Mutex<HashMap<String, (CudaFunction, u32)>>,
+}
+
+/// Whether libcuda can be loaded at all (no driver call is made). cudarc panics when a
+/// dynamically loaded driver is missing, so nothing touches it before this says yes.
 pub fn driver_present() -> bool {
     // SAFETY: only tries to open the shared library.
     unsafe { sys::is_culib_present() }
@@ -98,391 +85,242 @@ impl CudaDevice {
                 "CUDA device {ordinal} requested, {count} present"
             )));
         }
-        let device = drv::device::get(ordinal as i32).map_err(|e| no_dev("cuDeviceGet", e))?;
-        // SAFETY: `device` came from cuDeviceGet.
-        let ctx = unsafe { drv::primary_ctx::retain(device) }
-            .map_err(|e| no_dev("cuDevicePrimaryCtxRetain", e))?;
-        // SAFETY: ctx was just retained.
-        unsafe { drv::ctx::set_current(ctx) }.map_err(drv_err("cuCtxSetCurrent"))?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| no_dev("cuDevicePrimaryCtxRetain", e))?;
+        // fleetmoe orders its own work on the streams it is given; cudarc's per-slice
+        // events would add records and waits to every launch (and to graph captures).
+        // SAFETY: no slice of this context exists yet.
+        unsafe { ctx.disable_event_tracking() };
         let attr = |a: sys::CUdevice_attribute| -> Result<i32> {
-            // SAFETY: valid device handle.
-            unsafe { drv::device::get_attribute(device, a) }
-                .map_err(drv_err("cuDeviceGetAttribute"))
+            ctx.attribute(a).map_err(drv_err("cuDeviceGetAttribute"))
         };
         use sys::CUdevice_attribute::*;
         let cc = (
             attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)? as u32,
             attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)? as u32,
         );
-        let sms = attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
-        let smem = attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)? as u32;
-        let name = drv::device::get_name(device).map_err(drv_err("cuDeviceGetName"))?;
-        // SAFETY: valid device handle.
-        let mem = unsafe { drv::device::total_mem(device) }.map_err(drv_err("cuDeviceTotalMem"))?;
         let caps = Capabilities {
             vendor: Vendor::Nvidia,
-            name,
+            name: ctx.name().map_err(drv_err("cuDeviceGetName"))?,
             arch: arch_for(cc),
             compute_capability: Some(cc),
             fp8: (cc >= (8, 9)).then_some(Fp8Flavor::E4M3Fn),
             supports_mx: cc.0 >= 10,
             fp4_tensor_cores: cc.0 >= 10,
             bf16_tensor_cores: cc >= (8, 0),
-            memory_bytes: mem as u64,
-            multiprocessors: sms,
-            shared_mem_per_block: smem,
+            memory_bytes: ctx.total_mem().map_err(drv_err("cuDeviceTotalMem"))? as u64,
+            multiprocessors: attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32,
+            shared_mem_per_block: attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?
+                as u32,
             warp_size: 32,
         };
-        let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking)
-            .map_err(drv_err("cuStreamCreate"))?;
-        let mut state = State {
-            next_id: 1,
-            ..Default::default()
-        };
-        state.streams.insert(Stream::DEFAULT.0, stream);
-        Ok(CudaDevice {
-            ordinal,
-            device,
-            ctx,
-            caps,
-            state: Mutex::new(state),
-        })
+        let stream = ctx.new_stream().map_err(drv_err("cuStreamCreate"))?;
+        Ok(CudaDevice { ctx, stream, caps })
     }
 
     /// The device ordinal this was opened with.
     pub fn ordinal(&self) -> usize {
-        self.ordinal
+        self.ctx.ordinal()
     }
 
-    /// Makes this device's context current on the calling thread.
-    pub(crate) fn bind(&self) -> Result<()> {
-        // SAFETY: the context is retained for the life of `self`.
-        unsafe { drv::ctx::set_current(self.ctx) }.map_err(drv_err("cuCtxSetCurrent"))
+    /// The context (the GPU's primary context).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// A new stream of this device, for callers that want one besides `stream()`.
+    pub fn new_stream(&self) -> Result<Arc<CudaStream>> {
+        self.ctx.new_stream().map_err(drv_err("cuStreamCreate"))
     }
 
-    /// The raw device address of a buffer.
-    pub fn device_ptr(&self, buffer: Buffer) -> Result<u64> {
-        self.state()
-            .buffers
-            .get(&buffer.id)
-            .map(|(p, _)| *p)
-            .ok_or_else(|| {
-                Error::Handle(format!("buffer {} is not live on this device", buffer.id))
+    /// Captures everything `work` queues on `stream` into a graph (nothing runs during
+    /// capture; `work` must not synchronise or copy to the host). The capture is ended
+    /// even when `work` fails, so the stream stays usable.
+    pub fn capture(
+        &self,
+        stream: &Arc<CudaStream>,
+        work: impl FnOnce() -> Result<()>,
+    ) -> Result<CudaGraph> {
+        self.check_stream(stream)?;
+        stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(drv_err("cuStreamBeginCapture"))?;
+        let queued = work();
+        let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        queued?;
+        ended
+            .map_err(drv_err("cuStreamEndCapture"))?
+            .ok_or_else(|| Error::Device {
+                call: "cuStreamEndCapture".into(),
+                message: "nothing was captured".into(),
             })
     }
 
-    /// The raw driver stream of a `Stream` handle.
-    pub fn raw_stream(&self, stream: Stream) -> Result<sys::CUstream> {
-        self.state()
-            .streams
-            .get(&stream.0)
-            .copied()
-            .ok_or_else(|| Error::Handle(format!("stream {} is not live on this device", stream.0)))
-    }
-
-    /// A kernel function of a loaded module.
-    pub fn function(&self, module: Module, kernel: &str) -> Result<sys::CUfunction> {
-        let mut st = self.state();
-        let m = st
-            .modules
-            .get_mut(&module.0)
-            .ok_or_else(|| Error::Handle(format!("module {} is not loaded", module.0)))?;
-        if let Some(f) = m.functions.get(kernel) {
-            return Ok(*f);
-        }
-        let cname = CString::new(kernel).map_err(|_| Error::Handle(kernel.to_string()))?;
-        self.bind()?;
-        // SAFETY: the module is loaded; the name is a C string.
-        let f =
-            unsafe { drv::module::get_function(m.module, cname) }.map_err(|e| Error::Device {
-                call: format!("cuModuleGetFunction({kernel})"),
-                message: drv_err("")(e).to_string(),
-            })?;
-        m.functions.insert(kernel.to_string(), f);
-        Ok(f)
-    }
-
-    /// Loads a CUBIN image as a module.
-    pub fn load_cubin(&self, cubin: &[u8]) -> Result<Module> {
-        self.bind()?;
-        // SAFETY: the image is a complete CUBIN that outlives the call.
-        let module = unsafe { drv::module::load_data(cubin.as_ptr() as *const c_void) }
-            .map_err(drv_err("cuModuleLoadData"))?;
-        let mut st = self.state();
-        let id = st.next_id;
-        st.next_id += 1;
-        st.modules.insert(
-            id,
-            LoadedModule {
-                module,
-                functions: HashMap::new(),
-            },
-        );
-        Ok(Module(id))
-    }
-
-    /// Allows `kernel` to use more than 48 KiB of dynamic shared memory.
-    pub fn set_max_dynamic_smem(&self, module: Module, kernel: &str, bytes: u32) -> Result<()> {
-        let f = self.function(module, kernel)?;
-        self.bind()?;
-        // SAFETY: f is a live function handle.
-        unsafe {
-            sys::cuFuncSetAttribute(
-                f,
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                bytes as i32,
-            )
-            .result()
-        }
-        .map_err(drv_err("cuFuncSetAttribute"))
-    }
-
-    /// Launches a raw function with raw parameter pointers (each points at one argument).
-    ///
-    /// # Safety
-    /// The parameters must match the kernel's signature and every pointer argument must be
-    /// valid for what the kernel does with it.
-    pub unsafe fn launch_raw(
+    /// Milliseconds `work` takes on `stream`, between two events (waits for the second).
+    pub fn time_ms(
         &self,
-        f: sys::CUfunction,
-        config: LaunchConfig,
-        params: &mut [*mut c_void],
-        stream: sys::CUstream,
-    ) -> Result<()> {
-        drv::launch_kernel(
-            f,
-            config.grid,
-            config.block,
-            config.shared_mem_bytes,
-            stream,
-            params,
-        )
-        .map_err(drv_err("cuLaunchKernel"))
+        stream: &Arc<CudaStream>,
+        work: impl FnOnce() -> Result<()>,
+    ) -> Result<f32> {
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = stream
+            .record_event(flags)
+            .map_err(drv_err("cuEventRecord"))?;
+        work()?;
+        let stop = stream
+            .record_event(flags)
+            .map_err(drv_err("cuEventRecord"))?;
+        stop.synchronize().map_err(drv_err("cuEventSynchronize"))?;
+        start
+            .elapsed_ms(&stop)
+            .map_err(drv_err("cuEventElapsedTime"))
     }
 
-    /// Zeroes a whole buffer, ordered on `stream` (no host synchronisation, so it can be
-    /// captured in a graph).
-    pub fn zero(&self, buffer: Buffer, stream: Stream) -> Result<()> {
-        let ptr = self.device_ptr(buffer)?;
-        let s = self.raw_stream(stream)?;
-        if buffer.bytes == 0 {
-            return Ok(());
+    /// `kernel` of `module`, allowed `smem` bytes of dynamic shared memory (above 48 KiB
+    /// a kernel must opt in, once).
+    fn function(&self, module: &CudaKernels, kernel: &str, smem: u32) -> Result<CudaFunction> {
+        let mut fns = module.functions.lock().unwrap_or_else(|p| p.into_inner());
+        if !fns.contains_key(kernel) {
+            let f = module
+                .module
+                .load_function(kernel)
+                .map_err(|e| Error::Device {
+                    call: format!("cuModuleGetFunction({kernel})"),
+                    message: drv_err("")(e).to_string(),
+                })?;
+            fns.insert(kernel.to_string(), (f, 48 * 1024));
         }
-        self.bind()?;
-        // SAFETY: `ptr` is a live allocation of exactly `buffer.bytes` bytes.
-        unsafe { drv::memset_d8_async(ptr, 0, buffer.bytes, s) }.map_err(drv_err("cuMemsetD8Async"))
+        let (f, allowed) = fns.get_mut(kernel).expect("inserted above");
+        if smem > *allowed {
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+            .map_err(drv_err("cuFuncSetAttribute"))?;
+            *allowed = smem;
+        }
+        Ok(f.clone())
     }
 }
 
-impl Device for CudaDevice {
+impl Runtime for CudaDevice {
+    type Stream = Arc<CudaStream>;
+    type Alloc = CudaSlice<u8>;
+    type Module = CudaKernels;
+
     fn capabilities(&self) -> &Capabilities {
         &self.caps
     }
 
-    fn alloc(&self, bytes: usize) -> Result<Buffer> {
-        self.bind()?;
-        // SAFETY: plain device allocation; at least one byte so the pointer is unique.
-        let ptr = unsafe { drv::malloc_sync(bytes.max(1)) }.map_err(drv_err("cuMemAlloc"))?;
-        let mut st = self.state();
-        let id = st.next_id;
-        st.next_id += 1;
-        st.buffers.insert(id, (ptr, bytes));
-        Ok(Buffer { id, bytes })
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
     }
 
-    fn free(&self, buffer: Buffer) -> Result<()> {
-        let (ptr, _) =
-            self.state().buffers.remove(&buffer.id).ok_or_else(|| {
-                Error::Handle(format!("buffer {} freed twice or foreign", buffer.id))
-            })?;
-        self.bind()?;
-        // SAFETY: ptr came from cuMemAlloc and is freed once.
-        unsafe { drv::free_sync(ptr) }.map_err(drv_err("cuMemFree"))
-    }
-
-    fn write(&self, buffer: Buffer, offset: usize, data: &[u8], stream: Stream) -> Result<()> {
-        let ptr = self.device_ptr(buffer)?;
-        check_range(buffer, offset, data.len())?;
-        let s = self.raw_stream(stream)?;
-        self.bind()?;
-        // SAFETY: range checked; the copy completes before return (synchronised below), so
-        // the host slice outlives it.
-        unsafe {
-            drv::memcpy_htod_async(ptr + offset as u64, data, s)
-                .map_err(drv_err("cuMemcpyHtoD"))?;
-            drv::stream::synchronize(s).map_err(drv_err("cuStreamSynchronize"))
+    fn check_stream(&self, stream: &Arc<CudaStream>) -> Result<()> {
+        if stream.context().cu_ctx() == self.ctx.cu_ctx() {
+            Ok(())
+        } else {
+            Err(Error::Handle(format!(
+                "the stream belongs to CUDA device {}, the layer is on device {}",
+                stream.context().ordinal(),
+                self.ctx.ordinal()
+            )))
         }
     }
 
-    fn read(&self, buffer: Buffer, offset: usize, out: &mut [u8], stream: Stream) -> Result<()> {
-        let ptr = self.device_ptr(buffer)?;
-        check_range(buffer, offset, out.len())?;
-        let s = self.raw_stream(stream)?;
-        self.bind()?;
-        // SAFETY: range checked; synchronised before return.
+    fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>> {
+        // SAFETY: contents undefined is what `alloc` promises; u8 has no invalid values.
+        unsafe { self.stream.alloc::<u8>(bytes.max(1)) }.map_err(drv_err("cuMemAlloc"))
+    }
+
+    fn address(&self, alloc: &CudaSlice<u8>) -> u64 {
+        // Event tracking is off, so this records nothing.
+        alloc.device_ptr(&self.stream).0
+    }
+
+    fn upload(&self, dst: u64, data: &[u8], stream: &Arc<CudaStream>) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(drv_err("cuCtxSetCurrent"))?;
+        // SAFETY: the caller guarantees `dst` holds `data.len()` bytes of this context; a
+        // copy from pageable memory has read `data` when the call returns.
+        unsafe { drv::memcpy_htod_async(dst, data, stream.cu_stream()) }
+            .map_err(drv_err("cuMemcpyHtoDAsync"))
+    }
+
+    fn download(&self, src: u64, out: &mut [u8], stream: &Arc<CudaStream>) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(drv_err("cuCtxSetCurrent"))?;
+        // SAFETY: the caller guarantees `src` holds `out.len()` bytes; synchronised before
+        // return, so `out` outlives the copy.
         unsafe {
-            drv::memcpy_dtoh_async(out, ptr + offset as u64, s).map_err(drv_err("cuMemcpyDtoH"))?;
-            drv::stream::synchronize(s).map_err(drv_err("cuStreamSynchronize"))
+            drv::memcpy_dtoh_async(out, src, stream.cu_stream())
+                .map_err(drv_err("cuMemcpyDtoHAsync"))?;
         }
+        stream.synchronize().map_err(drv_err("cuStreamSynchronize"))
     }
 
-    fn create_stream(&self) -> Result<Stream> {
-        self.bind()?;
-        let s = drv::stream::create(drv::stream::StreamKind::NonBlocking)
-            .map_err(drv_err("cuStreamCreate"))?;
-        let mut st = self.state();
-        let id = st.next_id;
-        st.next_id += 1;
-        st.streams.insert(id, s);
-        Ok(Stream(id))
+    fn zero(&self, dst: u64, bytes: usize, stream: &Arc<CudaStream>) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        self.ctx
+            .bind_to_thread()
+            .map_err(drv_err("cuCtxSetCurrent"))?;
+        // SAFETY: the caller guarantees `dst` holds `bytes` bytes of this context.
+        unsafe { drv::memset_d8_async(dst, 0, bytes, stream.cu_stream()) }
+            .map_err(drv_err("cuMemsetD8Async"))
     }
 
-    fn synchronize(&self, stream: Stream) -> Result<()> {
-        let s = self.raw_stream(stream)?;
-        self.bind()?;
-        // SAFETY: live stream.
-        unsafe { drv::stream::synchronize(s) }.map_err(drv_err("cuStreamSynchronize"))
+    fn synchronize(&self, stream: &Arc<CudaStream>) -> Result<()> {
+        stream.synchronize().map_err(drv_err("cuStreamSynchronize"))
     }
 
-    fn load_module(&self, source: &ModuleSource<'_>) -> Result<Module> {
-        match source {
-            ModuleSource::Cuda { name, source } => {
-                let cubin = nvrtc::compile_cached(name, source, &self.caps.arch)?;
-                self.load_cubin(&cubin)
-            }
-            other => Err(Error::Handle(format!(
+    fn load(&self, source: &ModuleSource<'_>) -> Result<CudaKernels> {
+        let ModuleSource::Cuda { name, source } = source else {
+            return Err(Error::Handle(format!(
                 "module '{}' is not CUDA source; a CUDA device loads only CUDA C++",
-                other.name()
-            ))),
-        }
+                source.name()
+            )));
+        };
+        let cubin = nvrtc::compile_cached(name, source, &self.caps.arch)?;
+        let module = self
+            .ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+            .map_err(drv_err("cuModuleLoadData"))?;
+        Ok(CudaKernels {
+            module,
+            functions: Mutex::new(HashMap::new()),
+        })
     }
 
     fn launch(
         &self,
-        module: Module,
+        module: &CudaKernels,
         kernel: &str,
         config: LaunchConfig,
-        args: &[Arg],
-        stream: Stream,
+        args: &[super::Arg<'_>],
+        stream: &Arc<CudaStream>,
     ) -> Result<()> {
-        let f = self.function(module, kernel)?;
-        let s = self.raw_stream(stream)?;
-        // Each argument in its own 8-byte slot; the driver reads the kernel's declared size.
-        let mut slots = args
-            .iter()
-            .map(|a| a.slot(|b| self.device_ptr(b)))
-            .collect::<Result<Vec<u64>>>()?;
-        let mut params: Vec<*mut c_void> = slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut c_void)
-            .collect();
-        self.bind()?;
-        // SAFETY: buffers are live device allocations; scalars are passed by value in
-        // little-endian slots, which is what the driver reads for 4- and 8-byte params.
-        unsafe { self.launch_raw(f, config, &mut params, s) }
-    }
-}
-
-fn check_range(buffer: Buffer, offset: usize, len: usize) -> Result<()> {
-    if offset.checked_add(len).is_none_or(|end| end > buffer.bytes) {
-        return Err(Error::shape(
-            "device buffer access",
-            format!("at most {} bytes", buffer.bytes),
-            format!("{len} bytes at offset {offset}"),
-        ));
-    }
-    Ok(())
-}
-
-impl Drop for CudaDevice {
-    fn drop(&mut self) {
-        let _ = self.bind();
-        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: every handle was created by this device and is released exactly once.
+        let f = self.function(module, kernel, config.shared_mem_bytes)?;
+        let mut slots = Vec::with_capacity(args.len());
+        let mut params = arg_slots(args, &mut slots);
+        self.ctx
+            .bind_to_thread()
+            .map_err(drv_err("cuCtxSetCurrent"))?;
+        // SAFETY: the arguments match the kernel's declared parameters (each call site
+        // mirrors its kernel's signature) and every address is device memory the caller
+        // sized for the launch; `params` points into `slots` and `args`, both alive here.
         unsafe {
-            for (_, s) in st.streams.drain() {
-                let _ = drv::stream::synchronize(s);
-                let _ = drv::stream::destroy(s);
-            }
-            for (_, (p, _)) in st.buffers.drain() {
-                let _ = drv::free_sync(p);
-            }
-            for (_, m) in st.modules.drain() {
-                let _ = drv::module::unload(m.module);
-            }
-            let _ = drv::primary_ctx::release(self.device);
-        }
-    }
-}
-
-/// A device allocation that frees itself: the typed handle the CUDA backend keeps its
-/// weights and work space in.
-pub struct CudaBuffer {
-    dev: Arc<CudaDevice>,
-    buf: Buffer,
-    ptr: u64,
-}
-
-impl CudaBuffer {
-    /// Allocates `bytes` bytes (contents undefined).
-    pub fn alloc(dev: &Arc<CudaDevice>, bytes: usize) -> Result<CudaBuffer> {
-        let buf = dev.alloc(bytes)?;
-        let ptr = dev.device_ptr(buf)?;
-        Ok(CudaBuffer {
-            dev: dev.clone(),
-            buf,
-            ptr,
-        })
-    }
-
-    /// Allocates and fills from a host slice of plain values.
-    pub fn from_slice<T: Copy>(dev: &Arc<CudaDevice>, data: &[T]) -> Result<CudaBuffer> {
-        let bytes = std::mem::size_of_val(data);
-        let b = Self::alloc(dev, bytes)?;
-        // SAFETY: T is plain data (Copy, no padding in the types used here: u8, u16, u32,
-        // f32); viewing it as bytes is sound.
-        let raw = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, bytes) };
-        dev.write(b.buf, 0, raw, Stream::DEFAULT)?;
-        Ok(b)
-    }
-
-    /// Copies the whole buffer into a host vector of `T`.
-    pub fn to_vec<T: Copy + Default>(&self) -> Result<Vec<T>> {
-        let n = self.buf.bytes / std::mem::size_of::<T>();
-        let mut out = vec![T::default(); n];
-        // SAFETY: as in `from_slice`.
-        let raw = unsafe {
-            std::slice::from_raw_parts_mut(
-                out.as_mut_ptr() as *mut u8,
-                n * std::mem::size_of::<T>(),
+            drv::launch_kernel(
+                f.cu_function(),
+                config.grid,
+                config.block,
+                config.shared_mem_bytes,
+                stream.cu_stream(),
+                &mut params,
             )
-        };
-        self.dev.read(self.buf, 0, raw, Stream::DEFAULT)?;
-        Ok(out)
-    }
-
-    /// Device address.
-    pub fn ptr(&self) -> u64 {
-        self.ptr
-    }
-
-    /// Size in bytes.
-    pub fn bytes(&self) -> usize {
-        self.buf.bytes
-    }
-
-    /// The trait-level handle.
-    pub fn handle(&self) -> Buffer {
-        self.buf
-    }
-}
-
-impl Drop for CudaBuffer {
-    fn drop(&mut self) {
-        let _ = self.dev.free(self.buf);
+        }
+        .map_err(drv_err(&format!("cuLaunchKernel({kernel})")))
     }
 }

@@ -6,43 +6,81 @@
 pub mod runtime;
 
 use super::gfx::{find_arch_name, GfxArch};
-use super::{
-    Arg, Buffer, Capabilities, Device, LaunchConfig, Module, ModuleSource, Stream, Vendor,
-};
+use super::{arg_slots, Arg, Capabilities, LaunchConfig, ModuleSource, Runtime, Vendor};
 use crate::error::{Error, Result};
-use runtime::{attr, HipApi, HipFunction, HipModule, HipStream};
+use runtime::{attr, HipApi, HipFunction, HipModule, HipStream as RawStream};
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
-struct LoadedModule {
+/// A `hipStream_t`: the device's own, or one a caller hands in (`HipStream::from_raw`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HipStream(pub RawStream);
+
+// SAFETY: a HIP stream handle may be used from any thread.
+unsafe impl Send for HipStream {}
+// SAFETY: as above; the handle itself is never mutated.
+unsafe impl Sync for HipStream {}
+
+impl HipStream {
+    /// Wraps a caller's `hipStream_t` (null is the device's null stream).
+    ///
+    /// # Safety
+    /// `raw` must be a live stream (or null) for as long as fleetmoe uses it.
+    pub unsafe fn from_raw(raw: *mut c_void) -> HipStream {
+        HipStream(raw)
+    }
+}
+
+/// A `hipMalloc` allocation, freed on drop.
+pub struct HipAlloc {
+    api: Arc<HipApi>,
+    ptr: u64,
+}
+
+// SAFETY: device memory may be used and freed from any thread.
+unsafe impl Send for HipAlloc {}
+// SAFETY: as above.
+unsafe impl Sync for HipAlloc {}
+
+impl Drop for HipAlloc {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from hipMalloc and is freed once.
+        unsafe {
+            let _ = (self.api.hipFree)(self.ptr as *mut c_void);
+        }
+    }
+}
+
+/// A loaded code object and the functions looked up in it so far.
+pub struct HipKernels {
+    api: Arc<HipApi>,
     module: HipModule,
-    functions: HashMap<String, HipFunction>,
+    functions: Mutex<HashMap<String, HipFunction>>,
 }
 
-#[derive(Default)]
-struct State {
-    next_id: u64,
-    buffers: HashMap<u64, (u64, usize)>,
-    streams: HashMap<u64, HipStream>,
-    modules: HashMap<u64, LoadedModule>,
+// SAFETY: module and function handles may be used from any thread.
+unsafe impl Send for HipKernels {}
+// SAFETY: the function table is behind a mutex.
+unsafe impl Sync for HipKernels {}
+
+impl Drop for HipKernels {
+    fn drop(&mut self) {
+        // SAFETY: the module was loaded once and is unloaded once.
+        unsafe {
+            let _ = (self.api.hipModuleUnload)(self.module);
+        }
+    }
 }
 
-/// One AMD GPU: a default stream, and the buffers, streams and modules handed out
-/// through the `Device` trait.
+/// One AMD GPU and a stream of its own.
 pub struct HipDevice {
     api: Arc<HipApi>,
     ordinal: usize,
     arch: GfxArch,
     caps: Capabilities,
-    state: Mutex<State>,
+    stream: HipStream,
 }
-
-// SAFETY: the HIP runtime is thread-safe; raw handles are used only after selecting this
-// device on the calling thread, and the handle tables are behind a mutex.
-unsafe impl Send for HipDevice {}
-// SAFETY: as above.
-unsafe impl Sync for HipDevice {}
 
 impl std::fmt::Debug for HipDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,26 +165,19 @@ impl HipDevice {
             shared_mem_per_block: attr(attr::MAX_SHARED_MEMORY_PER_BLOCK)? as u32,
             warp_size: attr(attr::WARP_SIZE)? as u32,
         };
-        let mut state = State {
-            next_id: 1,
-            ..Default::default()
-        };
-        let this = HipDevice {
+        api.check("hipSetDevice", unsafe { (api.hipSetDevice)(dev) })?;
+        let mut s: RawStream = std::ptr::null_mut();
+        // SAFETY: valid out-pointer.
+        api.check("hipStreamCreateWithFlags", unsafe {
+            (api.hipStreamCreateWithFlags)(&mut s, runtime::STREAM_NON_BLOCKING)
+        })?;
+        Ok(HipDevice {
             api,
             ordinal,
             arch,
             caps,
-            state: Mutex::new(State::default()),
-        };
-        this.bind()?;
-        let mut s: HipStream = std::ptr::null_mut();
-        // SAFETY: valid out-pointer.
-        this.check("hipStreamCreateWithFlags", unsafe {
-            (this.api.hipStreamCreateWithFlags)(&mut s, runtime::STREAM_NON_BLOCKING)
-        })?;
-        state.streams.insert(Stream::DEFAULT.0, s);
-        *this.state() = state;
-        Ok(this)
+            stream: HipStream(s),
+        })
     }
 
     /// The parsed architecture (`gcnArchName`).
@@ -170,36 +201,10 @@ impl HipDevice {
         })
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The raw device address of a buffer.
-    pub fn device_ptr(&self, buffer: Buffer) -> Result<u64> {
-        self.state()
-            .buffers
-            .get(&buffer.id)
-            .map(|(p, _)| *p)
-            .ok_or_else(|| {
-                Error::Handle(format!("buffer {} is not live on this device", buffer.id))
-            })
-    }
-
-    fn raw_stream(&self, stream: Stream) -> Result<HipStream> {
-        self.state()
-            .streams
-            .get(&stream.0)
-            .copied()
-            .ok_or_else(|| Error::Handle(format!("stream {} is not live on this device", stream.0)))
-    }
-
-    fn function(&self, module: Module, kernel: &str) -> Result<HipFunction> {
-        let mut st = self.state();
-        let m = st
-            .modules
-            .get_mut(&module.0)
-            .ok_or_else(|| Error::Handle(format!("module {} is not loaded", module.0)))?;
-        if let Some(f) = m.functions.get(kernel) {
+    /// `kernel` of `module`, looked up once.
+    fn function(&self, module: &HipKernels, kernel: &str) -> Result<HipFunction> {
+        let mut fns = module.functions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = fns.get(kernel) {
             return Ok(*f);
         }
         let cname = CString::new(kernel).map_err(|_| Error::Handle(kernel.to_string()))?;
@@ -207,21 +212,10 @@ impl HipDevice {
         self.bind()?;
         // SAFETY: the module is loaded; the name is a C string.
         self.check(&format!("hipModuleGetFunction({kernel})"), unsafe {
-            (self.api.hipModuleGetFunction)(&mut f, m.module, cname.as_ptr())
+            (self.api.hipModuleGetFunction)(&mut f, module.module, cname.as_ptr())
         })?;
-        m.functions.insert(kernel.to_string(), f);
+        fns.insert(kernel.to_string(), f);
         Ok(f)
-    }
-
-    /// Zeroes a whole buffer, ordered on `stream`.
-    pub fn zero(&self, buffer: Buffer, stream: Stream) -> Result<()> {
-        let ptr = self.device_ptr(buffer)?;
-        let s = self.raw_stream(stream)?;
-        self.bind()?;
-        // SAFETY: `ptr` is a live allocation of `buffer.bytes` bytes.
-        self.check("hipMemsetAsync", unsafe {
-            (self.api.hipMemsetAsync)(ptr as *mut c_void, 0, buffer.bytes, s)
-        })
     }
 }
 
@@ -253,99 +247,117 @@ pub fn pick_code_object<'a>(
         })
 }
 
-impl Device for HipDevice {
+impl Runtime for HipDevice {
+    type Stream = HipStream;
+    type Alloc = HipAlloc;
+    type Module = HipKernels;
+
     fn capabilities(&self) -> &Capabilities {
         &self.caps
     }
 
-    fn alloc(&self, bytes: usize) -> Result<Buffer> {
+    fn stream(&self) -> &HipStream {
+        &self.stream
+    }
+
+    fn check_stream(&self, stream: &HipStream) -> Result<()> {
+        if stream.0.is_null() {
+            return Ok(());
+        }
+        let mut dev = -1;
+        // SAFETY: the caller promised a live stream; valid out-pointer.
+        self.check("hipStreamGetDevice", unsafe {
+            (self.api.hipStreamGetDevice)(stream.0, &mut dev)
+        })?;
+        if dev as usize == self.ordinal {
+            Ok(())
+        } else {
+            Err(Error::Handle(format!(
+                "the stream belongs to AMD GPU {dev}, the layer is on GPU {}",
+                self.ordinal
+            )))
+        }
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<HipAlloc> {
         self.bind()?;
         let mut p: *mut c_void = std::ptr::null_mut();
         // SAFETY: at least one byte, so the pointer is unique.
         self.check("hipMalloc", unsafe {
             (self.api.hipMalloc)(&mut p, bytes.max(1))
         })?;
-        let mut st = self.state();
-        let id = st.next_id;
-        st.next_id += 1;
-        st.buffers.insert(id, (p as u64, bytes));
-        Ok(Buffer { id, bytes })
+        Ok(HipAlloc {
+            api: self.api.clone(),
+            ptr: p as u64,
+        })
     }
 
-    fn free(&self, buffer: Buffer) -> Result<()> {
-        let (ptr, _) =
-            self.state().buffers.remove(&buffer.id).ok_or_else(|| {
-                Error::Handle(format!("buffer {} freed twice or foreign", buffer.id))
-            })?;
-        self.bind()?;
-        // SAFETY: ptr came from hipMalloc and is freed once.
-        self.check("hipFree", unsafe { (self.api.hipFree)(ptr as *mut c_void) })
+    fn address(&self, alloc: &HipAlloc) -> u64 {
+        alloc.ptr
     }
 
-    fn write(&self, buffer: Buffer, offset: usize, data: &[u8], stream: Stream) -> Result<()> {
-        let ptr = self.device_ptr(buffer)?;
-        check_range(buffer, offset, data.len())?;
-        let s = self.raw_stream(stream)?;
+    fn upload(&self, dst: u64, data: &[u8], stream: &HipStream) -> Result<()> {
         self.bind()?;
-        // SAFETY: range checked; synchronised before return, so the slice outlives the copy.
+        // SAFETY: the caller guarantees `dst` holds `data.len()` bytes. HIP may read
+        // pageable memory after an async copy returns, so wait before `data` is released.
         unsafe {
             self.check(
                 "hipMemcpyHtoDAsync",
                 (self.api.hipMemcpyHtoDAsync)(
-                    (ptr + offset as u64) as *mut c_void,
+                    dst as *mut c_void,
                     data.as_ptr() as *const c_void,
                     data.len(),
-                    s,
+                    stream.0,
                 ),
             )?;
-            self.check("hipStreamSynchronize", (self.api.hipStreamSynchronize)(s))
+            self.check(
+                "hipStreamSynchronize",
+                (self.api.hipStreamSynchronize)(stream.0),
+            )
         }
     }
 
-    fn read(&self, buffer: Buffer, offset: usize, out: &mut [u8], stream: Stream) -> Result<()> {
-        let ptr = self.device_ptr(buffer)?;
-        check_range(buffer, offset, out.len())?;
-        let s = self.raw_stream(stream)?;
+    fn download(&self, src: u64, out: &mut [u8], stream: &HipStream) -> Result<()> {
         self.bind()?;
-        // SAFETY: range checked; synchronised before return.
+        // SAFETY: the caller guarantees `src` holds `out.len()` bytes; synchronised
+        // before return.
         unsafe {
             self.check(
                 "hipMemcpyDtoHAsync",
                 (self.api.hipMemcpyDtoHAsync)(
                     out.as_mut_ptr() as *mut c_void,
-                    (ptr + offset as u64) as *mut c_void,
+                    src as *mut c_void,
                     out.len(),
-                    s,
+                    stream.0,
                 ),
             )?;
-            self.check("hipStreamSynchronize", (self.api.hipStreamSynchronize)(s))
+            self.check(
+                "hipStreamSynchronize",
+                (self.api.hipStreamSynchronize)(stream.0),
+            )
         }
     }
 
-    fn create_stream(&self) -> Result<Stream> {
+    fn zero(&self, dst: u64, bytes: usize, stream: &HipStream) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
         self.bind()?;
-        let mut s: HipStream = std::ptr::null_mut();
-        // SAFETY: valid out-pointer.
-        self.check("hipStreamCreateWithFlags", unsafe {
-            (self.api.hipStreamCreateWithFlags)(&mut s, runtime::STREAM_NON_BLOCKING)
-        })?;
-        let mut st = self.state();
-        let id = st.next_id;
-        st.next_id += 1;
-        st.streams.insert(id, s);
-        Ok(Stream(id))
-    }
-
-    fn synchronize(&self, stream: Stream) -> Result<()> {
-        let s = self.raw_stream(stream)?;
-        self.bind()?;
-        // SAFETY: live stream.
-        self.check("hipStreamSynchronize", unsafe {
-            (self.api.hipStreamSynchronize)(s)
+        // SAFETY: the caller guarantees `dst` holds `bytes` bytes.
+        self.check("hipMemsetAsync", unsafe {
+            (self.api.hipMemsetAsync)(dst as *mut c_void, 0, bytes, stream.0)
         })
     }
 
-    fn load_module(&self, source: &ModuleSource<'_>) -> Result<Module> {
+    fn synchronize(&self, stream: &HipStream) -> Result<()> {
+        self.bind()?;
+        // SAFETY: live stream.
+        self.check("hipStreamSynchronize", unsafe {
+            (self.api.hipStreamSynchronize)(stream.0)
+        })
+    }
+
+    fn load(&self, source: &ModuleSource<'_>) -> Result<HipKernels> {
         let ModuleSource::Hip { name, code_objects } = source else {
             return Err(Error::Handle(format!(
                 "module '{}' is not a HIP code object; an AMD device loads only those",
@@ -359,41 +371,28 @@ impl Device for HipDevice {
         self.check(&format!("hipModuleLoadData({name})"), unsafe {
             (self.api.hipModuleLoadData)(&mut module, image.as_ptr() as *const c_void)
         })?;
-        let mut st = self.state();
-        let id = st.next_id;
-        st.next_id += 1;
-        st.modules.insert(
-            id,
-            LoadedModule {
-                module,
-                functions: HashMap::new(),
-            },
-        );
-        Ok(Module(id))
+        Ok(HipKernels {
+            api: self.api.clone(),
+            module,
+            functions: Mutex::new(HashMap::new()),
+        })
     }
 
     fn launch(
         &self,
-        module: Module,
+        module: &HipKernels,
         kernel: &str,
         config: LaunchConfig,
-        args: &[Arg],
-        stream: Stream,
+        args: &[Arg<'_>],
+        stream: &HipStream,
     ) -> Result<()> {
         let f = self.function(module, kernel)?;
-        let s = self.raw_stream(stream)?;
-        // Each argument in its own 8-byte slot; the runtime reads the kernel's declared size.
-        let mut slots = args
-            .iter()
-            .map(|a| a.slot(|b| self.device_ptr(b)))
-            .collect::<Result<Vec<u64>>>()?;
-        let mut params: Vec<*mut c_void> = slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut c_void)
-            .collect();
+        let mut slots = Vec::with_capacity(args.len());
+        let mut params = arg_slots(args, &mut slots);
         self.bind()?;
         let (g, b) = (config.grid, config.block);
-        // SAFETY: buffers are live device allocations; scalars are little-endian slots.
+        // SAFETY: the arguments match the kernel's declared parameters and every address
+        // is device memory sized for the launch; `params` points into `slots` and `args`.
         self.check(&format!("hipModuleLaunchKernel({kernel})"), unsafe {
             (self.api.hipModuleLaunchKernel)(
                 f,
@@ -404,7 +403,7 @@ impl Device for HipDevice {
                 b.1,
                 b.2,
                 config.shared_mem_bytes,
-                s,
+                stream.0,
                 params.as_mut_ptr(),
                 std::ptr::null_mut(),
             )
@@ -412,77 +411,14 @@ impl Device for HipDevice {
     }
 }
 
-fn check_range(buffer: Buffer, offset: usize, len: usize) -> Result<()> {
-    if offset.checked_add(len).is_none_or(|end| end > buffer.bytes) {
-        return Err(Error::shape(
-            "device buffer access",
-            format!("at most {} bytes", buffer.bytes),
-            format!("{len} bytes at offset {offset}"),
-        ));
-    }
-    Ok(())
-}
-
 impl Drop for HipDevice {
     fn drop(&mut self) {
         let _ = self.bind();
-        let api = self.api.clone();
-        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: every handle was created by this device and is released exactly once.
+        // SAFETY: the device's own stream, created in `new`, destroyed once.
         unsafe {
-            for (_, s) in st.streams.drain() {
-                let _ = (api.hipStreamSynchronize)(s);
-                let _ = (api.hipStreamDestroy)(s);
-            }
-            for (_, (p, _)) in st.buffers.drain() {
-                let _ = (api.hipFree)(p as *mut c_void);
-            }
-            for (_, m) in st.modules.drain() {
-                let _ = (api.hipModuleUnload)(m.module);
-            }
+            let _ = (self.api.hipStreamSynchronize)(self.stream.0);
+            let _ = (self.api.hipStreamDestroy)(self.stream.0);
         }
-    }
-}
-
-/// A device allocation that frees itself: what the HIP backend keeps weights and work
-/// space in.
-pub struct HipBuffer {
-    dev: Arc<HipDevice>,
-    buf: Buffer,
-    ptr: u64,
-}
-
-impl HipBuffer {
-    /// Allocates `bytes` bytes (contents undefined).
-    pub fn alloc(dev: &Arc<HipDevice>, bytes: usize) -> Result<HipBuffer> {
-        let buf = dev.alloc(bytes)?;
-        let ptr = dev.device_ptr(buf)?;
-        Ok(HipBuffer {
-            dev: dev.clone(),
-            buf,
-            ptr,
-        })
-    }
-
-    /// Allocates and fills from host bytes.
-    pub fn from_bytes(dev: &Arc<HipDevice>, data: &[u8]) -> Result<HipBuffer> {
-        let b = Self::alloc(dev, data.len())?;
-        dev.write(b.buf, 0, data, Stream::DEFAULT)?;
-        Ok(b)
-    }
-
-    pub fn ptr(&self) -> u64 {
-        self.ptr
-    }
-
-    pub fn handle(&self) -> Buffer {
-        self.buf
-    }
-}
-
-impl Drop for HipBuffer {
-    fn drop(&mut self) {
-        let _ = self.dev.free(self.buf);
     }
 }
 

@@ -1,15 +1,24 @@
 //! `MoeLayer`: router → prepare → experts → finalize, plus shared experts and LoRA, on the
-//! backend the oracle chose for the target.
+//! backend the oracle chose for the target. On a GPU the layer is the one GPU driver's
+//! `GpuLayer`, whose device-resident forward (`forward_device`, `forward_cuda`) an engine
+//! calls on its own buffers and stream; `forward` is the host-memory wrapper over it.
 
 use super::config::{LayerConfig, Routing};
 use super::emulation::{check_weights_match, EmulatedExperts};
 use super::experts::Experts;
 use super::lora::{Lora, LoraBatch, LoraShape};
 use super::router::Router;
-use super::shared::{NativeShared, SharedExpertWeights, SharedExperts};
+use super::shared::{shared_lora, SharedExpertWeights, SharedExperts};
 use super::target::Target;
 use super::topk::TopK;
+use crate::backends::cuda::Cuda;
+use crate::backends::rocm::Rocm;
+use crate::device::cuda::CudaDevice;
+use crate::device::hip::HipDevice;
+use crate::device::Runtime;
 use crate::error::{check_len, Error, Result};
+use crate::gpu::layer::{HostRouting, SharedParts};
+use crate::gpu::{DeviceBatch, GpuLayer, Vendor};
 use crate::oracle::{self, BackendId, Selection};
 use crate::quant::ExpertWeights;
 
@@ -31,20 +40,30 @@ pub struct LayerExtras {
     pub backend: Option<BackendId>,
 }
 
+/// Where the layer runs: the emulation on the host, or the one GPU driver on a GPU.
+enum Engine {
+    Host(Box<dyn Experts>),
+    Cuda(Box<GpuLayer<Cuda>>),
+    Hip(Box<GpuLayer<Rocm>>),
+}
+
+/// The caller's stream for a device-resident forward: `Arc<cudarc::driver::CudaStream>`
+/// on NVIDIA, a `hipStream_t` (`device::hip::HipStream`) on AMD.
+pub enum GpuStream<'a> {
+    Cuda(&'a <CudaDevice as Runtime>::Stream),
+    Hip(&'a <HipDevice as Runtime>::Stream),
+}
+
 /// One MoE layer, ready to run.
 pub struct MoeLayer {
     config: LayerConfig,
     router: Router,
-    experts: Box<dyn Experts>,
-    shared: Option<SharedExperts>,
+    engine: Engine,
+    /// The shared expert where it runs emulated on the host (on the CPU, or when its
+    /// scheme has no native backend on the GPU); a native one is inside the `GpuLayer`.
+    host_shared: Option<SharedExperts>,
     lora: Option<Lora>,
     selection: Selection,
-    /// Routing on the GPU when the experts run there (`None`: the host router).
-    #[cfg(feature = "cuda")]
-    gpu_router: Option<crate::backends::cuda::CudaRouter>,
-    /// Routing on the AMD GPU when the experts run there natively.
-    #[cfg(feature = "rocm")]
-    hip_router: Option<crate::backends::rocm::HipRouter>,
 }
 
 impl MoeLayer {
@@ -90,46 +109,60 @@ impl MoeLayer {
             });
             l.validate(config.num_experts, routed, shared_shape)?;
         }
-        let shared = match &extras.shared {
-            Some(s) => Some(prepare_shared(
-                s,
-                &config,
-                target,
-                extras.backend,
-                extras.lora.as_ref(),
-            )?),
-            None => None,
-        };
-        let selection = oracle::select(
+        let router = Router::new(&config)?;
+        let mut selection = oracle::select(
             &weights.scheme,
             target.capabilities(),
             &config,
             extras.backend,
         )?;
-        let experts = build_experts(&selection, weights, &config, target, extras.lora.as_ref())?;
-        #[cfg(feature = "cuda")]
-        let gpu_router = match (target.cuda_device(), selection.chosen) {
-            (Some(dev), id) if id.is_cuda() => {
-                crate::backends::cuda::CudaRouter::new(dev, &config)?
+        if selection.chosen.is_aiter() && !crate::backends::rocm::kernels::built() {
+            let note = crate::backends::rocm::kernels::BUILD_NOTE;
+            log::warn!(
+                "{}: this build has no HIP code objects ({note}); the experts run emulated",
+                selection.chosen
+            );
+            selection.chosen = BackendId::Emulation;
+        }
+        let shared = Shared::plan(&extras, &config, target)?;
+        let lora = extras.lora.as_ref();
+        let gpu_shared = shared.as_ref().and_then(Shared::native);
+        let engine = match (target, selection.chosen) {
+            (_, BackendId::Emulation) => {
+                Engine::Host(Box::new(EmulatedExperts::prepare(weights, &config)?))
             }
-            _ => None,
+            (Target::Cuda(dev), id) if id.is_cuda() => Engine::Cuda(Box::new(GpuLayer::new(
+                dev, &config, weights, &selection, lora, gpu_shared,
+            )?)),
+            (Target::Hip(dev), id) if id.is_aiter() => Engine::Hip(Box::new(GpuLayer::new(
+                dev, &config, weights, &selection, lora, gpu_shared,
+            )?)),
+            (_, id) => {
+                return Err(Error::BackendUnavailable {
+                    backend: id.name().to_string(),
+                    reasons: format!(
+                        "the oracle chose it for {}, which cannot run it (oracle table and \
+                         moe::layer disagree)",
+                        target.capabilities()
+                    ),
+                })
+            }
         };
-        #[cfg(feature = "rocm")]
-        let hip_router = match (target.hip_device(), experts.backend()) {
-            (Some(dev), id) if id.is_aiter() => {
-                crate::backends::rocm::HipRouter::new(dev, &config)?
-            }
-            _ => None,
+        // A native shared expert needs a GPU engine; otherwise it runs on the host.
+        let host_shared = match (shared, &engine) {
+            (Some(s), Engine::Cuda(_) | Engine::Hip(_)) if s.native().is_some() => None,
+            (Some(s), _) => Some(SharedExperts::prepare(
+                s.weights,
+                config.activation,
+                config.hidden,
+            )?),
+            (None, _) => None,
         };
         Ok(MoeLayer {
-            #[cfg(feature = "cuda")]
-            gpu_router,
-            #[cfg(feature = "rocm")]
-            hip_router,
-            router: Router::new(&config)?,
+            router,
             config,
-            experts,
-            shared,
+            engine,
+            host_shared,
             lora: extras.lora,
             selection,
         })
@@ -137,35 +170,34 @@ impl MoeLayer {
 
     /// The backend running the shared expert, if the layer has one.
     pub fn shared_backend(&self) -> Option<BackendId> {
-        self.shared.as_ref().map(SharedExperts::backend)
+        if self.host_shared.is_some() {
+            return Some(BackendId::Emulation);
+        }
+        match &self.engine {
+            Engine::Cuda(g) => g.shared_backend(),
+            Engine::Hip(g) => g.shared_backend(),
+            Engine::Host(_) => None,
+        }
     }
 
     /// Routes logits on the GPU when the experts are there, else on the host (both follow
     /// `Router`'s definition; the GPU parity suite checks they agree).
-    fn route(&self, logits: &[f32], tokens: usize) -> Result<TopK> {
-        #[cfg(feature = "cuda")]
-        if let Some(r) = &self.gpu_router {
-            return r.route(logits, tokens);
+    pub fn route(&self, logits: &[f32], tokens: usize) -> Result<TopK> {
+        match &self.engine {
+            Engine::Cuda(g) if g.routes_on_gpu() => g.route(logits, tokens),
+            Engine::Hip(g) if g.routes_on_gpu() => g.route(logits, tokens),
+            _ => self.router.route(logits, tokens),
         }
-        #[cfg(feature = "rocm")]
-        if let Some(r) = &self.hip_router {
-            return r.route(logits, tokens);
-        }
-        self.router.route(logits, tokens)
     }
 
-    /// Whether logits are routed by a GPU routing kernel (`CudaRouter`, `HipRouter`) rather
-    /// than by `Router` on the host.
+    /// Whether logits are routed by the GPU routing kernel rather than by `Router` on the
+    /// host.
     pub fn routes_on_gpu(&self) -> bool {
-        #[cfg(feature = "cuda")]
-        if self.gpu_router.is_some() {
-            return true;
+        match &self.engine {
+            Engine::Cuda(g) => g.routes_on_gpu(),
+            Engine::Hip(g) => g.routes_on_gpu(),
+            Engine::Host(_) => false,
         }
-        #[cfg(feature = "rocm")]
-        if self.hip_router.is_some() {
-            return true;
-        }
-        false
     }
 
     /// The oracle's decision, with its reasons.
@@ -178,7 +210,8 @@ impl MoeLayer {
     }
 
     /// Runs the layer on `x` (`[tokens, hidden]`); `adapters` gives each token's LoRA
-    /// slot (or none). Returns `[tokens, hidden]` in f32.
+    /// slot (or none). Returns `[tokens, hidden]` in f32. On a GPU: one upload of the
+    /// inputs, the device-resident forward, one download.
     pub fn forward(
         &self,
         x: &[f32],
@@ -197,20 +230,12 @@ impl MoeLayer {
         if let Some(v) = x.iter().find(|v| !v.is_finite()) {
             return Err(Error::Config(format!("hidden states contain {v}")));
         }
-        let routed;
-        let topk = match routing {
-            RoutingInput::Logits(l) => {
-                routed = self.route(l, tokens)?;
-                &routed
+        if let RoutingInput::TopK(t) = routing {
+            if t.tokens() != tokens {
+                return Err(Error::shape("top-k tokens", tokens, t.tokens()));
             }
-            RoutingInput::TopK(t) => {
-                if t.tokens() != tokens {
-                    return Err(Error::shape("top-k tokens", tokens, t.tokens()));
-                }
-                t.check_experts(self.config.num_experts)?;
-                t
-            }
-        };
+            t.check_experts(self.config.num_experts)?;
+        }
         let batch = match (adapters, &self.lora) {
             (Some(slots), Some(lora)) => Some(LoraBatch::new(lora, slots, tokens)?),
             (Some(slots), None) => {
@@ -222,13 +247,157 @@ impl MoeLayer {
             }
             (None, _) => None,
         };
-        let mut out = vec![0f32; tokens * h];
-        self.experts.forward(x, topk, batch.as_ref(), &mut out)?;
-        if let Some(s) = &self.shared {
+        let mut out = match &self.engine {
+            Engine::Host(experts) => {
+                let routed;
+                let topk = match routing {
+                    RoutingInput::Logits(l) => {
+                        routed = self.router.route(l, tokens)?;
+                        &routed
+                    }
+                    RoutingInput::TopK(t) => t,
+                };
+                let mut out = vec![0f32; tokens * h];
+                experts.forward(x, topk, batch.as_ref(), &mut out)?;
+                out
+            }
+            Engine::Cuda(g) => self.gpu_forward(g, x, tokens, routing, batch.as_ref())?,
+            Engine::Hip(g) => self.gpu_forward(g, x, tokens, routing, batch.as_ref())?,
+        };
+        if let Some(s) = &self.host_shared {
             s.add_to(x, tokens, batch.as_ref(), &mut out)?;
         }
         check_output(&out, h)?;
         Ok(out)
+    }
+
+    fn gpu_forward<V: Vendor>(
+        &self,
+        g: &GpuLayer<V>,
+        x: &[f32],
+        tokens: usize,
+        routing: RoutingInput<'_>,
+        batch: Option<&LoraBatch<'_>>,
+    ) -> Result<Vec<f32>> {
+        // Each token's adapter slot; LoRA runs only when some token has one.
+        let slots: Option<Vec<i32>> = batch
+            .filter(|l| l.slots.iter().any(Option::is_some))
+            .map(|l| l.slots.iter().map(|s| s.map_or(-1, |a| a as i32)).collect());
+        let routed;
+        let routing = match routing {
+            RoutingInput::Logits(l) if g.routes_on_gpu() => HostRouting::Logits(l),
+            RoutingInput::Logits(l) => {
+                routed = self.router.route(l, tokens)?;
+                HostRouting::TopK(&routed)
+            }
+            RoutingInput::TopK(t) => HostRouting::TopK(t),
+        };
+        g.forward(x, routing, slots.as_deref())
+    }
+
+    /// Sizes the GPU workspace for forwards of up to `max_tokens` tokens. Call it before
+    /// `forward_device` and before capturing a graph (a later call replaces the
+    /// workspace, and graphs captured earlier would read the old one). Nothing to do on
+    /// the CPU.
+    pub fn reserve(&self, max_tokens: usize) -> Result<()> {
+        match &self.engine {
+            Engine::Host(_) => Ok(()),
+            Engine::Cuda(g) => g.reserve(max_tokens),
+            Engine::Hip(g) => g.reserve(max_tokens),
+        }
+    }
+
+    /// The whole layer queued on the caller's `stream`, from and into the caller's device
+    /// memory (see `DeviceBatch`): no allocation, no host synchronisation, nothing read
+    /// back, so it can be captured in a CUDA graph. Needs `reserve` first and every part
+    /// of the layer native on the GPU.
+    ///
+    /// # Safety
+    /// Every address in `batch` must be memory of the layer's GPU holding what it claims
+    /// and stay live until the queued work is done; forwards of one layer must be ordered
+    /// on the GPU (one stream, or events), since they share its workspace.
+    pub unsafe fn forward_device(&self, batch: &DeviceBatch, stream: GpuStream<'_>) -> Result<()> {
+        if self.host_shared.is_some() {
+            return Err(Error::BackendUnavailable {
+                backend: "emulation".into(),
+                reasons: "the shared expert's scheme has no native backend here, so it runs \
+                          on the host; forward_device needs every part of the layer on the GPU"
+                    .into(),
+            });
+        }
+        match (&self.engine, stream) {
+            (Engine::Cuda(g), GpuStream::Cuda(s)) => g.forward_device(batch, s),
+            (Engine::Hip(g), GpuStream::Hip(s)) => g.forward_device(batch, s),
+            (Engine::Host(_), _) => Err(Error::BackendUnavailable {
+                backend: self.selection.chosen.name().into(),
+                reasons: "the layer runs emulated on the host; forward_device needs a native \
+                          GPU backend"
+                    .into(),
+            }),
+            (Engine::Cuda(_), GpuStream::Hip(_)) | (Engine::Hip(_), GpuStream::Cuda(_)) => Err(
+                Error::Handle("the stream is of another vendor's GPU than the layer's".into()),
+            ),
+        }
+    }
+
+    /// The CUDA side of the layer's GPU engine, for benchmarks and tests.
+    pub fn cuda_layer(&self) -> Option<&GpuLayer<Cuda>> {
+        match &self.engine {
+            Engine::Cuda(g) => Some(g),
+            Engine::Host(_) | Engine::Hip(_) => None,
+        }
+    }
+}
+
+/// The shared expert's plan: its weights and, when it runs natively on the GPU, its
+/// selection and one-expert config.
+struct Shared<'a> {
+    weights: &'a SharedExpertWeights,
+    native: Option<(Selection, LayerConfig, Option<Lora>)>,
+}
+
+impl<'a> Shared<'a> {
+    /// The shared expert on the best backend for its own scheme (it may differ from the
+    /// routed experts'), or emulated when nothing native runs it or emulation was forced.
+    fn plan(
+        extras: &'a LayerExtras,
+        config: &LayerConfig,
+        target: &Target,
+    ) -> Result<Option<Self>> {
+        let Some(s) = &extras.shared else {
+            return Ok(None);
+        };
+        let one = LayerConfig {
+            num_experts: 1,
+            top_k: 1,
+            intermediate: s.weights.intermediate,
+            routing: Routing::Given,
+            has_bias: s.weights.w13_bias.is_some(),
+            apply_router_weight_on_input: false,
+            shared_intermediate: None,
+            lora: extras.lora.is_some(),
+            ..config.clone()
+        };
+        let selection = oracle::select(&s.weights.scheme, target.capabilities(), &one, None)?;
+        let emulated = extras.backend == Some(BackendId::Emulation)
+            || selection.chosen == BackendId::Emulation
+            || (selection.chosen.is_aiter() && !crate::backends::rocm::kernels::built());
+        Ok(Some(Shared {
+            weights: s,
+            native: (!emulated).then(|| (selection, one, extras.lora.as_ref().map(shared_lora))),
+        }))
+    }
+
+    fn native(&self) -> Option<SharedParts<'_>> {
+        self.native
+            .as_ref()
+            .map(|(selection, config, lora)| SharedParts {
+                weights: &self.weights.weights,
+                config: config.clone(),
+                selection,
+                lora: lora.as_ref(),
+                gate: self.weights.gate.as_deref(),
+            })
     }
 }
 
@@ -248,91 +417,6 @@ fn check_output(out: &[f32], hidden: usize) -> Result<()> {
             expected:
                 "a finite output (an intermediate overflowed the model dtype; f16 ends at 65504)",
         }),
-    }
-}
-
-/// The shared expert on the best backend for its own scheme (it may differ from the routed
-/// experts'), or emulated when nothing native runs it or emulation was forced.
-fn prepare_shared(
-    s: &SharedExpertWeights,
-    config: &LayerConfig,
-    target: &Target,
-    forced: Option<BackendId>,
-    lora: Option<&Lora>,
-) -> Result<SharedExperts> {
-    let one = LayerConfig {
-        num_experts: 1,
-        top_k: 1,
-        intermediate: s.weights.intermediate,
-        routing: Routing::Given,
-        has_bias: s.weights.w13_bias.is_some(),
-        apply_router_weight_on_input: false,
-        shared_intermediate: None,
-        lora: lora.is_some(),
-        ..config.clone()
-    };
-    let selection = oracle::select(&s.weights.scheme, target.capabilities(), &one, None)?;
-    if forced == Some(BackendId::Emulation) || selection.chosen == BackendId::Emulation {
-        return SharedExperts::prepare(s, config.activation, config.hidden);
-    }
-    let shared_lora = lora.map(NativeShared::lora_of);
-    let experts = build_experts(&selection, &s.weights, &one, target, shared_lora.as_ref())?;
-    SharedExperts::native(
-        s,
-        config.hidden,
-        NativeShared {
-            experts,
-            lora: shared_lora,
-        },
-    )
-}
-
-/// Builds the chosen backend. Only backends the oracle marks as built can be chosen.
-fn build_experts(
-    selection: &Selection,
-    weights: &ExpertWeights,
-    config: &LayerConfig,
-    target: &Target,
-    lora: Option<&Lora>,
-) -> Result<Box<dyn Experts>> {
-    match selection.chosen {
-        BackendId::Emulation => Ok(Box::new(EmulatedExperts::prepare(weights, config)?)),
-        #[cfg(feature = "cuda")]
-        id if id.is_cuda() => {
-            let dev = target
-                .cuda_device()
-                .ok_or_else(|| Error::BackendUnavailable {
-                    backend: id.name().to_string(),
-                    reasons: "the target is not a CUDA device".into(),
-                })?;
-            Ok(Box::new(crate::backends::cuda::CudaExperts::prepare(
-                dev, weights, config, id, lora,
-            )?))
-        }
-        #[cfg(feature = "rocm")]
-        id if id.is_aiter() => {
-            let dev = target
-                .hip_device()
-                .ok_or_else(|| Error::BackendUnavailable {
-                    backend: id.name().to_string(),
-                    reasons: "the target is not an AMD GPU".into(),
-                })?;
-            let kernels = &crate::backends::rocm::kernels::BUILD_NOTE;
-            if !crate::backends::rocm::kernels::built() {
-                log::warn!("{id}: this build has no HIP code objects ({kernels}); the experts run emulated");
-                return Ok(Box::new(EmulatedExperts::prepare(weights, config)?));
-            }
-            Ok(Box::new(crate::backends::rocm::HipExperts::prepare(
-                dev, weights, config, id,
-            )?))
-        }
-        other => {
-            let _ = (target, lora);
-            Err(Error::BackendUnavailable {
-                backend: other.name().to_string(),
-                reasons: "the oracle chose a backend this build cannot construct (oracle table and moe::layer disagree)".into(),
-            })
-        }
     }
 }
 

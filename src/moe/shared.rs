@@ -3,12 +3,9 @@
 
 use super::config::Activation;
 use super::emulation::{DenseMlp, PairLora};
-use super::experts::Experts;
 use super::lora::{Lora, LoraAdapter, LoraBatch};
 use super::prepare::Pairs;
-use super::topk::TopK;
 use crate::error::{check_finite, check_len, Error, Result};
-use crate::oracle::BackendId;
 use crate::quant::activation::round_to_model_dtype;
 use crate::quant::ExpertWeights;
 use crate::quant::QuantScheme;
@@ -22,43 +19,31 @@ pub struct SharedExpertWeights {
     pub gate: Option<Vec<f32>>,
 }
 
-/// The prepared shared expert: emulated on the host, or (on a GPU) a one-expert native
-/// backend that every token is routed to with its gate as the router weight.
+/// The shared expert emulated on the host. On a GPU a native shared expert is a
+/// one-expert backend inside the GPU layer (`crate::gpu`), every token routed to it with
+/// its gate as the router weight.
 pub struct SharedExperts {
-    path: SharedPath,
+    mlp: DenseMlp,
     gate: Option<Vec<f32>>,
     scheme: QuantScheme,
     hidden: usize,
     intermediate: usize,
 }
 
-enum SharedPath {
-    Emulated(DenseMlp),
-    Native(NativeShared),
-}
-
-/// The shared expert on a native backend, with the adapters' shared parts as its LoRA.
-pub struct NativeShared {
-    pub experts: Box<dyn Experts>,
-    pub lora: Option<Lora>,
-}
-
-impl NativeShared {
-    /// The one-expert LoRA a native shared expert takes: each adapter's `shared` part (an
-    /// adapter that leaves the shared expert alone contributes zeros).
-    pub fn lora_of(lora: &Lora) -> Lora {
-        Lora {
-            adapters: lora
-                .adapters
-                .iter()
-                .map(|a| LoraAdapter {
-                    rank: a.rank,
-                    scaling: a.scaling,
-                    experts: vec![a.shared.clone().unwrap_or_default()],
-                    shared: None,
-                })
-                .collect(),
-        }
+/// The one-expert LoRA a native shared expert takes: each adapter's `shared` part (an
+/// adapter that leaves the shared expert alone contributes zeros).
+pub fn shared_lora(lora: &Lora) -> Lora {
+    Lora {
+        adapters: lora
+            .adapters
+            .iter()
+            .map(|a| LoraAdapter {
+                rank: a.rank,
+                scaling: a.scaling,
+                experts: vec![a.shared.clone().unwrap_or_default()],
+                shared: None,
+            })
+            .collect(),
     }
 }
 
@@ -91,7 +76,7 @@ impl SharedExperts {
         }
         check_gate(shared.gate.as_deref(), hidden)?;
         Ok(SharedExperts {
-            path: SharedPath::Emulated(DenseMlp::new(w, activation)?),
+            mlp: DenseMlp::new(w, activation)?,
             gate: shared.gate.clone(),
             scheme: w.scheme,
             hidden,
@@ -99,33 +84,9 @@ impl SharedExperts {
         })
     }
 
-    /// The shared expert on a native backend already prepared from `shared`'s weights.
-    pub fn native(
-        shared: &SharedExpertWeights,
-        hidden: usize,
-        native: NativeShared,
-    ) -> Result<Self> {
-        check_gate(shared.gate.as_deref(), hidden)?;
-        Ok(SharedExperts {
-            path: SharedPath::Native(native),
-            gate: shared.gate.clone(),
-            scheme: shared.weights.scheme,
-            hidden,
-            intermediate: shared.weights.intermediate,
-        })
-    }
-
     /// Intermediate size of the shared MLP.
     pub fn intermediate(&self) -> usize {
         self.intermediate
-    }
-
-    /// Which backend runs the shared expert.
-    pub fn backend(&self) -> BackendId {
-        match &self.path {
-            SharedPath::Emulated(_) => BackendId::Emulation,
-            SharedPath::Native(n) => n.experts.backend(),
-        }
     }
 
     /// Adds the shared expert's output for every token to `out` (`[tokens, hidden]`).
@@ -148,23 +109,7 @@ impl SharedExperts {
                 .collect(),
             None => vec![1.0; tokens],
         };
-        let mlp = match &self.path {
-            SharedPath::Emulated(mlp) => mlp,
-            SharedPath::Native(n) => {
-                // Every token to expert 0, weighted by its gate.
-                let topk = TopK::new(tokens, 1, vec![0; tokens], gates, 1)?;
-                let batch = match (lora, &n.lora) {
-                    (Some(l), Some(shared_lora)) => {
-                        Some(LoraBatch::new(shared_lora, l.slots, tokens)?)
-                    }
-                    _ => None,
-                };
-                let mut y = vec![0f32; tokens * h];
-                n.experts.forward(x, &topk, batch.as_ref(), &mut y)?;
-                out.iter_mut().zip(&y).for_each(|(o, v)| *o += v);
-                return Ok(());
-            }
-        };
+        let mlp = &self.mlp;
         let unquantized = inputs.clone();
         mlp.a1.apply(&mut inputs, h)?;
         let pairs = Pairs {

@@ -5,14 +5,17 @@
 //! captured CUDA graph for M ≤ 256 (so launch gaps do not hide kernel time), plain
 //! launches above.
 
+use super::experts::Cuda;
 use super::experts::{act_modes, CudaExperts};
 use super::layout::{fp8_activations, Elem, GemmWeights, PreparedLayer};
 use super::packed::{Code, Packing};
 use crate::bench::roofline::{floor_us, H100_BF16_FLOPS, H100_FP8_FLOPS};
 use crate::bench::BenchRow;
-use crate::device::cuda::{CudaDevice, CudaGraph, CudaTimer};
-use crate::device::{Device, Stream};
+use crate::device::cuda::CudaDevice;
+use crate::device::{Buffer, Runtime};
 use crate::error::Result;
+use crate::gpu::layer::HostRouting;
+use crate::gpu::{DType, DeviceBatch, DeviceRouting, DeviceSlice, GpuLayer};
 use crate::moe::{LayerConfig, Lora, LoraAdapter, LoraExpert, LoraProj, ModelShape};
 use crate::oracle::{self, BackendId};
 use crate::quant::{group_size, stored_bytes_per_expert, InputScales, IntBits, QuantScheme};
@@ -170,11 +173,6 @@ fn random_topk(tokens: usize, k: usize, experts: usize, seed: u64) -> (Vec<i32>,
     (ids, vec![1.0 / k as f32; tokens * k])
 }
 
-fn bytes_of<T: Copy>(v: &[T]) -> &[u8] {
-    // SAFETY: only i32, f32 and u16, which have no padding.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
-}
-
 /// Two adapters of `rank` touching gate, up and down of every expert.
 fn random_lora(config: &LayerConfig, rank: usize) -> Lora {
     let (e, h, i) = (config.num_experts, config.hidden, config.intermediate);
@@ -206,7 +204,10 @@ fn random_lora(config: &LayerConfig, rank: usize) -> Lora {
 
 /// Times the layer of `shape` under `scheme` for each token count; `reps` timed runs per
 /// cell after warm-up, median reported. With `lora_rank`, two random adapters of that rank
-/// are resident and each cell is also timed with LoRA on (tokens alternating).
+/// are resident and each cell is also timed with LoRA on (tokens alternating). With
+/// `api_path`, each cell is also timed the way an engine embeds the layer (router logits
+/// and bf16 hidden states in, bf16 out, `forward_device` captured in a graph on the
+/// caller's stream) and through the host `forward` (f32 in and out, wall clock).
 pub fn bench_shape(
     dev: &Arc<CudaDevice>,
     shape: ModelShape,
@@ -214,6 +215,7 @@ pub fn bench_shape(
     tokens: &[usize],
     reps: usize,
     lora_rank: Option<usize>,
+    api_path: bool,
 ) -> Result<Vec<BenchRow>> {
     let config = LayerConfig {
         shared_intermediate: None,
@@ -266,64 +268,121 @@ pub fn bench_shape(
     if let Some(rank) = lora_rank {
         experts.attach_lora(&random_lora(&config, rank))?;
     }
-    let stream = Stream::DEFAULT;
-    let timer = CudaTimer::new(dev)?;
+    let layer = GpuLayer::<Cuda>::from_experts(dev, &config, experts, None)?;
+    layer.reserve(tokens.iter().copied().max().unwrap_or(1))?;
+    // The caller's stream, as an engine has its own.
+    let stream = dev.new_stream()?;
     let mut rows = Vec::new();
     for &m in tokens {
-        let k = config.top_k;
-        let ws = experts.workspace(m, k)?;
+        let (k, e) = (config.top_k, config.num_experts);
         let (ids, weights) = random_topk(m, k, e, 7 + m as u64);
         let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let x: Vec<u16> = (0..m * h)
-            .map(|_| half::bf16::from_f32(rng.random_range(-1.0..1.0)).to_bits())
+        let xf: Vec<f32> = (0..m * h).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let x: Vec<u16> = xf
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
             .collect();
+        let logits: Vec<f32> = (0..m * e).map(|_| rng.random_range(-2.0..2.0)).collect();
         let adapters: Vec<i32> = (0..m as i32).map(|t| t % 2).collect();
-        dev.write(ws.x.handle(), 0, bytes_of(&x), stream)?;
-        dev.write(ws.ids.handle(), 0, bytes_of(&ids), stream)?;
-        dev.write(ws.weights.handle(), 0, bytes_of(&weights), stream)?;
-        dev.write(ws.token_adapter.handle(), 0, bytes_of(&adapters), stream)?;
+        let upload = |data: &[u8]| -> Result<Buffer<CudaDevice>> {
+            let b = Buffer::alloc(&**dev, data.len().max(16))?;
+            dev.upload(b.addr(), data, dev.stream())?;
+            Ok(b)
+        };
+        let (xb, idsb, wb) = (
+            upload(bytemuck::cast_slice(&x))?,
+            upload(bytemuck::cast_slice(&ids))?,
+            upload(bytemuck::cast_slice(&weights))?,
+        );
+        let (lb, ab) = (
+            upload(bytemuck::cast_slice(&logits))?,
+            upload(bytemuck::cast_slice(&adapters))?,
+        );
+        let out_f32 = Buffer::<CudaDevice>::alloc(dev, m * h * 4)?;
+        let out_bf16 = Buffer::<CudaDevice>::alloc(dev, m * h * 2)?;
+        dev.synchronize(dev.stream())?;
         let mut hit = vec![false; e];
         ids.iter().for_each(|&id| hit[id as usize] = true);
         let experts_hit = hit.iter().filter(|&&b| b).count();
-
-        let time = |lora_on: bool| -> Result<f64> {
+        let slice = |b: &Buffer<CudaDevice>, n: usize, t: DType| DeviceSlice::new(b.addr(), n, t);
+        let topk = DeviceRouting::TopK {
+            ids: slice(&idsb, m * k, DType::I32),
+            weights: slice(&wb, m * k, DType::F32),
+        };
+        // What the kernels alone do: top-k given, the f32 sum (no routing, no cast).
+        let kernels = |lora_on: bool| DeviceBatch {
+            tokens: m,
+            hidden: slice(&xb, m * h, DType::Bf16),
+            routing: topk,
+            adapters: lora_on.then(|| slice(&ab, m, DType::I32)),
+            out: slice(&out_f32, m * h, DType::F32),
+        };
+        // What an engine runs: logits routed on the GPU, the output in bf16.
+        let api = DeviceBatch {
+            routing: DeviceRouting::Logits(slice(&lb, m * e, DType::F32)),
+            out: slice(&out_bf16, m * h, DType::Bf16),
+            ..kernels(false)
+        };
+        let time = |batch: DeviceBatch| -> Result<f64> {
+            // SAFETY: every address is a live allocation of `dev` sized for `m` tokens.
+            let run_once = || unsafe { layer.forward_device(&batch, &stream) };
             // One plain run first: loads the kernels lazily and checks the launches.
-            experts.enqueue(&ws, k, lora_on)?;
-            dev.synchronize(stream)?;
+            run_once()?;
+            dev.synchronize(&stream)?;
             let graph = if m <= 256 {
-                Some(CudaGraph::capture(dev, stream, || {
-                    experts.enqueue(&ws, k, lora_on)
-                })?)
+                Some(dev.capture(&stream, run_once)?)
             } else {
                 None
             };
             let run = || match &graph {
-                Some(g) => g.launch(stream),
-                None => experts.enqueue(&ws, k, lora_on),
+                Some(g) => g
+                    .launch()
+                    .map_err(crate::device::cuda::drv_err("cuGraphLaunch")),
+                None => run_once(),
             };
             for _ in 0..3 {
                 run()?;
             }
-            dev.synchronize(stream)?;
+            dev.synchronize(&stream)?;
             let mut times = Vec::with_capacity(reps);
             for _ in 0..reps.max(1) {
-                timer.start(stream)?;
-                run()?;
-                timer.stop(stream)?;
-                times.push(timer.elapsed_ms()? as f64 * 1e3);
+                times.push(dev.time_ms(&stream, run)? as f64 * 1e3);
             }
-            times.sort_by(f64::total_cmp);
-            Ok(times[times.len() / 2])
+            Ok(median(times))
+        };
+        let host = |reps: usize| -> Result<f64> {
+            let topk = crate::moe::TopK::new(
+                m,
+                k,
+                ids.iter().map(|&i| i as u32).collect(),
+                weights.clone(),
+                e,
+            )?;
+            layer.forward(&xf, HostRouting::TopK(&topk), None)?;
+            let mut times = Vec::with_capacity(reps);
+            for _ in 0..reps.max(1) {
+                let t0 = std::time::Instant::now();
+                layer.forward(&xf, HostRouting::TopK(&topk), None)?;
+                times.push(t0.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(median(times))
         };
         rows.push(BenchRow {
             shape: shape.name(),
             scheme: scheme.to_string(),
             tokens: m,
             backend: backend.name().to_string(),
-            us: time(false)?,
+            us: time(kernels(false))?,
             floor_us: floor_us(m, k, h, i, experts_hit, bytes, flops),
-            lora_us: lora_rank.map(|_| time(true)).transpose()?,
+            lora_us: lora_rank.map(|_| time(kernels(true))).transpose()?,
+            api_us: api_path.then(|| time(api)).transpose()?,
+            host_us: api_path.then(|| host(reps.min(50))).transpose()?,
         });
     }
     Ok(rows)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

@@ -2,15 +2,17 @@
 //! align.cu and quant.cu declare.
 
 use super::kernels::{module_source, GemmVariant, Tile};
-use crate::device::cuda::{CudaBuffer, CudaDevice};
-use crate::device::{Arg, Device, LaunchConfig, Module, ModuleSource, Stream};
+use crate::device::cuda::{CudaDevice, CudaKernels};
+use crate::device::{Arg, LaunchConfig, ModuleSource, Runtime};
 use crate::error::{Error, Result};
-use std::ffi::c_void;
 use std::sync::Arc;
 
-/// `struct GemmArgs` of gemm.cu, field for field (pointers as device addresses, 0 = null).
+type Stream = <CudaDevice as Runtime>::Stream;
+
+/// `struct GemmArgs` of gemm.cu, field for field (pointers as device addresses, 0 = null),
+/// passed by value; `Pod` proves it has no padding.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GemmArgs {
     pub w: u64,
     pub act: u64,
@@ -63,80 +65,39 @@ pub struct LoraRoute {
 /// The loaded modules of one experts backend.
 pub struct Modules {
     dev: Arc<CudaDevice>,
-    align: Module,
-    lora: Module,
-    quant: Module,
-    gemm: Module,
+    lora: CudaKernels,
+    quant: CudaKernels,
+    gemm: CudaKernels,
     variant: GemmVariant,
 }
 
-fn load(dev: &CudaDevice, name: &'static str, source: &str) -> Result<Module> {
-    dev.load_module(&ModuleSource::Cuda { name, source })
+/// Compiles (or loads from the cache) `file` of kernels-cuda with `defines`.
+pub fn load_file(
+    dev: &CudaDevice,
+    file: &'static str,
+    defines: &[(&str, &str)],
+) -> Result<CudaKernels> {
+    let source = module_source(file, defines).ok_or_else(|| Error::Missing {
+        what: file.into(),
+        why: "kernel source not embedded".into(),
+    })?;
+    dev.load(&ModuleSource::Cuda {
+        name: file,
+        source: &source,
+    })
 }
 
 impl Modules {
-    /// Compiles (or loads from the cache) alignment, quantization and one GEMM variant.
-    pub fn load(dev: &Arc<CudaDevice>, gemm_source: &str, variant: GemmVariant) -> Result<Modules> {
-        let src = |f: &str| {
-            module_source(f, &[]).ok_or_else(|| Error::Missing {
-                what: f.into(),
-                why: "kernel source not embedded".into(),
-            })
-        };
-        let name = match variant {
-            GemmVariant::Bf16 => "gemm_bf16.cu",
-            GemmVariant::F16 => "gemm_f16.cu",
-            GemmVariant::Fp8 => "gemm_fp8.cu",
-            GemmVariant::Fp8Block => "gemm_fp8blk.cu",
-            GemmVariant::Mxfp4 => "gemm_mxfp4.cu",
-            GemmVariant::Nvfp4 => "gemm_nvfp4.cu",
-            GemmVariant::W4a16 => "gemm_w4a16.cu",
-            GemmVariant::W8a16 => "gemm_w8a16.cu",
-            GemmVariant::Mxfp4Fp8 => "gemm_mxfp4f8.cu",
-            GemmVariant::W4a8 => "gemm_w4a8.cu",
-        };
+    /// Compiles (or loads from the cache) quantization, LoRA and one GEMM variant.
+    pub fn load(dev: &Arc<CudaDevice>, variant: GemmVariant) -> Result<Modules> {
+        let v = (variant as u32).to_string();
         Ok(Modules {
             dev: dev.clone(),
-            align: load(dev, "align.cu", &src("align.cu")?)?,
-            lora: load(dev, "lora.cu", &src("lora.cu")?)?,
-            quant: load(dev, "quant.cu", &src("quant.cu")?)?,
-            gemm: load(dev, name, gemm_source)?,
+            lora: load_file(dev, "lora.cu", &[])?,
+            quant: load_file(dev, "quant.cu", &[])?,
+            gemm: load_file(dev, "gemm.cu", &[("FM_VARIANT", &v)])?,
             variant,
         })
-    }
-
-    /// Sorts the (token, choice) pairs by expert, padding each expert to `bt` slots.
-    #[allow(clippy::too_many_arguments)]
-    pub fn align(
-        &self,
-        ids: &CudaBuffer,
-        pairs: usize,
-        experts: usize,
-        bt: usize,
-        max_blocks: usize,
-        sorted: &CudaBuffer,
-        block_expert: &CudaBuffer,
-        num_slots: &CudaBuffer,
-        counts: &CudaBuffer,
-    ) -> Result<()> {
-        let cfg = LaunchConfig {
-            grid: (1, 1, 1),
-            block: (1024, 1, 1),
-            shared_mem_bytes: ((3 * experts + 1) * 4) as u32,
-        };
-        let args = [
-            Arg::Buffer(ids.handle()),
-            Arg::I32(pairs as i32),
-            Arg::I32(experts as i32),
-            Arg::I32(bt as i32),
-            Arg::I32(max_blocks as i32),
-            Arg::Buffer(sorted.handle()),
-            Arg::Buffer(block_expert.handle()),
-            Arg::Buffer(num_slots.handle()),
-            Arg::Buffer(counts.handle()),
-        ];
-        self.dev
-            .launch(self.align, "fm_align", cfg, &args, Stream::DEFAULT)
     }
 
     /// amax of `rows × cols` bf16 values into `amax` (skipping padding slots when `sorted`).
@@ -150,6 +111,7 @@ impl Modules {
         sorted: u64,
         pairs: usize,
         amax: u64,
+        stream: &Stream,
     ) -> Result<()> {
         let blocks = ((rows * cols / 8).div_ceil(256)).clamp(1, 1024) as u32;
         let cfg = LaunchConfig {
@@ -158,16 +120,16 @@ impl Modules {
             shared_mem_bytes: 0,
         };
         let args = [
-            Arg::U64(src),
+            Arg::Ptr(src),
             Arg::I32(rows as i32),
             Arg::I32(cols as i32),
-            Arg::U64(num_rows),
-            Arg::U64(sorted),
+            Arg::Ptr(num_rows),
+            Arg::Ptr(sorted),
             Arg::I32(pairs as i32),
-            Arg::U64(amax),
+            Arg::Ptr(amax),
         ];
         self.dev
-            .launch(self.quant, "fm_amax_rows", cfg, &args, Stream::DEFAULT)
+            .launch(&self.quant, "fm_amax_rows", cfg, &args, stream)
     }
 
     /// fp8 quantization of bf16 rows (`mode` as in quant.cu).
@@ -185,6 +147,7 @@ impl Modules {
         static_scale: f32,
         codes: u64,
         scales: u64,
+        stream: &Stream,
     ) -> Result<()> {
         let cfg = LaunchConfig {
             grid: (rows.max(1) as u32, 1, 1),
@@ -192,47 +155,20 @@ impl Modules {
             shared_mem_bytes: 0,
         };
         let args = [
-            Arg::U64(src),
+            Arg::Ptr(src),
             Arg::I32(rows as i32),
             Arg::I32(cols as i32),
-            Arg::U64(num_rows),
-            Arg::U64(sorted),
+            Arg::Ptr(num_rows),
+            Arg::Ptr(sorted),
             Arg::I32(pairs as i32),
             Arg::I32(mode),
-            Arg::U64(amax),
+            Arg::Ptr(amax),
             Arg::F32(static_scale),
-            Arg::U64(codes),
-            Arg::U64(scales),
+            Arg::Ptr(codes),
+            Arg::Ptr(scales),
         ];
         self.dev
-            .launch(self.quant, "fm_quant_rows", cfg, &args, Stream::DEFAULT)
-    }
-
-    /// `dst[t] = src[t] · w[t]` rounded to the model dtype (router weight on the input).
-    pub fn scale_rows(
-        &self,
-        src: u64,
-        rows: usize,
-        cols: usize,
-        w: u64,
-        is_f16: bool,
-        dst: u64,
-    ) -> Result<()> {
-        let cfg = LaunchConfig {
-            grid: (rows.max(1) as u32, 1, 1),
-            block: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let args = [
-            Arg::U64(src),
-            Arg::I32(rows as i32),
-            Arg::I32(cols as i32),
-            Arg::U64(w),
-            Arg::I32(is_f16 as i32),
-            Arg::U64(dst),
-        ];
-        self.dev
-            .launch(self.quant, "fm_scale_rows", cfg, &args, Stream::DEFAULT)
+            .launch(&self.quant, "fm_quant_rows", cfg, &args, stream)
     }
 
     /// `t = A · x` for every slot whose token has an adapter (`lora.cu`), one block of
@@ -248,6 +184,7 @@ impl Modules {
         a: u64,
         rows: usize,
         t: u64,
+        stream: &Stream,
     ) -> Result<()> {
         let cfg = LaunchConfig {
             grid: ((route.slots / route.bt) as u32, rows as u32, 1),
@@ -255,27 +192,28 @@ impl Modules {
             shared_mem_bytes: 0,
         };
         let args = [
-            Arg::U64(x),
+            Arg::Ptr(x),
             Arg::I32(x_by_slot as i32),
             Arg::I32(is_f16 as i32),
             Arg::I32(k as i32),
-            Arg::U64(route.sorted),
-            Arg::U64(route.num_slots),
-            Arg::U64(route.block_expert),
+            Arg::Ptr(route.sorted),
+            Arg::Ptr(route.num_slots),
+            Arg::Ptr(route.block_expert),
             Arg::I32(route.bt as i32),
             Arg::I32(route.pairs as i32),
             Arg::I32(route.top_k as i32),
-            Arg::U64(route.token_adapter),
+            Arg::Ptr(route.token_adapter),
             Arg::I32(route.experts as i32),
-            Arg::U64(a),
+            Arg::Ptr(a),
             Arg::I32(rows as i32),
-            Arg::U64(t),
+            Arg::Ptr(t),
         ];
         self.dev
-            .launch(self.lora, "fm_lora_shrink", cfg, &args, Stream::DEFAULT)
+            .launch(&self.lora, "fm_lora_shrink", cfg, &args, stream)
     }
 
     /// `delta = B · t` for every slot whose token has an adapter.
+    #[allow(clippy::too_many_arguments)]
     pub fn lora_expand(
         &self,
         t: u64,
@@ -284,6 +222,7 @@ impl Modules {
         b: u64,
         n: usize,
         delta: u64,
+        stream: &Stream,
     ) -> Result<()> {
         let cfg = LaunchConfig {
             grid: ((route.slots / route.bt) as u32, n.div_ceil(256) as u32, 1),
@@ -291,22 +230,22 @@ impl Modules {
             shared_mem_bytes: 0,
         };
         let args = [
-            Arg::U64(t),
+            Arg::Ptr(t),
             Arg::I32(rank as i32),
-            Arg::U64(route.sorted),
-            Arg::U64(route.num_slots),
-            Arg::U64(route.block_expert),
+            Arg::Ptr(route.sorted),
+            Arg::Ptr(route.num_slots),
+            Arg::Ptr(route.block_expert),
             Arg::I32(route.bt as i32),
             Arg::I32(route.pairs as i32),
             Arg::I32(route.top_k as i32),
-            Arg::U64(route.token_adapter),
+            Arg::Ptr(route.token_adapter),
             Arg::I32(route.experts as i32),
-            Arg::U64(b),
+            Arg::Ptr(b),
             Arg::I32(n as i32),
-            Arg::U64(delta),
+            Arg::Ptr(delta),
         ];
         self.dev
-            .launch(self.lora, "fm_lora_expand", cfg, &args, Stream::DEFAULT)
+            .launch(&self.lora, "fm_lora_expand", cfg, &args, stream)
     }
 
     /// One grouped GEMM: `blocks` token blocks × row tiles × `splits` K splits.
@@ -314,15 +253,11 @@ impl Modules {
         &self,
         kernel: &str,
         tile: &Tile,
-        mut args: GemmArgs,
+        args: GemmArgs,
         blocks: usize,
         splits: usize,
-        stream: Stream,
+        stream: &Stream,
     ) -> Result<()> {
-        let stream = self.dev.raw_stream(stream)?;
-        let f = self.dev.function(self.gemm, kernel)?;
-        let smem = tile.smem_bytes(self.variant);
-        self.dev.set_max_dynamic_smem(self.gemm, kernel, smem)?;
         let cfg = LaunchConfig {
             grid: (
                 blocks as u32,
@@ -330,11 +265,10 @@ impl Modules {
                 splits as u32,
             ),
             block: (tile.threads, 1, 1),
-            shared_mem_bytes: smem,
+            shared_mem_bytes: tile.smem_bytes(self.variant),
         };
-        let mut params = [&mut args as *mut GemmArgs as *mut c_void];
-        // SAFETY: `GemmArgs` mirrors the kernel's by-value struct; every address in it is a
-        // live allocation of this device sized by `CudaExperts::workspace` / `upload`.
-        unsafe { self.dev.launch_raw(f, cfg, &mut params, stream) }
+        let bytes = bytemuck::bytes_of(&args);
+        self.dev
+            .launch(&self.gemm, kernel, cfg, &[Arg::Struct(bytes)], stream)
     }
 }

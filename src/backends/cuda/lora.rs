@@ -8,17 +8,17 @@
 //! projection's in `R..2R` (zeros elsewhere), exactly where the emulation adds each delta.
 
 use super::layout::w13_row_order;
-use crate::device::cuda::{CudaBuffer, CudaDevice};
+use crate::device::cuda::CudaDevice;
+use crate::device::Buffer;
 use crate::error::{Error, Result};
 use crate::moe::{Activation, Lora, LoraProj};
-use std::sync::Arc;
 
 /// The adapters of one layer on the device.
 pub struct DeviceLora {
-    pub a13: CudaBuffer,
-    pub b13: CudaBuffer,
-    pub a2: CudaBuffer,
-    pub b2: CudaBuffer,
+    pub a13: Buffer<CudaDevice>,
+    pub b13: Buffer<CudaDevice>,
+    pub a2: Buffer<CudaDevice>,
+    pub b2: Buffer<CudaDevice>,
     /// Largest rank of any adapter (the padding of every A and B).
     pub rank: usize,
     pub adapters: usize,
@@ -77,7 +77,7 @@ fn put_b_col(
 impl DeviceLora {
     /// Uploads `lora` (already validated against the layer by `MoeLayer::new`).
     pub fn upload(
-        dev: &Arc<CudaDevice>,
+        dev: &CudaDevice,
         lora: &Lora,
         experts: usize,
         hidden: usize,
@@ -149,10 +149,10 @@ impl DeviceLora {
             }
         }
         Ok(DeviceLora {
-            a13: CudaBuffer::from_slice(dev, &a13)?,
-            b13: CudaBuffer::from_slice(dev, &b13)?,
-            a2: CudaBuffer::from_slice(dev, &a2)?,
-            b2: CudaBuffer::from_slice(dev, &b2)?,
+            a13: Buffer::from_slice(dev, &a13)?,
+            b13: Buffer::from_slice(dev, &b13)?,
+            a2: Buffer::from_slice(dev, &a2)?,
+            b2: Buffer::from_slice(dev, &b2)?,
             rank,
             adapters: n_ad,
         })

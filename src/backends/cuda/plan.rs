@@ -27,6 +27,14 @@ impl ActMode {
         }
     }
 
+    /// The calibrated scale of a static mode (`fm_quant_rows` ignores it otherwise).
+    pub(super) fn static_scale(self) -> f32 {
+        match self {
+            ActMode::Static(s) => s,
+            ActMode::PerTensor | ActMode::PerRow | ActMode::PerRowGroup128 => 0.0,
+        }
+    }
+
     /// Strides of the scale array (per row, per 128-column group) for `cols` columns.
     pub(super) fn strides(self, cols: usize) -> (i32, i32) {
         match self {

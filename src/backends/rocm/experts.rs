@@ -1,43 +1,74 @@
-//! `HipExperts`: the routed experts on one AMD GPU (feature `rocm`). Weights are prepared
-//! once (`layout`: fnuz normalisation on gfx942, AITER's 16×16 shuffle, e8m0 scale
-//! shuffle) and uploaded; each forward queues alignment → activation quantization → gemm1
-//! (+ bias) → the activation → quantization of the intermediate → gemm2 with the
-//! router-weighted sum fused, on the default stream, then reads the output.
+//! `HipExperts`: the routed experts on one AMD GPU, as the one GPU driver (`crate::gpu`)
+//! runs them. Weights are prepared once (`layout`: fnuz normalisation on gfx942, AITER's
+//! 16×16 shuffle, e8m0 scale shuffle) and uploaded; each forward queues activation
+//! quantization → gemm1 (+ bias) → the activation → quantization of the intermediate →
+//! gemm2 with the router-weighted sum fused, on the caller's stream.
 //!
-//! This is the host side of the AITER backends the oracle names. It has been compiled and
-//! its layouts verified on the CPU, but it has never run on an AMD GPU: none was available.
+//! This is the host side of the AITER backends the oracle names. It has run on the CPU
+//! simulator (tests/rocm_sim.rs), never on an AMD GPU: none was available.
 
 use super::kernels;
 use super::layout::{self, HipGemmWeights};
 use super::plan::{fp8_mode, plan, static_of, ActPlan, Variant};
-use crate::device::hip::{HipBuffer, HipDevice};
-use crate::device::{Arg, Device, LaunchConfig, Module, Stream};
-use crate::error::{check_len, Error, Result};
-use crate::moe::{Activation, Experts, LayerConfig, LoraBatch, TopK};
-use crate::oracle::BackendId;
+use crate::device::hip::{HipDevice, HipKernels};
+use crate::device::{Arg, Buffer, LaunchConfig, Runtime};
+use crate::error::{Error, Result};
+use crate::gpu::{ExpertsIo, KernelFile, Vendor, VendorExperts};
+use crate::moe::{Activation, LayerConfig, Lora};
+use crate::oracle::{BackendId, Selection};
 use crate::quant::{ExpertWeights, Fp8WeightScale};
 use std::sync::Arc;
+
+type Stream = <HipDevice as Runtime>::Stream;
 
 /// Token slots per GEMM block (the alignment padding) and weight rows per block.
 const TILE_T: usize = 16;
 const TILE_N: usize = 64;
 
+/// AMD GPUs, for the one GPU driver.
+pub struct Rocm;
+
+impl Vendor for Rocm {
+    type R = HipDevice;
+    type Experts = HipExperts;
+
+    fn module(rt: &HipDevice, file: KernelFile) -> Result<HipKernels> {
+        rt.load(&kernels::module(match file {
+            KernelFile::Align => "align",
+            KernelFile::Route => "route",
+            KernelFile::Quant => "quant",
+        }))
+    }
+
+    fn prepare(
+        rt: &Arc<HipDevice>,
+        weights: &ExpertWeights,
+        config: &LayerConfig,
+        selection: &Selection,
+        lora: Option<&Lora>,
+    ) -> Result<HipExperts> {
+        if lora.is_some_and(|l| !l.adapters.is_empty()) {
+            return Err(Error::BackendUnavailable {
+                backend: selection.chosen.name().into(),
+                reasons: "LoRA is not supported by the AMD backends yet".into(),
+            });
+        }
+        HipExperts::prepare(rt, weights, config, selection.chosen)
+    }
+}
+
 /// One projection on the device.
 struct DeviceWeights {
-    data: HipBuffer,
-    fp8_scales: Option<(i32, HipBuffer)>,
-    mx_scales: Option<HipBuffer>,
-    bias: Option<HipBuffer>,
+    data: Buffer<HipDevice>,
+    fp8_scales: Option<(i32, Buffer<HipDevice>)>,
+    mx_scales: Option<Buffer<HipDevice>>,
+    bias: Option<Buffer<HipDevice>>,
     rows: usize,
     cols: usize,
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 impl DeviceWeights {
-    fn upload(dev: &Arc<HipDevice>, w: &HipGemmWeights) -> Result<Self> {
+    fn upload(dev: &HipDevice, w: &HipGemmWeights) -> Result<Self> {
         let fp8_scales = match &w.fp8_scales {
             Some((g, s)) => {
                 let mode = match g {
@@ -45,22 +76,22 @@ impl DeviceWeights {
                     Fp8WeightScale::PerChannel => 1,
                     Fp8WeightScale::Block128 => 2,
                 };
-                Some((mode, HipBuffer::from_bytes(dev, &f32_bytes(s))?))
+                Some((mode, Buffer::from_slice(dev, s)?))
             }
             None => None,
         };
         Ok(DeviceWeights {
-            data: HipBuffer::from_bytes(dev, &w.data)?,
+            data: Buffer::from_slice(dev, &w.data)?,
             fp8_scales,
             mx_scales: w
                 .mx_scales
                 .as_ref()
-                .map(|s| HipBuffer::from_bytes(dev, s))
+                .map(|s| Buffer::from_slice(dev, s))
                 .transpose()?,
             bias: w
                 .bias
                 .as_ref()
-                .map(|b| HipBuffer::from_bytes(dev, &f32_bytes(b)))
+                .map(|b| Buffer::from_slice(dev, b))
                 .transpose()?,
             rows: w.rows,
             cols: w.cols,
@@ -73,9 +104,8 @@ pub struct HipExperts {
     dev: Arc<HipDevice>,
     backend: BackendId,
     variant: Variant,
-    align: Module,
-    quant: Module,
-    gemm: Module,
+    quant: HipKernels,
+    gemm: HipKernels,
     w13: DeviceWeights,
     w2: DeviceWeights,
     num_experts: usize,
@@ -91,12 +121,12 @@ pub struct HipExperts {
     fp8_mode: i32,
 }
 
-fn ptr(b: &HipBuffer) -> Arg {
-    Arg::U64(b.ptr())
+fn ptr(b: &Buffer<HipDevice>) -> Arg<'static> {
+    Arg::Ptr(b.addr())
 }
 
-fn opt(b: Option<&HipBuffer>) -> Arg {
-    Arg::U64(b.map_or(0, HipBuffer::ptr))
+fn opt(b: Option<&Buffer<HipDevice>>) -> Arg<'static> {
+    Arg::Ptr(b.map_or(0, Buffer::addr))
 }
 
 fn cfg(grid: (usize, usize), threads: u32, smem: usize) -> LaunchConfig {
@@ -155,12 +185,11 @@ impl HipExperts {
             }
         }
         let prepared = layout::prepare_layout(weights, caps.fp8)?;
-        let load = |f| dev.load_module(&kernels::module(f));
+        let load = |f| dev.load(&kernels::module(f));
         Ok(HipExperts {
             dev: dev.clone(),
             backend,
             variant,
-            align: load("align")?,
             quant: load("quant")?,
             gemm: load("gemm")?,
             w13: DeviceWeights::upload(dev, &prepared.w13)?,
@@ -177,8 +206,15 @@ impl HipExperts {
         })
     }
 
-    fn launch(&self, m: Module, kernel: &str, c: LaunchConfig, args: &[Arg]) -> Result<()> {
-        self.dev.launch(m, kernel, c, args, Stream::DEFAULT)
+    fn launch(
+        &self,
+        m: &HipKernels,
+        kernel: &str,
+        c: LaunchConfig,
+        args: &[Arg<'_>],
+        stream: &Stream,
+    ) -> Result<()> {
+        self.dev.launch(m, kernel, c, args, stream)
     }
 
     /// Quantizes `rows` rows of the model-dtype matrix `src` (`cols` wide) for a GEMM;
@@ -187,21 +223,20 @@ impl HipExperts {
     fn quantize(
         &self,
         plan: ActPlan,
-        src: &HipBuffer,
+        src: u64,
         rows: usize,
         cols: usize,
-        routing: Option<(&HipBuffer, &HipBuffer, usize)>,
-        amax: &HipBuffer,
-        codes: &HipBuffer,
-        scales: &HipBuffer,
+        routing: Option<(u64, u64, usize)>,
+        (amax, codes, scales): (&Buffer<HipDevice>, &Buffer<HipDevice>, &Buffer<HipDevice>),
+        stream: &Stream,
     ) -> Result<(u64, u64, i32)> {
         let (num_rows, sorted, pairs) = match routing {
-            Some((n, s, p)) => (ptr(n), ptr(s), p),
-            None => (Arg::U64(0), Arg::U64(0), 0),
+            Some((n, s, p)) => (Arg::Ptr(n), Arg::Ptr(s), p),
+            None => (Arg::Ptr(0), Arg::Ptr(0), 0),
         };
         let f16 = Arg::I32(self.is_f16 as i32);
         match plan {
-            ActPlan::None => Ok((src.ptr(), 0, 0)),
+            ActPlan::None => Ok((src, 0, 0)),
             ActPlan::Fp8 { mode, static_scale } => {
                 let fp8_mode = match self.variant {
                     // The scaled MFMA (gfx950) reads OCP fp8.
@@ -209,9 +244,9 @@ impl HipExperts {
                     _ => self.fp8_mode,
                 };
                 if mode == 0 {
-                    self.dev.zero(amax.handle(), Stream::DEFAULT)?;
+                    self.dev.zero(amax.addr(), 4, stream)?;
                     let args = [
-                        ptr(src),
+                        Arg::Ptr(src),
                         Arg::I32(rows as i32),
                         Arg::I32(cols as i32),
                         num_rows,
@@ -221,14 +256,15 @@ impl HipExperts {
                         ptr(amax),
                     ];
                     self.launch(
-                        self.quant,
+                        &self.quant,
                         "fm_amax_rows",
                         cfg((rows.div_ceil(256).min(1024), 1), 256, 0),
                         &args,
+                        stream,
                     )?;
                 }
                 let args = [
-                    ptr(src),
+                    Arg::Ptr(src),
                     Arg::I32(rows as i32),
                     Arg::I32(cols as i32),
                     num_rows,
@@ -242,13 +278,19 @@ impl HipExperts {
                     ptr(codes),
                     ptr(scales),
                 ];
-                self.launch(self.quant, "fm_quant_rows", cfg((rows, 1), 256, 0), &args)?;
-                Ok((codes.ptr(), scales.ptr(), mode))
+                self.launch(
+                    &self.quant,
+                    "fm_quant_rows",
+                    cfg((rows, 1), 256, 0),
+                    &args,
+                    stream,
+                )?;
+                Ok((codes.addr(), scales.addr(), mode))
             }
             ActPlan::Mx { fmt } => {
                 let blocks = rows * cols / 32;
                 let args = [
-                    ptr(src),
+                    Arg::Ptr(src),
                     Arg::I32(rows as i32),
                     Arg::I32(cols as i32),
                     num_rows,
@@ -260,12 +302,13 @@ impl HipExperts {
                     ptr(scales),
                 ];
                 self.launch(
-                    self.quant,
+                    &self.quant,
                     "fm_mx_quant_rows",
                     cfg((blocks.div_ceil(256), 1), 256, 0),
                     &args,
+                    stream,
                 )?;
-                Ok((codes.ptr(), scales.ptr(), 0))
+                Ok((codes.addr(), scales.addr(), 0))
             }
         }
     }
@@ -279,10 +322,11 @@ impl HipExperts {
         w: &DeviceWeights,
         act: (u64, u64, i32),
         a_static: f32,
-        route: (&HipBuffer, &HipBuffer, &HipBuffer, usize, usize, usize),
+        io: &ExpertsIo,
         out: u64,
+        stream: &Stream,
     ) -> Result<()> {
-        let (sorted, block_expert, topk_w, max_blocks, top_k, pairs) = route;
+        let pairs = io.tokens * io.top_k;
         let (fmt_w, fmt_a) = match self.variant {
             Variant::MxNative { fmt_w, fmt_a } => (fmt_w, fmt_a),
             _ => (0, 0),
@@ -298,17 +342,17 @@ impl HipExperts {
             Arg::I32(w.fp8_scales.as_ref().map_or(0, |s| s.0)),
             opt(w.mx_scales.as_ref()),
             opt(w.bias.as_ref()),
-            Arg::U64(act.0),
-            Arg::U64(act.1),
+            Arg::Ptr(act.0),
+            Arg::Ptr(act.1),
             Arg::I32(act.2),
             Arg::F32(a_static),
-            ptr(sorted),
-            ptr(block_expert),
-            ptr(topk_w),
-            Arg::U64(out),
+            Arg::Ptr(io.sorted),
+            Arg::Ptr(io.block_expert),
+            Arg::Ptr(io.topk_weights),
+            Arg::Ptr(out),
             Arg::I32(w.rows as i32),
             Arg::I32(w.cols as i32),
-            Arg::I32(top_k as i32),
+            Arg::I32(io.top_k as i32),
             Arg::I32(pairs as i32),
             // Whether fp8 codes are e4m3fnuz (read only where fp8 is decoded in software).
             Arg::I32((self.fp8_mode != 0) as i32),
@@ -318,148 +362,127 @@ impl HipExperts {
             Arg::I32(self.weight_on_input as i32),
         ];
         self.launch(
-            self.gemm,
+            &self.gemm,
             &name,
-            cfg((w.rows.div_ceil(TILE_N), max_blocks), 256, 0),
+            cfg((w.rows.div_ceil(TILE_N), io.max_blocks), 256, 0),
             &args,
+            stream,
         )
     }
 }
 
-/// Plain numbers as little-endian bytes.
-fn le<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-    v.iter().flat_map(|&x| f(x)).collect()
+/// The experts' scratch for a maximum batch.
+pub struct Scratch {
+    amax: Buffer<HipDevice>,
+    x_codes: Buffer<HipDevice>,
+    x_scales: Buffer<HipDevice>,
+    g: Buffer<HipDevice>,
+    inter: Buffer<HipDevice>,
+    i_codes: Buffer<HipDevice>,
+    i_scales: Buffer<HipDevice>,
 }
 
-impl Experts for HipExperts {
+impl VendorExperts for HipExperts {
+    type R = HipDevice;
+    type Scratch = Scratch;
+
     fn backend(&self) -> BackendId {
         self.backend
     }
 
-    fn forward(
-        &self,
-        x: &[f32],
-        topk: &TopK,
-        lora: Option<&LoraBatch<'_>>,
-        out: &mut [f32],
-    ) -> Result<()> {
-        if lora.is_some_and(|l| l.slots.iter().any(Option::is_some)) {
+    fn is_f16(&self) -> bool {
+        self.is_f16
+    }
+
+    fn dims(&self) -> (usize, usize, usize) {
+        (self.num_experts, self.hidden, self.intermediate)
+    }
+
+    fn block_tokens(&self, _pairs: usize) -> usize {
+        TILE_T
+    }
+
+    fn block_token_choices(&self) -> Vec<usize> {
+        vec![TILE_T]
+    }
+
+    fn adapters(&self) -> Option<usize> {
+        None
+    }
+
+    fn reserve(&self, tokens: usize, _top_k: usize, slots: usize) -> Result<Scratch> {
+        let dev = &*self.dev;
+        let (h, i) = (self.hidden, self.intermediate);
+        let alloc = |bytes: usize| Buffer::alloc(dev, bytes.max(4));
+        Ok(Scratch {
+            amax: alloc(4)?,
+            x_codes: alloc(tokens * h)?,
+            x_scales: alloc(tokens * h.div_ceil(32) * 4)?,
+            g: alloc(slots * self.w13.rows * 4)?,
+            inter: alloc(slots * i * 2)?,
+            i_codes: alloc(slots * i)?,
+            i_scales: alloc(slots * i.div_ceil(32) * 4)?,
+        })
+    }
+
+    fn enqueue(&self, io: &ExpertsIo, ws: &Scratch, stream: &Stream) -> Result<()> {
+        if io.token_adapter != 0 {
             return Err(Error::BackendUnavailable {
                 backend: self.backend.name().into(),
-                reasons: "LoRA is not supported by the AMD backends".into(),
+                reasons: "LoRA is not supported by the AMD backends yet".into(),
             });
         }
-        let (h, i, e) = (self.hidden, self.intermediate, self.num_experts);
-        let tokens = topk.tokens();
-        check_len("hidden states", x.len(), tokens * h)?;
-        check_len("output", out.len(), tokens * h)?;
-        topk.check_experts(e)?;
-        if self.weight_on_input && topk.k() != 1 {
-            return Err(Error::Config(format!(
-                "router weight on the input needs top-k 1, got {}",
-                topk.k()
-            )));
-        }
-        let dev = &self.dev;
-        let pairs = tokens * topk.k();
-        let max_blocks = pairs.div_ceil(TILE_T) + e.min(pairs);
-        let slots = max_blocks * TILE_T;
-        let alloc = |bytes: usize| HipBuffer::alloc(dev, bytes.max(4));
-        let model: Vec<u16> = x
-            .iter()
-            .map(|&v| {
-                if self.is_f16 {
-                    half::f16::from_f32(v).to_bits()
-                } else {
-                    half::bf16::from_f32(v).to_bits()
-                }
-            })
-            .collect();
-        let xb = HipBuffer::from_bytes(dev, &le(&model, u16::to_le_bytes))?;
-        let ids: Vec<i32> = topk.ids().iter().map(|&v| v as i32).collect();
-        let idsb = HipBuffer::from_bytes(dev, &le(&ids, i32::to_le_bytes))?;
-        let wb = HipBuffer::from_bytes(dev, &le(topk.weights(), f32::to_le_bytes))?;
-        let (sorted, block_expert, num_slots) =
-            (alloc(slots * 4)?, alloc(max_blocks * 4)?, alloc(4)?);
-        let counts = alloc(e * 4)?;
-        let args = [
-            ptr(&idsb),
-            Arg::I32(pairs as i32),
-            Arg::I32(e as i32),
-            Arg::I32(TILE_T as i32),
-            Arg::I32(max_blocks as i32),
-            ptr(&sorted),
-            ptr(&block_expert),
-            ptr(&num_slots),
-            ptr(&counts),
-        ];
-        self.launch(
-            self.align,
-            "fm_align",
-            cfg((1, 1), 1024, (3 * e + 1) * 4),
-            &args,
+        let i = self.intermediate;
+        let slots = io.max_blocks * TILE_T;
+        let pairs = io.tokens * io.top_k;
+        let act1 = self.quantize(
+            self.a1,
+            io.x,
+            io.tokens,
+            self.hidden,
+            None,
+            (&ws.amax, &ws.x_codes, &ws.x_scales),
+            stream,
         )?;
-
-        // Router weight on the input (top-1): scaled before quantization, as emulated.
-        let scaled;
-        let x_in = if self.weight_on_input {
-            scaled = alloc(tokens * h * 2)?;
-            let args = [
-                ptr(&xb),
-                Arg::I32(tokens as i32),
-                Arg::I32(h as i32),
-                ptr(&wb),
-                Arg::I32(self.is_f16 as i32),
-                ptr(&scaled),
-            ];
-            self.launch(self.quant, "fm_scale_rows", cfg((tokens, 1), 256, 0), &args)?;
-            &scaled
-        } else {
-            &xb
-        };
-        let amax = alloc(4)?;
-        let (x_codes, x_scales) = (alloc(tokens * h)?, alloc(tokens * h.div_ceil(32) * 4)?);
-        let act1 = self.quantize(self.a1, x_in, tokens, h, None, &amax, &x_codes, &x_scales)?;
-        let route = (&sorted, &block_expert, &wb, max_blocks, topk.k(), pairs);
-        let rows13 = self.w13.rows;
-        let g = alloc(slots * rows13 * 4)?;
-        self.gemm_launch(1, &self.w13, act1, static_of(self.a1), route, g.ptr())?;
-
-        let inter = alloc(slots * i * 2)?;
+        self.gemm_launch(
+            1,
+            &self.w13,
+            act1,
+            static_of(self.a1),
+            io,
+            ws.g.addr(),
+            stream,
+        )?;
         let (kind, alpha, limit) = act_kind(self.activation);
         let args = [
-            ptr(&g),
+            ptr(&ws.g),
             Arg::I32(slots as i32),
             Arg::I32(i as i32),
-            ptr(&num_slots),
-            ptr(&sorted),
+            Arg::Ptr(io.num_slots),
+            Arg::Ptr(io.sorted),
             Arg::I32(pairs as i32),
             Arg::I32(kind),
             Arg::F32(alpha),
             Arg::F32(limit),
             Arg::I32(self.is_f16 as i32),
-            ptr(&inter),
+            ptr(&ws.inter),
         ];
-        self.launch(self.quant, "fm_act", cfg((slots, 1), 256, 0), &args)?;
-        let (i_codes, i_scales) = (alloc(slots * i)?, alloc(slots * i.div_ceil(32) * 4)?);
+        self.launch(
+            &self.quant,
+            "fm_act",
+            cfg((slots, 1), 256, 0),
+            &args,
+            stream,
+        )?;
         let act2 = self.quantize(
             self.a2,
-            &inter,
+            ws.inter.addr(),
             slots,
             i,
-            Some((&num_slots, &sorted, pairs)),
-            &amax,
-            &i_codes,
-            &i_scales,
+            Some((io.num_slots, io.sorted, pairs)),
+            (&ws.amax, &ws.i_codes, &ws.i_scales),
+            stream,
         )?;
-        let y = alloc(tokens * h * 4)?;
-        dev.zero(y.handle(), Stream::DEFAULT)?;
-        self.gemm_launch(2, &self.w2, act2, static_of(self.a2), route, y.ptr())?;
-        let mut raw = vec![0u8; tokens * h * 4];
-        dev.read(y.handle(), 0, &mut raw, Stream::DEFAULT)?;
-        for (o, b) in out.iter_mut().zip(raw.chunks_exact(4)) {
-            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
-        Ok(())
+        self.gemm_launch(2, &self.w2, act2, static_of(self.a2), io, io.out, stream)
     }
 }

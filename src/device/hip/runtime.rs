@@ -90,6 +90,7 @@ hip_api! {
     hipStreamCreateWithFlags: fn(*mut HipStream, c_uint) -> HipError;
     hipStreamSynchronize: fn(HipStream) -> HipError;
     hipStreamDestroy: fn(HipStream) -> HipError;
+    hipStreamGetDevice: fn(HipStream, *mut c_int) -> HipError;
     hipModuleLoadData: fn(*mut HipModule, *const c_void) -> HipError;
     hipModuleUnload: fn(HipModule) -> HipError;
     hipModuleGetFunction: fn(*mut HipFunction, HipModule, *const c_char) -> HipError;
