@@ -143,11 +143,14 @@ fm_shared_gate(const u16* __restrict__ x, int rows, int cols, const float* __res
 }
 
 // The layer's f32 sum in the caller's dtype: out[i] = acc[i] rounded to f16 (`is_f16`) or
-// bf16, round to nearest even.
+// bf16, round to nearest even; acc[i] is zeroed behind, so the next forward's GEMMs add
+// into zeros without a memset of their own.
 extern "C" __global__ void __launch_bounds__(Q_THREADS)
-fm_finalize(const float* __restrict__ acc, long n, int is_f16, u16* __restrict__ out) {
-  for (long i = (long)blockIdx.x * Q_THREADS + threadIdx.x; i < n; i += (long)gridDim.x * Q_THREADS)
+fm_finalize(float* __restrict__ acc, long n, int is_f16, u16* __restrict__ out) {
+  for (long i = (long)blockIdx.x * Q_THREADS + threadIdx.x; i < n; i += (long)gridDim.x * Q_THREADS) {
     out[i] = is_f16 ? f32_to_f16(acc[i]) : f32_to_bf16(acc[i]);
+    acc[i] = 0.0f;
+  }
 }
 
 // Adapter slots from the caller's memory, which the host never reads: a slot outside

@@ -221,11 +221,14 @@ fm_shared_gate(const u16* __restrict__ x, int rows, int cols, const float* __res
   }
 }
 
-// The layer's f32 sum in the caller's dtype: out[i] = acc[i] rounded to f16 or bf16.
+// The layer's f32 sum in the caller's dtype: out[i] = acc[i] rounded to f16 or bf16;
+// acc[i] is zeroed behind, so the next forward adds into zeros without a memset.
 extern "C" __global__ void __launch_bounds__(Q_THREADS)
-fm_finalize(const float* __restrict__ acc, long n, int is_f16, u16* __restrict__ out) {
-  for (long i = (long)bid_x() * Q_THREADS + tid_x(); i < n; i += (long)gdim_x() * Q_THREADS)
+fm_finalize(float* __restrict__ acc, long n, int is_f16, u16* __restrict__ out) {
+  for (long i = (long)bid_x() * Q_THREADS + tid_x(); i < n; i += (long)gdim_x() * Q_THREADS) {
     out[i] = f32_to_model(acc[i], is_f16);
+    acc[i] = 0.0f;
+  }
 }
 
 // Adapter slots from the caller's memory: a slot outside 0..adapters becomes -1 (none).

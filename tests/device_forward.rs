@@ -68,7 +68,17 @@ fn layer(case: &Case, target: &Target, seed: u64) -> MoeLayer {
     });
     let lora = case.lora.then(|| Lora {
         adapters: (0..2)
-            .map(|_| common::random_adapter(&mut rng, 8, 8, config.hidden, 256, true, Some(128)))
+            .map(|_| {
+                common::random_adapter(
+                    &mut rng,
+                    8,
+                    8,
+                    config.hidden,
+                    256,
+                    true,
+                    config.shared_intermediate,
+                )
+            })
             .collect(),
     });
     let extras = LayerExtras {
@@ -348,14 +358,23 @@ fn hip_layers_queued_on_one_stream_match_the_host_forward_on_the_simulator() {
         layers.push((l, inputs));
     }
     let stream: HipStream = *dev.stream();
-    for ((l, inputs), case) in layers.iter().zip(&cases) {
-        // SAFETY: every buffer is a live allocation of `dev` sized for TOKENS.
-        unsafe { l.forward_device(&inputs.batch(l, case), GpuStream::Hip(&stream)) }.unwrap();
-    }
-    for ((l, inputs), case) in layers.iter().zip(&cases) {
-        let err = inputs.compare(&*dev, l, case);
-        println!("{}: rel L2 {err:.2e} vs the host forward", case.scheme);
-        assert!(err < tolerance(case), "{}: {err:e}", case.scheme);
+    // Twice, the second time on new inputs: the sum buffer must start from zero again.
+    for round in 0..2 {
+        if round == 1 {
+            for (n, (_, inputs)) in layers.iter_mut().enumerate() {
+                inputs.refresh(&*dev, 90 + n as u64);
+            }
+        }
+        for ((l, inputs), case) in layers.iter().zip(&cases) {
+            // SAFETY: every buffer is a live allocation of `dev` sized for TOKENS.
+            unsafe { l.forward_device(&inputs.batch(l, case), GpuStream::Hip(&stream)) }
+                .unwrap();
+        }
+        for ((l, inputs), case) in layers.iter().zip(&cases) {
+            let err = inputs.compare(&*dev, l, case);
+            println!("{} (round {round}): rel L2 {err:.2e} vs the host forward", case.scheme);
+            assert!(err < tolerance(case), "{}: {err:e}", case.scheme);
+        }
     }
 
     // Bad input is an error naming it, before anything is queued.
@@ -451,4 +470,82 @@ fn hip_layers_queued_on_one_stream_match_the_host_forward_on_the_simulator() {
         }
         other => panic!("forward_device on a CPU layer: {other:?}"),
     }
+}
+
+/// The cudarc interop: the same layer through `forward_cuda` on `CudaSlice`s and views
+/// allocated with cudarc on an `Arc<CudaStream>` (what candle hands over), against the
+/// host forward; a view too short is an error.
+#[cfg(feature = "cuda")]
+#[test]
+fn forward_cuda_on_cudarc_slices_matches_the_host_forward() {
+    use fleetmoe::moe::{LogitsRouting, TopKRouting};
+    let target = match Target::cuda(0) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("skipped: no CUDA device ({e})");
+            return;
+        }
+    };
+    let dev = target.cuda_device().unwrap();
+    let stream = dev.new_stream().unwrap();
+    let case = Case {
+        scheme: "fp8",
+        shared: true,
+        lora: false,
+        logits: true,
+        out: DType::Bf16,
+    };
+    let l = layer(&case, &target, 3);
+    l.reserve(TOKENS).unwrap();
+    let c = l.config().clone();
+    let mut rng = common::rng(4);
+    let x: Vec<f32> = common::uniform(&mut rng, TOKENS * c.hidden, 1.0)
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_f32())
+        .collect();
+    let xb: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
+    let logits = common::uniform(&mut rng, TOKENS * c.num_experts, 2.0);
+    let dx = stream.clone_htod(&xb).unwrap();
+    let dl = stream.clone_htod(&logits).unwrap();
+    let mut out = stream.alloc_zeros::<half::bf16>(TOKENS * c.hidden).unwrap();
+    let routing: LogitsRouting<'_, _> = fleetmoe::moe::CudaRouting::Logits(&dl);
+    l.forward_cuda(
+        &dx,
+        routing,
+        None::<&cudarc::driver::CudaSlice<i32>>,
+        &mut out,
+        &stream,
+    )
+    .unwrap();
+    let got: Vec<f32> = stream
+        .clone_dtoh(&out)
+        .unwrap()
+        .iter()
+        .map(|v| v.to_f32())
+        .collect();
+    let want = l.forward(&x, RoutingInput::Logits(&logits), None).unwrap();
+    let want64: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+    let err = common::rel_l2(&got, &want64);
+    println!("forward_cuda fp8 + shared: rel L2 {err:.2e} vs the host forward");
+    assert!(err < 4e-3, "{err:e}");
+    // Top-k given as views; a weights view one short is refused.
+    let topk = common::random_topk(&mut rng, TOKENS, c.top_k, c.num_experts);
+    let ids: Vec<i32> = topk.ids().iter().map(|&i| i as i32).collect();
+    let di = stream.clone_htod(&ids).unwrap();
+    let dw = stream.clone_htod(topk.weights()).unwrap();
+    let short = dw.slice(1..);
+    let routing: TopKRouting<'_, _, _> = fleetmoe::moe::CudaRouting::TopK {
+        ids: &di,
+        weights: &short,
+    };
+    let err = l
+        .forward_cuda(
+            &dx,
+            routing,
+            None::<&cudarc::driver::CudaSlice<i32>>,
+            &mut out,
+            &stream,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("too small"), "{err}");
 }

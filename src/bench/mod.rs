@@ -16,9 +16,11 @@ pub struct BenchRow {
     pub floor_us: f64,
     /// The same forward with LoRA on (two adapters, tokens alternating), when asked for.
     pub lora_us: Option<f64>,
-    /// The embedding path, when asked for: logits routed on the GPU, bf16 in and out,
+    /// The embedding path, when asked for: bf16 in and out, top-k given,
     /// `forward_device` in a graph the caller captured.
     pub api_us: Option<f64>,
+    /// The same with the routing kernel choosing those experts from logits.
+    pub routed_us: Option<f64>,
     /// The host `forward` (f32 in and out, uploads and the download included), wall clock.
     pub host_us: Option<f64>,
 }
@@ -60,6 +62,10 @@ impl BenchRow {
             + &self
                 .api_us
                 .map(|a| format!("   api {a:>9.1} us ({:+.1}%)", (a / self.us - 1.0) * 100.0))
+                .unwrap_or_default()
+            + &self
+                .routed_us
+                .map(|r| format!("   routed {r:>9.1} us"))
                 .unwrap_or_default()
             + &self
                 .host_us

@@ -13,6 +13,7 @@ use crate::error::{checked_size, Error, Result};
 use crate::moe::{LayerConfig, Lora, Routing, TopK};
 use crate::oracle::{BackendId, Selection};
 use crate::quant::ExpertWeights;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 type Stream<V> = <<V as Vendor>::R as Runtime>::Stream;
@@ -73,8 +74,12 @@ struct Workspace<V: Vendor> {
     weights: Buffer<V::R>,
     /// Hidden states times the router weight (only with the weight on the input).
     x_scaled: Option<Buffer<V::R>>,
-    /// `[tokens, hidden]` f32 sum, cast into the caller's dtype at the end.
+    /// `[tokens, hidden]` f32 sum, cast into the caller's dtype at the end by
+    /// `fm_finalize`, which leaves it zero for the next forward.
     acc: Buffer<V::R>,
+    /// Set while `acc` may not be all zeros (a forward that failed half-queued): the next
+    /// forward zeroes it first.
+    acc_dirty: AtomicBool,
     /// Clamped adapter slots `[tokens]`.
     slots: Buffer<V::R>,
     routed: Aligned<V>,
@@ -241,7 +246,13 @@ impl<V: Vendor> GpuLayer<V> {
                 .weight_on_input
                 .then(|| rows("scaled hidden states", h, 2))
                 .transpose()?,
-            acc: rows("layer sum", h, 4)?,
+            acc: {
+                let acc = rows("layer sum", h, 4)?;
+                rt.zero(acc.addr(), acc.bytes(), rt.stream())?;
+                rt.synchronize(rt.stream())?;
+                acc
+            },
+            acc_dirty: AtomicBool::new(false),
             slots: rows("adapter slots", 1, 4)?,
             routed: Aligned::reserve(rt, &self.experts, tokens, k)?,
             shared,
@@ -274,8 +285,17 @@ impl<V: Vendor> GpuLayer<V> {
         self.enqueue(ws, batch, stream)
     }
 
-    /// Checks `batch` against the layer and the workspace, then queues the layer.
+    /// Queues the layer; if that fails part way, the sum buffer is marked for zeroing.
     fn enqueue(&self, ws: &Workspace<V>, b: &DeviceBatch, stream: &Stream<V>) -> Result<()> {
+        let queued = self.try_enqueue(ws, b, stream);
+        if queued.is_err() {
+            ws.acc_dirty.store(true, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// Checks `batch` against the layer and the workspace, then queues the layer.
+    fn try_enqueue(&self, ws: &Workspace<V>, b: &DeviceBatch, stream: &Stream<V>) -> Result<()> {
         let (t, h, e, k) = (b.tokens, self.hidden, self.num_experts, self.top_k);
         if t > ws.tokens {
             return Err(Error::shape(
@@ -325,9 +345,18 @@ impl<V: Vendor> GpuLayer<V> {
         if t == 0 {
             return Ok(());
         }
+        // An f32 output is the sum itself, zeroed here; otherwise the workspace's sum is
+        // already zero (fm_finalize leaves it so).
         let direct = b.out.dtype == DType::F32;
-        let acc = if direct { b.out.addr } else { ws.acc.addr() };
-        self.rt.zero(acc, th * 4, stream)?;
+        let acc = if direct {
+            self.rt.zero(b.out.addr, th * 4, stream)?;
+            b.out.addr
+        } else {
+            if ws.acc_dirty.swap(false, Ordering::Relaxed) {
+                self.rt.zero(ws.acc.addr(), ws.acc.bytes(), stream)?;
+            }
+            ws.acc.addr()
+        };
         let x = match &ws.x_scaled {
             Some(scaled) => {
                 let args = [

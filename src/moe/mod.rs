@@ -28,3 +28,8 @@ pub use shapes::ModelShape;
 pub use shared::{shared_lora, SharedExpertWeights, SharedExperts};
 pub use target::Target;
 pub use topk::TopK;
+
+#[cfg(feature = "cuda")]
+pub mod cuda_api;
+#[cfg(feature = "cuda")]
+pub use cuda_api::{CudaRouting, DeviceElem, LogitsRouting, TopKRouting};

@@ -205,9 +205,10 @@ fn random_lora(config: &LayerConfig, rank: usize) -> Lora {
 /// Times the layer of `shape` under `scheme` for each token count; `reps` timed runs per
 /// cell after warm-up, median reported. With `lora_rank`, two random adapters of that rank
 /// are resident and each cell is also timed with LoRA on (tokens alternating). With
-/// `api_path`, each cell is also timed the way an engine embeds the layer (router logits
-/// and bf16 hidden states in, bf16 out, `forward_device` captured in a graph on the
-/// caller's stream) and through the host `forward` (f32 in and out, wall clock).
+/// `api_path`, each cell is also timed the way an engine embeds the layer (bf16 hidden
+/// states in, bf16 out, `forward_device` captured in a graph on the caller's stream; top-k
+/// given, and routed on the GPU from logits that pick the same experts) and through the
+/// host `forward` (f32 in and out, wall clock).
 pub fn bench_shape(
     dev: &Arc<CudaDevice>,
     shape: ModelShape,
@@ -282,7 +283,11 @@ pub fn bench_shape(
             .iter()
             .map(|&v| half::bf16::from_f32(v).to_bits())
             .collect();
-        let logits: Vec<f32> = (0..m * e).map(|_| rng.random_range(-2.0..2.0)).collect();
+        // Logits whose top-k are the given ids, so both paths run the same experts.
+        let mut logits: Vec<f32> = (0..m * e).map(|_| rng.random_range(-1.0..0.0)).collect();
+        for (p, &id) in ids.iter().enumerate() {
+            logits[(p / k) * e + id as usize] = 4.0 - (p % k) as f32 * 0.1;
+        }
         let adapters: Vec<i32> = (0..m as i32).map(|t| t % 2).collect();
         let upload = |data: &[u8]| -> Result<Buffer<CudaDevice>> {
             let b = Buffer::alloc(&**dev, data.len().max(16))?;
@@ -317,11 +322,14 @@ pub fn bench_shape(
             adapters: lora_on.then(|| slice(&ab, m, DType::I32)),
             out: slice(&out_f32, m * h, DType::F32),
         };
-        // What an engine runs: logits routed on the GPU, the output in bf16.
+        // What an engine runs: bf16 in and out, top-k given or routed here from logits.
         let api = DeviceBatch {
-            routing: DeviceRouting::Logits(slice(&lb, m * e, DType::F32)),
             out: slice(&out_bf16, m * h, DType::Bf16),
             ..kernels(false)
+        };
+        let routed = DeviceBatch {
+            routing: DeviceRouting::Logits(slice(&lb, m * e, DType::F32)),
+            ..api
         };
         let time = |batch: DeviceBatch| -> Result<f64> {
             // SAFETY: every address is a live allocation of `dev` sized for `m` tokens.
@@ -376,6 +384,7 @@ pub fn bench_shape(
             floor_us: floor_us(m, k, h, i, experts_hit, bytes, flops),
             lora_us: lora_rank.map(|_| time(kernels(true))).transpose()?,
             api_us: api_path.then(|| time(api)).transpose()?,
+            routed_us: api_path.then(|| time(routed)).transpose()?,
             host_us: api_path.then(|| host(reps.min(50))).transpose()?,
         });
     }

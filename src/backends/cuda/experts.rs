@@ -296,7 +296,13 @@ impl VendorExperts for CudaExperts {
             )));
         }
         let slots = io.max_blocks * tile.bt;
-        self.dev.zero(ws.amax.addr(), 8, stream)?;
+        // Per-tensor scales take an amax; nothing else reads it.
+        if matches!(
+            self.acts,
+            Some((ActMode::PerTensor, _) | (_, ActMode::PerTensor))
+        ) {
+            self.dev.zero(ws.amax.addr(), 8, stream)?;
+        }
         let x = io.x;
         let amax1 = ws.amax.addr();
         let amax2 = ws.amax.addr() + 4;
