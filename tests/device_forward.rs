@@ -367,12 +367,14 @@ fn hip_layers_queued_on_one_stream_match_the_host_forward_on_the_simulator() {
         }
         for ((l, inputs), case) in layers.iter().zip(&cases) {
             // SAFETY: every buffer is a live allocation of `dev` sized for TOKENS.
-            unsafe { l.forward_device(&inputs.batch(l, case), GpuStream::Hip(&stream)) }
-                .unwrap();
+            unsafe { l.forward_device(&inputs.batch(l, case), GpuStream::Hip(&stream)) }.unwrap();
         }
         for ((l, inputs), case) in layers.iter().zip(&cases) {
             let err = inputs.compare(&*dev, l, case);
-            println!("{} (round {round}): rel L2 {err:.2e} vs the host forward", case.scheme);
+            println!(
+                "{} (round {round}): rel L2 {err:.2e} vs the host forward",
+                case.scheme
+            );
             assert!(err < tolerance(case), "{}: {err:e}", case.scheme);
         }
     }

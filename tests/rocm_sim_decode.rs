@@ -19,7 +19,7 @@ use fleetmoe::device::{Arg, Buffer, LaunchConfig, Runtime};
 use fleetmoe::gpu::layer::HostRouting;
 use fleetmoe::gpu::GpuLayer;
 use fleetmoe::moe::{LayerConfig, Target, TopK};
-use fleetmoe::oracle::BackendId;
+use fleetmoe::oracle::{self, BackendId};
 use fleetmoe::quant::{DenseExperts, ExpertWeights, Fp8Flavor, MxElem, QuantScheme, WeightData};
 
 /// The layer shape of these tests: 4 experts, top-2, hidden 128, intermediate 256.
@@ -39,7 +39,8 @@ fn run_experts(w: &ExpertWeights, backend: BackendId) -> fleetmoe::Result<(Vec<f
     let config = config();
     let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
     let dev = target.hip_device().unwrap();
-    let experts = HipExperts::prepare_unchecked_values(dev, w, &config, backend)?;
+    let selection = oracle::select(&w.scheme, dev.capabilities(), &config, Some(backend))?;
+    let experts = HipExperts::prepare_unchecked_values(dev, w, &config, &selection)?;
     let layer = GpuLayer::<Rocm>::from_experts(dev, &config, experts, None)?;
     let (x, topk) = tokens(&config);
     let out = layer.forward(&x, HostRouting::TopK(&topk), None)?;
@@ -133,7 +134,12 @@ fn an_fp8_nan_code_reaches_the_output_through_the_fp8_mfma() {
     for scheme in ["fp8", "fp8-channel", "fp8-block128"] {
         for code in [0x7F, 0xFF] {
             let w = with_code(weights(scheme), code);
-            let (out, reached) = run_experts(&w, BackendId::AiterFp8).unwrap();
+            let backend = if scheme == "fp8-block128" {
+                BackendId::AiterFp8Block128
+            } else {
+                BackendId::AiterFp8
+            };
+            let (out, reached) = run_experts(&w, backend).unwrap();
             let what = format!("gfx950 {scheme} e4m3fn 0x{code:02X}");
             assert_nan_exactly_where_read(&what, &out, &reached);
         }

@@ -198,7 +198,7 @@ impl CudaExperts {
         config: &LayerConfig,
         backend: BackendId,
     ) -> Result<Self> {
-        let variant = variant_for(scheme)?;
+        let variant = variant_for(backend, scheme)?;
         Ok(CudaExperts {
             dev: dev.clone(),
             backend,

@@ -4,6 +4,7 @@
 use super::kernels::{GemmVariant, Tile};
 use crate::error::{Error, Result};
 use crate::moe::Activation;
+use crate::oracle::BackendId;
 use crate::quant::{
     ActScale, FloatDtype, Fp8Flavor, InputScales, IntBits, MxAct, MxElem, QuantScheme,
 };
@@ -78,45 +79,70 @@ pub fn act_modes(
     })
 }
 
-pub(super) fn variant_for(scheme: &QuantScheme) -> Result<GemmVariant> {
-    use crate::quant::Fp8WeightScale as W;
-    match scheme {
-        QuantScheme::Unquantized(FloatDtype::Bf16) => Ok(GemmVariant::Bf16),
-        QuantScheme::Unquantized(FloatDtype::F16) => Ok(GemmVariant::F16),
-        QuantScheme::Fp8 {
-            flavor: Fp8Flavor::E4M3Fn,
-            weight,
-            act,
-        } => Ok(
-            if *weight == W::Block128 || *act == ActScale::DynamicPerGroup128 {
-                GemmVariant::Fp8Block
-            } else {
-                GemmVariant::Fp8
+/// The GEMM variant that runs `backend`, the oracle's choice, for `scheme` (the backend
+/// fixes the kernel family; the scheme only says which member: f16 or bf16, int4 or int8,
+/// int4 or MXFP4 weights under fp8 activations). A backend that is not a CUDA one, or a
+/// scheme it does not take, is an error: the oracle and this table disagree.
+pub(super) fn variant_for(backend: BackendId, scheme: &QuantScheme) -> Result<GemmVariant> {
+    use BackendId as B;
+    let variant = match (backend, scheme) {
+        (B::CudaBf16, QuantScheme::Unquantized(FloatDtype::Bf16)) => GemmVariant::Bf16,
+        (B::CudaBf16, QuantScheme::Unquantized(FloatDtype::F16)) => GemmVariant::F16,
+        (
+            B::CudaFp8,
+            QuantScheme::Fp8 {
+                flavor: Fp8Flavor::E4M3Fn,
+                ..
             },
-        ),
-        QuantScheme::Mx {
-            elem: MxElem::Fp4E2M1,
-            act: MxAct::Bf16,
-        } => Ok(GemmVariant::Mxfp4),
-        QuantScheme::Mx {
-            elem: MxElem::Fp4E2M1,
-            act: MxAct::Fp8Static,
-        } => Ok(GemmVariant::Mxfp4Fp8),
-        QuantScheme::Nvfp4 { w4a4: false } => Ok(GemmVariant::Nvfp4),
-        QuantScheme::IntWeightOnly {
-            bits: IntBits::Int4,
-            ..
-        } => Ok(GemmVariant::W4a16),
-        QuantScheme::IntWeightOnly {
-            bits: IntBits::Int8,
-            ..
-        } => Ok(GemmVariant::W8a16),
-        QuantScheme::W4A8 => Ok(GemmVariant::W4a8),
-        other => Err(Error::BackendUnavailable {
-            backend: "cuda".into(),
-            reasons: format!("no CUDA GEMM for {other} yet"),
-        }),
-    }
+        ) => GemmVariant::Fp8,
+        (
+            B::CudaFp8Block128,
+            QuantScheme::Fp8 {
+                flavor: Fp8Flavor::E4M3Fn,
+                ..
+            },
+        ) => GemmVariant::Fp8Block,
+        (
+            B::CudaMxfp4W4a16,
+            QuantScheme::Mx {
+                elem: MxElem::Fp4E2M1,
+                act: MxAct::Bf16,
+            },
+        ) => GemmVariant::Mxfp4,
+        (B::CudaNvfp4W4a16, QuantScheme::Nvfp4 { w4a4: false }) => GemmVariant::Nvfp4,
+        (
+            B::CudaMarlin,
+            QuantScheme::IntWeightOnly {
+                bits: IntBits::Int4,
+                ..
+            },
+        ) => GemmVariant::W4a16,
+        (
+            B::CudaMarlin,
+            QuantScheme::IntWeightOnly {
+                bits: IntBits::Int8,
+                ..
+            },
+        ) => GemmVariant::W8a16,
+        (B::CudaW4a8, QuantScheme::W4A8) => GemmVariant::W4a8,
+        (
+            B::CudaW4a8,
+            QuantScheme::Mx {
+                elem: MxElem::Fp4E2M1,
+                act: MxAct::Fp8Static,
+            },
+        ) => GemmVariant::Mxfp4Fp8,
+        (other, scheme) => {
+            return Err(Error::BackendUnavailable {
+                backend: other.name().into(),
+                reasons: format!(
+                    "the CUDA kernels have no variant of {other} for {scheme} (the oracle's \
+                     table and backends/cuda/plan.rs disagree)"
+                ),
+            })
+        }
+    };
+    Ok(variant)
 }
 
 /// The activation's code in gemm.cu.

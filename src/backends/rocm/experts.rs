@@ -15,8 +15,8 @@ use crate::device::{Arg, Buffer, LaunchConfig, Runtime};
 use crate::error::{Error, Result};
 use crate::gpu::{ExpertsIo, KernelFile, Vendor, VendorExperts};
 use crate::moe::{Activation, LayerConfig, Lora};
-use crate::oracle::{BackendId, Selection};
-use crate::quant::{ExpertWeights, Fp8WeightScale};
+use crate::oracle::{BackendId, Conversion, Selection};
+use crate::quant::{ExpertWeights, Fp8Flavor, Fp8WeightScale};
 use std::sync::Arc;
 
 type Stream = <HipDevice as Runtime>::Stream;
@@ -53,7 +53,7 @@ impl Vendor for Rocm {
                 reasons: "LoRA is not supported by the AMD backends yet".into(),
             });
         }
-        HipExperts::prepare(rt, weights, config, selection.chosen)
+        HipExperts::prepare(rt, weights, config, selection)
     }
 }
 
@@ -155,10 +155,10 @@ impl HipExperts {
         dev: &Arc<HipDevice>,
         weights: &ExpertWeights,
         config: &LayerConfig,
-        backend: BackendId,
+        selection: &Selection,
     ) -> Result<Self> {
         weights.validate()?;
-        Self::prepare_unchecked_values(dev, weights, config, backend)
+        Self::prepare_unchecked_values(dev, weights, config, selection)
     }
 
     /// `prepare` checking shapes but not values, so that weights validation would refuse
@@ -170,12 +170,19 @@ impl HipExperts {
         dev: &Arc<HipDevice>,
         weights: &ExpertWeights,
         config: &LayerConfig,
-        backend: BackendId,
+        selection: &Selection,
     ) -> Result<Self> {
         crate::moe::emulation::check_weights_match(weights, config)?;
         weights.validate_layouts()?;
-        let caps = dev.capabilities();
-        let (variant, a1, a2) = plan(&weights.scheme, weights)?;
+        let backend = selection.chosen;
+        let (variant, a1, a2) = plan(backend, &weights.scheme, weights)?;
+        // The fp8 flavour the kernels run: the oracle decided whether e4m3fn is re-read as
+        // e4m3fnuz (gfx942); the layout and the activation rule follow that one decision.
+        let fnuz = selection.conversions.contains(&Conversion::Fp8FnToFnuz);
+        let fp8 = weights
+            .scheme
+            .fp8_flavor()
+            .map(|f| if fnuz { Fp8Flavor::E4M3Fnuz } else { f });
         if let Variant::MxNative { .. } = variant {
             for (what, k) in [
                 ("hidden", config.hidden),
@@ -184,7 +191,7 @@ impl HipExperts {
                 crate::error::check_group(128, k, &format!("{what} size for the scaled MFMA"))?;
             }
         }
-        let prepared = layout::prepare_layout(weights, caps.fp8)?;
+        let prepared = layout::prepare_layout(weights, fp8)?;
         let load = |f| dev.load(&kernels::module(f));
         Ok(HipExperts {
             dev: dev.clone(),
@@ -202,7 +209,7 @@ impl HipExperts {
             a1,
             a2,
             is_f16: variant == Variant::F16,
-            fp8_mode: fp8_mode(&weights.scheme, caps.fp8)?,
+            fp8_mode: fp8_mode(&weights.scheme, fp8)?,
         })
     }
 

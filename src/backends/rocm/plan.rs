@@ -2,6 +2,7 @@
 //! input is quantized on the device, and which fp8 rule the activations follow.
 
 use crate::error::{Error, Result};
+use crate::oracle::BackendId;
 use crate::quant::{ActScale, ExpertWeights, FloatDtype, Fp8Flavor, MxAct, MxElem, QuantScheme};
 
 /// The GEMM kernel family (gemm.hip's variants).
@@ -51,8 +52,44 @@ fn mx_fmt(e: MxElem) -> i32 {
     }
 }
 
-/// The kernels and activation plans for `scheme`.
+/// The kernels and activation plans of the oracle's `backend` for `scheme`: the backend
+/// fixes the kernel family, the scheme its member and the activation plans. A pairing the
+/// oracle should never make is an error naming both.
 pub(super) fn plan(
+    backend: BackendId,
+    scheme: &QuantScheme,
+    weights: &ExpertWeights,
+) -> Result<(Variant, ActPlan, ActPlan)> {
+    let planned = plan_for_scheme(scheme, weights)?;
+    use BackendId as B;
+    let runs = match (backend, planned.0) {
+        (B::AiterBf16, Variant::Bf16 | Variant::F16)
+        | (B::AiterFp8 | B::AiterFp8Block128, Variant::Fp8)
+        | (B::AiterMxfp4, Variant::Mxfp4A16)
+        | (B::AiterMxNative, Variant::MxNative { .. }) => true,
+        (
+            _,
+            Variant::Bf16
+            | Variant::F16
+            | Variant::Fp8
+            | Variant::Mxfp4A16
+            | Variant::MxNative { .. },
+        ) => false,
+    };
+    if !runs {
+        return Err(Error::BackendUnavailable {
+            backend: backend.name().into(),
+            reasons: format!(
+                "the AMD kernels run {scheme} as {:?}, which is not {backend}'s (the oracle's \
+                 table and backends/rocm/plan.rs disagree)",
+                planned.0
+            ),
+        });
+    }
+    Ok(planned)
+}
+
+fn plan_for_scheme(
     scheme: &QuantScheme,
     weights: &ExpertWeights,
 ) -> Result<(Variant, ActPlan, ActPlan)> {
