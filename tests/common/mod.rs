@@ -117,3 +117,50 @@ pub fn lora_ref(p: &LoraProj, rank: usize, scaling: f32, x: &[f64], fan_out: usi
         .map(|v| v * scaling as f64)
         .collect()
 }
+
+/// The layer through `forward_cuda` with the output in the model dtype (bf16 or f16),
+/// inputs and logits uploaded with cudarc on a stream of the layer's device: the
+/// device-resident path every parity case also takes. Returns the output as f32.
+#[cfg(feature = "cuda")]
+#[allow(dead_code)]
+pub fn device_forward_cuda(
+    layer: &fleetmoe::moe::MoeLayer,
+    x: &[f32],
+    logits: &[f32],
+    slots: Option<&[Option<usize>]>,
+) -> Vec<f32> {
+    use fleetmoe::gpu::DType;
+    use fleetmoe::moe::CudaRouting;
+    let g = layer.cuda_layer().expect("a CUDA layer");
+    let dev = g.runtime();
+    let stream = dev.new_stream().unwrap();
+    let tokens = x.len() / layer.config().hidden;
+    layer.reserve(tokens).unwrap();
+    let dl = stream.clone_htod(logits).unwrap();
+    let slots: Option<Vec<i32>> =
+        slots.map(|s| s.iter().map(|a| a.map_or(-1, |v| v as i32)).collect());
+    let ds = slots.map(|s| stream.clone_htod(&s).unwrap());
+    let routing = |l| -> CudaRouting<'_, _, cudarc::driver::CudaSlice<i32>, cudarc::driver::CudaSlice<f32>> {
+        CudaRouting::Logits(l)
+    };
+    match g.dtype() {
+        DType::F16 => {
+            let xh: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let dx = stream.clone_htod(&xh).unwrap();
+            let mut out = stream.alloc_zeros::<half::f16>(x.len()).unwrap();
+            layer
+                .forward_cuda(&dx, routing(&dl), ds.as_ref(), &mut out, &stream)
+                .unwrap();
+            stream.clone_dtoh(&out).unwrap().iter().map(|v| v.to_f32()).collect()
+        }
+        _ => {
+            let xb: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let dx = stream.clone_htod(&xb).unwrap();
+            let mut out = stream.alloc_zeros::<half::bf16>(x.len()).unwrap();
+            layer
+                .forward_cuda(&dx, routing(&dl), ds.as_ref(), &mut out, &stream)
+                .unwrap();
+            stream.clone_dtoh(&out).unwrap().iter().map(|v| v.to_f32()).collect()
+        }
+    }
+}
