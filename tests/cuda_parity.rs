@@ -166,7 +166,9 @@ mod gpu {
                 );
                 ran += 1;
                 if !ok || got.iter().any(|v| !v.is_finite()) {
-                    failures.push(format!("{name} case {n}: {err:.2e}, device path {dev_err:.1e}"));
+                    failures.push(format!(
+                        "{name} case {n}: {err:.2e}, device path {dev_err:.1e}"
+                    ));
                 }
             }
         }

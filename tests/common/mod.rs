@@ -140,9 +140,10 @@ pub fn device_forward_cuda(
     let slots: Option<Vec<i32>> =
         slots.map(|s| s.iter().map(|a| a.map_or(-1, |v| v as i32)).collect());
     let ds = slots.map(|s| stream.clone_htod(&s).unwrap());
-    let routing = |l| -> CudaRouting<'_, _, cudarc::driver::CudaSlice<i32>, cudarc::driver::CudaSlice<f32>> {
-        CudaRouting::Logits(l)
-    };
+    let routing =
+        |l| -> CudaRouting<'_, _, cudarc::driver::CudaSlice<i32>, cudarc::driver::CudaSlice<f32>> {
+            CudaRouting::Logits(l)
+        };
     match g.dtype() {
         DType::F16 => {
             let xh: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
@@ -151,7 +152,12 @@ pub fn device_forward_cuda(
             layer
                 .forward_cuda(&dx, routing(&dl), ds.as_ref(), &mut out, &stream)
                 .unwrap();
-            stream.clone_dtoh(&out).unwrap().iter().map(|v| v.to_f32()).collect()
+            stream
+                .clone_dtoh(&out)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_f32())
+                .collect()
         }
         _ => {
             let xb: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
@@ -160,7 +166,12 @@ pub fn device_forward_cuda(
             layer
                 .forward_cuda(&dx, routing(&dl), ds.as_ref(), &mut out, &stream)
                 .unwrap();
-            stream.clone_dtoh(&out).unwrap().iter().map(|v| v.to_f32()).collect()
+            stream
+                .clone_dtoh(&out)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_f32())
+                .collect()
         }
     }
 }
