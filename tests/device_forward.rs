@@ -463,6 +463,13 @@ fn hip_layers_queued_on_one_stream_match_the_host_forward_on_the_simulator() {
         Err(e) => assert!(e.to_string().contains("reserve"), "{e}"),
         Ok(()) => panic!("forward_device without a reserve"),
     }
+    // Zero tokens: nothing to do, on both paths.
+    let none = TopK::new(0, 2, Vec::new(), Vec::new(), 8).unwrap();
+    assert!(l
+        .forward(&[], RoutingInput::TopK(&none), None)
+        .unwrap()
+        .is_empty());
+    run(&DeviceBatch { tokens: 0, ..good }, &stream).unwrap();
     // A layer that runs on the host has no device path.
     let cpu = layer(case, &Target::cpu(), 10);
     cpu.reserve(TOKENS).unwrap();

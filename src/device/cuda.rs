@@ -238,6 +238,9 @@ impl Runtime for CudaDevice {
     }
 
     fn upload(&self, dst: u64, data: &[u8], stream: &Arc<CudaStream>) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
         self.ctx
             .bind_to_thread()
             .map_err(drv_err("cuCtxSetCurrent"))?;
@@ -248,6 +251,9 @@ impl Runtime for CudaDevice {
     }
 
     fn download(&self, src: u64, out: &mut [u8], stream: &Arc<CudaStream>) -> Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
         self.ctx
             .bind_to_thread()
             .map_err(drv_err("cuCtxSetCurrent"))?;

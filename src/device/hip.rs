@@ -297,6 +297,9 @@ impl Runtime for HipDevice {
     }
 
     fn upload(&self, dst: u64, data: &[u8], stream: &HipStream) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
         self.bind()?;
         // SAFETY: the caller guarantees `dst` holds `data.len()` bytes. HIP may read
         // pageable memory after an async copy returns, so wait before `data` is released.
@@ -318,6 +321,9 @@ impl Runtime for HipDevice {
     }
 
     fn download(&self, src: u64, out: &mut [u8], stream: &HipStream) -> Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
         self.bind()?;
         // SAFETY: the caller guarantees `src` holds `out.len()` bytes; synchronised
         // before return.

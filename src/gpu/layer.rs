@@ -497,6 +497,12 @@ impl<V: Vendor> GpuLayer<V> {
     ) -> Result<Vec<f32>> {
         let h = self.hidden;
         let tokens = x.len() / h;
+        if tokens == 0 {
+            if let HostRouting::Logits(l) = routing {
+                crate::moe::router::check_logits(l, 0, self.num_experts)?;
+            }
+            return Ok(Vec::new());
+        }
         let mut slot = self.lock();
         if slot.as_ref().is_none_or(|w| w.tokens < tokens) {
             *slot = None;
