@@ -13,4 +13,4 @@ pub mod vendor;
 pub use io::{DType, DeviceBatch, DeviceRouting, DeviceSlice};
 pub use layer::GpuLayer;
 pub use router::GpuRouter;
-pub use vendor::{ExpertsIo, KernelFile, Vendor, VendorExperts};
+pub use vendor::{activation_code, ExpertsIo, KernelFile, Vendor, VendorExperts};

@@ -3,7 +3,7 @@
 
 use crate::device::Runtime;
 use crate::error::Result;
-use crate::moe::{LayerConfig, Lora};
+use crate::moe::{Activation, LayerConfig, Lora};
 use crate::oracle::{BackendId, Selection};
 use crate::quant::ExpertWeights;
 use std::sync::Arc;
@@ -89,4 +89,17 @@ pub trait VendorExperts: Send + Sync {
         scratch: &Self::Scratch,
         stream: &<Self::R as Runtime>::Stream,
     ) -> Result<()>;
+}
+
+/// The activation's code and parameters as both dialects' kernels read them (`act_kind`
+/// of gemm.cu's `GemmArgs`, `kind` of quant.hip's `fm_act`).
+pub fn activation_code(a: Activation) -> (i32, f32, f32) {
+    match a {
+        Activation::SiluAndMul => (0, 0.0, 0.0),
+        Activation::GeluAndMul => (1, 0.0, 0.0),
+        Activation::GeluTanhAndMul => (2, 0.0, 0.0),
+        Activation::SwigluOai { alpha, limit } => (3, alpha, limit),
+        Activation::Relu2 => (4, 0.0, 0.0),
+        Activation::Silu => (5, 0.0, 0.0),
+    }
 }

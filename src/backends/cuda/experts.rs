@@ -10,11 +10,11 @@ use super::launch::{load_file, GemmArgs, LoraRoute, Modules};
 use super::layout::{self, GemmWeights, PreparedLayer};
 use super::lora::DeviceLora;
 pub use super::plan::act_modes;
-use super::plan::{act_kind, tile_for, variant_for, ActMode};
+use super::plan::{tile_for, variant_for, ActMode};
 use crate::device::cuda::{CudaDevice, CudaKernels};
 use crate::device::{addr_of, Buffer, Runtime};
 use crate::error::{Error, Result};
-use crate::gpu::{ExpertsIo, KernelFile, Vendor, VendorExperts};
+use crate::gpu::{activation_code, ExpertsIo, KernelFile, Vendor, VendorExperts};
 use crate::moe::{Activation, LayerConfig, Lora};
 use crate::oracle::{BackendId, Selection};
 use crate::quant::{ExpertWeights, QuantScheme};
@@ -364,7 +364,7 @@ impl VendorExperts for CudaExperts {
                 stream,
             )?;
         }
-        let (kind, alpha, limit) = act_kind(self.activation);
+        let (kind, alpha, limit) = activation_code(self.activation);
         let (as_row1, as_k1) = self.acts.map_or((0, 0), |(a, _)| a.strides(h));
         let a2_per_tensor = matches!(self.acts, Some((_, ActMode::PerTensor)));
         let gemm1 = GemmArgs {

@@ -3,7 +3,6 @@
 
 use super::kernels::{GemmVariant, Tile};
 use crate::error::{Error, Result};
-use crate::moe::Activation;
 use crate::oracle::BackendId;
 use crate::quant::{
     ActScale, FloatDtype, Fp8Flavor, InputScales, IntBits, MxAct, MxElem, QuantScheme,
@@ -143,18 +142,6 @@ pub(super) fn variant_for(backend: BackendId, scheme: &QuantScheme) -> Result<Ge
         }
     };
     Ok(variant)
-}
-
-/// The activation's code in gemm.cu.
-pub(super) fn act_kind(a: Activation) -> (i32, f32, f32) {
-    match a {
-        Activation::SiluAndMul => (0, 0.0, 0.0),
-        Activation::GeluAndMul => (1, 0.0, 0.0),
-        Activation::GeluTanhAndMul => (2, 0.0, 0.0),
-        Activation::SwigluOai { alpha, limit } => (3, alpha, limit),
-        Activation::Relu2 => (4, 0.0, 0.0),
-        Activation::Silu => (5, 0.0, 0.0),
-    }
 }
 
 /// The token tile for a batch: enough slots for the tokens an expert typically gets.

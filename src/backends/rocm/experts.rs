@@ -13,7 +13,7 @@ use super::plan::{fp8_mode, plan, static_of, ActPlan, Variant};
 use crate::device::hip::{HipDevice, HipKernels};
 use crate::device::{Arg, Buffer, LaunchConfig, Runtime};
 use crate::error::{Error, Result};
-use crate::gpu::{ExpertsIo, KernelFile, Vendor, VendorExperts};
+use crate::gpu::{activation_code, ExpertsIo, KernelFile, Vendor, VendorExperts};
 use crate::moe::{Activation, LayerConfig, Lora};
 use crate::oracle::{BackendId, Conversion, Selection};
 use crate::quant::{ExpertWeights, Fp8Flavor, Fp8WeightScale};
@@ -134,17 +134,6 @@ fn cfg(grid: (usize, usize), threads: u32, smem: usize) -> LaunchConfig {
         grid: (grid.0.max(1) as u32, grid.1.max(1) as u32, 1),
         block: (threads, 1, 1),
         shared_mem_bytes: smem as u32,
-    }
-}
-
-fn act_kind(a: Activation) -> (i32, f32, f32) {
-    match a {
-        Activation::SiluAndMul => (0, 0.0, 0.0),
-        Activation::GeluAndMul => (1, 0.0, 0.0),
-        Activation::GeluTanhAndMul => (2, 0.0, 0.0),
-        Activation::SwigluOai { alpha, limit } => (3, alpha, limit),
-        Activation::Relu2 => (4, 0.0, 0.0),
-        Activation::Silu => (5, 0.0, 0.0),
     }
 }
 
@@ -460,7 +449,7 @@ impl VendorExperts for HipExperts {
             ws.g.addr(),
             stream,
         )?;
-        let (kind, alpha, limit) = act_kind(self.activation);
+        let (kind, alpha, limit) = activation_code(self.activation);
         let args = [
             ptr(&ws.g),
             Arg::I32(slots as i32),
