@@ -9,6 +9,8 @@
 pub mod caps;
 pub mod cpu;
 pub mod gfx;
+#[cfg(not(all(feature = "cuda", feature = "rocm")))]
+mod stub;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
