@@ -159,6 +159,10 @@ extern "C" __global__ void __launch_bounds__(Q_THREADS)
 fm_clamp_slots(const int* __restrict__ src, int n, int adapters, int* __restrict__ dst) {
   for (int i = blockIdx.x * Q_THREADS + threadIdx.x; i < n; i += gridDim.x * Q_THREADS) {
     const int a = src[i];
+#ifdef FM_FAULT_LORA_WRONG_SLOT  // a planted bug for the mutation tests (src/fault.rs)
+    dst[i] = a >= 0 && a < adapters ? (a + 1) % adapters : -1;
+#else
     dst[i] = a >= 0 && a < adapters ? a : -1;
+#endif
   }
 }

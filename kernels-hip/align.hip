@@ -38,7 +38,13 @@ fm_align(const int* __restrict__ ids, int pairs, int num_experts, int bt, int ma
   const int total = off[num_experts];
   for (int e = tid; e < num_experts; e += nt) {
     if (expert_counts) expert_counts[e] = cnt[e];
-    for (int b = off[e] / bt; b < off[e + 1] / bt; ++b) block_expert[b] = e;
+    // FM_FAULT_*: a planted bug for the mutation tests (src/fault.rs), never in a release.
+#ifdef FM_FAULT_EXPERT_ID_OFF_BY_ONE
+    const int be = (e + 1) % num_experts;
+#else
+    const int be = e;
+#endif
+    for (int b = off[e] / bt; b < off[e + 1] / bt; ++b) block_expert[b] = be;
     for (int s = off[e] + cnt[e]; s < off[e + 1]; ++s) sorted[s] = pairs;
   }
   for (int b = total / bt + tid; b < max_blocks; b += nt) block_expert[b] = -1;

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+pub mod fault;
 pub mod formats;
 pub mod gpu;
 pub mod moe;

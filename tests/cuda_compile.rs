@@ -92,3 +92,32 @@ fn every_kernel_compiles_for_every_target() {
         failures.len()
     );
 }
+
+/// The kernel faults of the mutation tests (`fleetmoe::fault`) compile too, so
+/// `scripts/mutants.sh gpu` tests a planted bug rather than a compile error; each define
+/// must be tested by some kernel file.
+#[test]
+fn planted_kernel_faults_compile() {
+    if !nvrtc::nvrtc_available() {
+        assert!(std::env::var_os("FLEETMOE_REQUIRE_NVRTC").is_none());
+        println!("skipped: libnvrtc not found");
+        return;
+    }
+    for fault in fleetmoe::fault::Fault::ALL {
+        let Some(define) = fault.kernel_define() else {
+            continue;
+        };
+        let files: Vec<&str> = SOURCES
+            .iter()
+            .filter(|(_, body)| body.contains(define))
+            .map(|(f, _)| *f)
+            .collect();
+        assert!(!files.is_empty(), "no kernel file tests {define}");
+        for file in files {
+            let src = format!("#define {define} 1\n{}", module_source(file, &[]).unwrap());
+            nvrtc::compile_cubin(file, &src, "sm_90a")
+                .unwrap_or_else(|e| panic!("{file} with {define}: {e}"));
+            println!("ok   sm_90a   {file} with {define}");
+        }
+    }
+}

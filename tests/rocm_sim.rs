@@ -121,19 +121,32 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
             BackendId::AiterMxNative,
         ),
     ];
-    for &(gfx, name, act, want) in cases {
+    // (experts, hidden, intermediate, tokens): tiles filled, then an odd expert count, a
+    // prime batch, and gemm2 rows (H = 160) that leave the 64-row output tile short. MX
+    // needs K in whole 128-element scaled-MFMA steps, so its rows always fill the tiles.
+    let shapes = |name: &str| {
+        let edge = if name.starts_with("mx") {
+            (5, 256, 128, 13)
+        } else {
+            (5, 160, 96, 13)
+        };
+        [(4, 128, 256, 6), edge]
+    };
+    for (&(gfx, name, act, want), (experts, hidden, intermediate, tokens)) in cases
+        .iter()
+        .flat_map(|c| shapes(c.1).into_iter().map(move |s| (c, s)))
+    {
         use_stand_in(&clang, &mut stand_ins, gfx);
         let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
         assert_eq!(target.capabilities().arch, format!("gfx{gfx}"));
         let config = LayerConfig {
             activation: act,
             has_bias: act == Activation::GPT_OSS,
-            ..LayerConfig::new(4, 2, 128, 256)
+            ..LayerConfig::new(experts, 2, hidden, intermediate)
         };
         let dense = DenseExperts::random(&config, 21);
         let mut w = ExpertWeights::quantize(&dense, QuantScheme::parse(name).unwrap()).unwrap();
         let mut rng = common::rng(3);
-        let tokens = 6;
         let x = common::uniform(&mut rng, tokens * config.hidden, 1.5);
         let topk = common::random_topk(&mut rng, tokens, config.top_k, config.num_experts);
         if w.scheme.needs_static_input_scales() {
@@ -151,12 +164,17 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
         let reference = emulate(&w);
         let err = rel(&got, &reference);
         let tol = w.scheme.parity_tolerance();
-        println!("{name} gfx{gfx}: rel L2 {err:.2e} vs emulation (tolerance {tol:.0e})");
+        println!(
+            "{name} gfx{gfx} E={experts} H={hidden} I={intermediate} M={tokens}: rel L2 {err:.2e} vs emulation (tolerance {tol:.0e})"
+        );
         assert!(
             reference.iter().any(|v| *v != 0.0),
             "{name}: an all-zero reference"
         );
-        assert!(err < tol, "{name} gfx{gfx}: rel L2 {err:e} > {tol:e}");
+        assert!(
+            err < tol,
+            "{name} gfx{gfx} H={hidden} I={intermediate}: rel L2 {err:e} > {tol:e}"
+        );
         if gfx == 942 && matches!(w.scheme, QuantScheme::Fp8 { .. }) {
             // What quantizing the activations natively in e4m3fnuz (amax / 240, as
             // AITER does) would have cost instead: reported, not used.

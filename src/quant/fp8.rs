@@ -61,6 +61,21 @@ pub fn scales_per_expert(granularity: Fp8WeightScale, rows: usize, cols: usize) 
     }
 }
 
+/// The scales of `experts` experts as a `[lines, groups]` matrix: one line per expert
+/// (per-tensor), per row (per-channel), per 128-row block (block-128, 128-column groups).
+pub fn scale_grid(
+    granularity: Fp8WeightScale,
+    experts: usize,
+    rows: usize,
+    cols: usize,
+) -> (usize, usize) {
+    match granularity {
+        Fp8WeightScale::PerTensor => (experts, 1),
+        Fp8WeightScale::PerChannel => (experts * rows, 1),
+        Fp8WeightScale::Block128 => (experts * rows.div_ceil(BLOCK), cols.div_ceil(BLOCK)),
+    }
+}
+
 /// Index into one expert's scales for element (r, c).
 pub fn scale_index(granularity: Fp8WeightScale, r: usize, c: usize, cols: usize) -> usize {
     match granularity {

@@ -68,8 +68,14 @@ fn build_stand_in(clang: &str, gfx: u32, dir: &Path) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let exe = std::env::current_exe().expect("the test binary's path");
     let binary = exe.file_stem().expect("a file name").to_string_lossy();
-    let out = dir.join(format!("libfakehip-{gfx}-{binary}.so"));
+    // A fault planted in kernel code (FLEETMOE_FAULT, feature `faults`) is compiled into
+    // its own stand-in.
+    let fault = fleetmoe::fault::active();
+    let define = fault.and_then(|f| f.kernel_define());
+    let tag = fault.map_or(String::new(), |f| format!("-{}", f.name()));
+    let out = dir.join(format!("libfakehip-{gfx}-{binary}{tag}.so"));
     let o = Command::new(clang)
+        .args(define.map(|d| format!("-D{d}")))
         .args([
             "-std=c++20",
             "-O2",

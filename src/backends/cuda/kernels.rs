@@ -39,6 +39,7 @@ pub fn module_source(file: &str, defines: &[(&str, &str)]) -> Option<String> {
     for (k, v) in defines {
         s.push_str(&format!("#define {k} {v}\n"));
     }
+    s.push_str(&crate::fault::kernel_define_for(&body));
     s.push_str(&format!("#line 1 \"{file}\"\n"));
     s.push_str(&body);
     Some(s)

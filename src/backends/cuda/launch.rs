@@ -261,7 +261,7 @@ impl Modules {
         let cfg = LaunchConfig {
             grid: (
                 blocks as u32,
-                (args.n as usize).div_ceil(tile.bn) as u32,
+                crate::fault::tiles(args.n as usize, tile.bn) as u32,
                 splits as u32,
             ),
             block: (tile.threads, 1, 1),

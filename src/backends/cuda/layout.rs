@@ -138,6 +138,10 @@ fn prepare_tensor(
         }
         (WeightData::Fp8 { codes, scales }, QuantScheme::Fp8 { weight, .. }) => {
             let data = permute_rows(codes, e, rows, cols, order);
+            let mut scales = scales.clone();
+            let (lines, groups) = crate::quant::fp8::scale_grid(*weight, e, rows, cols);
+            crate::fault::shift_scales(&mut scales, lines, groups);
+            let scales = &scales;
             match weight {
                 Fp8WeightScale::PerTensor => {
                     let per_row = scales

@@ -14,6 +14,7 @@
 //! stage's scales arrive with one 16-byte copy per row group.
 
 use crate::error::{Error, Result};
+use crate::fault::{self, Fault};
 use crate::formats::{unpack_fp4, unpack_int4_i32};
 use crate::quant::{IntBits, MxElem, QuantScheme, QuantTensor, WeightData};
 
@@ -312,6 +313,11 @@ fn read_codes(scheme: &QuantScheme, t: &QuantTensor, fp8_act: bool) -> Result<(C
                 .map(|i| {
                     let s = iw.scales[i];
                     let z = iw.zeros.as_ref().map_or(mid, |z| z[i]);
+                    let z = if fault::is(Fault::DroppedZeroPoint) {
+                        mid
+                    } else {
+                        z
+                    };
                     if fp8_act {
                         s.to_le_bytes()
                     } else {
@@ -346,8 +352,10 @@ pub fn pack(
     order: &[usize],
     fp8_act: bool,
 ) -> Result<(Vec<u8>, Packing, Option<Vec<f32>>)> {
-    let (code, src) = read_codes(scheme, t, fp8_act)?;
+    let (code, mut src) = read_codes(scheme, t, fp8_act)?;
     let (e, rows, cols) = (t.experts, t.rows, t.cols);
+    let groups_src = cols / src.group.min(cols);
+    fault::shift_scales(&mut src.entries, e * rows, groups_src);
     let mut p = Packing::geometry(code, fp8_act, src.group, cols)
         .map_err(|why| unsupported(scheme, &why))?;
     let (kf, ks) = (p.kf(), p.ks());
@@ -358,7 +366,6 @@ pub fn pack(
     let tiles = kpad / kf;
     let (data_len, chunks_len) = p.sizes(e, rows, cols);
     let mut data = vec![0u8; data_len];
-    let groups_src = cols / src.group.min(cols);
     let nchunks = kpad / p.sc_k;
     let gpc = p.sc_k / group;
     let mut chunks = vec![0u8; chunks_len];
@@ -368,6 +375,7 @@ pub fn pack(
             let row_codes = &src.codes[(ex * rows + cr) * cols..][..cols];
             for (k, &c) in row_codes.iter().enumerate() {
                 let (lane, bit) = p.position(r, k % kf);
+                let bit = fault::nibble_bit(bit, code.bits());
                 let tile = (ex * rg + g16) * tiles + k / kf;
                 let byte = tile * 32 * lane_bytes + lane * lane_bytes + bit / 8;
                 data[byte] |= c << (bit % 8);
@@ -383,9 +391,11 @@ pub fn pack(
         }
     }
     p.chunks = chunks;
-    let row_scales = src
-        .row_scales
-        .map(|s| super::layout::permute_per_row(&s, e, rows, order));
+    let row_scales = src.row_scales.map(|s| {
+        let mut s = super::layout::permute_per_row(&s, e, rows, order);
+        fault::shift_scales(&mut s, e * rows, 1);
+        s
+    });
     Ok((data, p, row_scales))
 }
 

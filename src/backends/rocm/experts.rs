@@ -360,7 +360,7 @@ impl HipExperts {
         self.launch(
             &self.gemm,
             &name,
-            cfg((w.rows.div_ceil(TILE_N), io.max_blocks), 256, 0),
+            cfg((crate::fault::tiles(w.rows, TILE_N), io.max_blocks), 256, 0),
             &args,
             stream,
         )

@@ -17,6 +17,7 @@ use super::fnuz;
 use super::scale_shuffle::{self, shuffle_e8m0, unshuffle_e8m0};
 use super::shuffle::{shuffle_16x16, unshuffle_16x16, ShuffleShape};
 use crate::error::{Error, Result};
+use crate::fault::{self, Fault};
 use crate::formats::MiniFloat;
 use crate::oracle::Conversion;
 use crate::quant::{
@@ -163,7 +164,9 @@ fn prepare_tensor(
             let target = device_fp8.unwrap_or(*flavor);
             match (*flavor, target) {
                 (Fp8Flavor::E4M3Fn, Fp8Flavor::E4M3Fnuz) => {
-                    fnuz::fn_to_fnuz(&mut codes, &mut scales)?;
+                    if !fault::is(Fault::FnuzAsFn) {
+                        fnuz::fn_to_fnuz(&mut codes, &mut scales)?;
+                    }
                     if !conversions.contains(&Conversion::Fp8FnToFnuz) {
                         conversions.push(Conversion::Fp8FnToFnuz);
                     }
@@ -173,11 +176,20 @@ fn prepare_tensor(
                 }
                 _ => {}
             }
+            let (lines, groups) = fp8::scale_grid(*weight, t.experts, t.rows, t.cols);
+            fault::shift_scales(&mut scales, lines, groups);
             (Elem::Fp8(target), codes, Some((*weight, scales)), None)
         }
         (WeightData::Mx { packed, scales }, QuantScheme::Mx { elem, .. }) => {
-            let shuffled = shuffle_e8m0(scales, t.experts * t.rows, t.cols / mx::BLOCK)?;
-            (Elem::Mx(*elem), packed.clone(), None, Some(shuffled))
+            let (lines, groups) = (t.experts * t.rows, t.cols / mx::BLOCK);
+            let mut scales = scales.clone();
+            fault::shift_scales(&mut scales, lines, groups);
+            let shuffled = shuffle_e8m0(&scales, lines, groups)?;
+            let mut packed = packed.clone();
+            if *elem == MxElem::Fp4E2M1 {
+                fault::swap_nibbles(&mut packed);
+            }
+            (Elem::Mx(*elem), packed, None, Some(shuffled))
         }
         _ => return Err(unsupported(scheme)),
     };
