@@ -1,5 +1,6 @@
-//! `fleetmoe bench`: the layer's experts timed on the GPU against the roofline floor and
-//! the peers' figures on the same H100. Speed is reported, never asserted.
+//! `fleetmoe bench`: the layer's experts timed on the GPU against the roofline floor of
+//! that GPU and the peers' figures measured on the same kind of GPU. Speed is reported,
+//! never asserted.
 
 pub mod peers;
 pub mod roofline;
@@ -23,6 +24,8 @@ pub struct BenchRow {
     pub routed_us: Option<f64>,
     /// The host `forward` (f32 in and out, uploads and the download included), wall clock.
     pub host_us: Option<f64>,
+    /// The peers' times for this cell on this GPU: (peer, µs).
+    pub peers: Vec<(&'static str, f64)>,
 }
 
 impl BenchRow {
@@ -33,7 +36,12 @@ impl BenchRow {
         };
         let lora = opt("lora_us", self.lora_us)
             + &opt("api_us", self.api_us)
-            + &opt("host_us", self.host_us);
+            + &opt("host_us", self.host_us)
+            + &self
+                .peers
+                .iter()
+                .map(|(p, us)| format!(",\"{p}_us\":{us:.2}"))
+                .collect::<String>();
         format!(
             "{{\"shape\":\"{}\",\"scheme\":\"{}\",\"M\":{},\"us\":{:.2},\"floor_us\":{:.2},\"backend\":\"{}\"{lora}}}",
             self.shape, self.scheme, self.tokens, self.us, self.floor_us, self.backend
@@ -43,19 +51,19 @@ impl BenchRow {
     /// The human table's header, matching `line`.
     pub fn header() -> String {
         format!(
-            "{:14} {:13} {:>5} {:18} {:>10} {:>10} {:>7} {:>10} {:>7}",
-            "shape", "scheme", "M", "backend", "us", "floor us", "/floor", "vLLM us", "/floor"
+            "{:14} {:13} {:>5} {:18} {:>10} {:>10} {:>7}   {}",
+            "shape", "scheme", "M", "backend", "us", "floor us", "/floor", "peers: us (/floor)"
         )
     }
 
-    /// One line of the human table, with vLLM's figure where the anchors have one.
+    /// One line of the human table, with the peers' figures where the anchors have them.
     pub fn line(&self) -> String {
-        let peer = peers::vllm_us(self.shape, &self.scheme, self.tokens);
-        let (p_us, p_x) = match peer {
-            Some(v) => (format!("{v:.1}"), format!("{:.2}", v / self.floor_us)),
-            None => ("-".to_string(), "-".to_string()),
-        };
-        let lora = self
+        let peers: String = self
+            .peers
+            .iter()
+            .map(|(p, us)| format!("   {p} {us:.1} ({:.2})", us / self.floor_us))
+            .collect();
+        let extra = self
             .lora_us
             .map(|l| format!("   LoRA {l:>9.1} us (+{:.0}%)", (l / self.us - 1.0) * 100.0))
             .unwrap_or_default()
@@ -72,7 +80,7 @@ impl BenchRow {
                 .map(|h| format!("   host {h:>9.1} us"))
                 .unwrap_or_default();
         format!(
-            "{:14} {:13} {:>5} {:18} {:>10.1} {:>10.1} {:>7.2} {:>10} {:>7}{lora}",
+            "{:14} {:13} {:>5} {:18} {:>10.1} {:>10.1} {:>7.2}{peers}{extra}",
             self.shape,
             self.scheme,
             self.tokens,
@@ -80,8 +88,6 @@ impl BenchRow {
             self.us,
             self.floor_us,
             self.us / self.floor_us,
-            p_us,
-            p_x
         )
     }
 }

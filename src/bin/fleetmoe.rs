@@ -87,35 +87,46 @@ enum Command {
         lora: Vec<std::path::PathBuf>,
     },
     /// Time the experts of real model shapes on the GPU against the roofline floor and vLLM.
-    Bench {
-        /// Comma-separated shapes (DeepSeek-V3 runs fp8 schemes only).
-        #[arg(
-            long,
-            default_value = "mixtral-8x7b,qwen3-30b-a3b,deepseek-v3,gpt-oss-120b"
-        )]
-        shapes: String,
-        /// Comma-separated schemes.
-        #[arg(long, default_value = "bf16,fp8,fp8-block128")]
-        schemes: String,
-        /// Comma-separated token counts M.
-        #[arg(long, default_value = "1,16,64,256,1024,4096")]
-        tokens: String,
-        /// Timed runs per cell (median printed).
-        #[arg(long, default_value_t = 50)]
-        reps: usize,
-        /// One JSON object per line: shape, scheme, M, us, floor_us, backend (and lora_us).
-        #[arg(long)]
-        json: bool,
-        /// Also time each cell with two resident LoRA adapters of this rank.
-        #[arg(long)]
-        lora: Option<usize>,
-        /// Also time the embedding path (logits and bf16 in, bf16 out, `forward_device`
-        /// captured in a graph on the caller's stream) and the host `forward`.
-        #[arg(long)]
-        api: bool,
-    },
+    Bench(BenchArgs),
     /// What a checkpoint directory holds: architecture, MoE layers, schemes, oracle choices.
     Inspect { dir: std::path::PathBuf },
+}
+
+/// `fleetmoe bench`'s options.
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Comma-separated shapes (DeepSeek-V3 runs fp8 schemes only).
+    #[arg(
+        long,
+        default_value = "mixtral-8x7b,qwen3-30b-a3b,deepseek-v3,gpt-oss-120b"
+    )]
+    shapes: String,
+    /// Comma-separated schemes.
+    #[arg(long, default_value = "bf16,fp8,fp8-block128")]
+    schemes: String,
+    /// Comma-separated token counts M.
+    #[arg(long, default_value = "1,16,64,256,1024,4096")]
+    tokens: String,
+    /// Timed runs per cell (median printed).
+    #[arg(long, default_value_t = 50)]
+    reps: usize,
+    /// One JSON object per line: shape, scheme, M, us, floor_us, backend (and lora_us).
+    #[arg(long)]
+    json: bool,
+    /// Also time each cell with two resident LoRA adapters of this rank.
+    #[arg(long)]
+    lora: Option<usize>,
+    /// Also time the embedding path (logits and bf16 in, bf16 out, `forward_device`
+    /// captured in a graph on the caller's stream) and the host `forward`.
+    #[arg(long)]
+    api: bool,
+    /// This GPU's dense bf16 matrix rate (TFLOP/s), replacing the table's; required on a
+    /// GPU without measured ceilings.
+    #[arg(long)]
+    bf16_tflops: Option<f64>,
+    /// This GPU's dense fp8 matrix rate (TFLOP/s), as `--bf16-tflops`.
+    #[arg(long)]
+    fp8_tflops: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -169,15 +180,7 @@ fn main() -> ExitCode {
             backend,
             ..
         } => run(&shape, &scheme, tokens, seed, experts, reps, backend),
-        Command::Bench {
-            shapes,
-            schemes,
-            tokens,
-            reps,
-            json,
-            lora,
-            api,
-        } => bench(&shapes, &schemes, &tokens, reps, json, lora, api).map(|()| true),
+        Command::Bench(args) => bench(&args).map(|()| true),
         Command::Inspect { dir } => fleetmoe::checkpoint::inspect::inspect(&dir)
             .map(|r| print!("{r}"))
             .map(|()| true),
@@ -228,27 +231,29 @@ fn list<T>(s: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
 }
 
 #[cfg(feature = "cuda")]
-fn bench(
-    shapes: &str,
-    schemes: &str,
-    tokens: &str,
-    reps: usize,
-    json: bool,
-    lora: Option<usize>,
-    api: bool,
-) -> Result<()> {
-    use fleetmoe::bench::BenchRow;
-    let shapes = list(shapes, ModelShape::parse)?;
-    let schemes = list(schemes, QuantScheme::parse)?;
-    let tokens = list(tokens, |t| {
+fn bench(args: &BenchArgs) -> Result<()> {
+    use fleetmoe::backends::cuda::bench::{bench_shape, copy_bandwidth};
+    use fleetmoe::bench::{peers, roofline::Ceilings, BenchRow};
+    let shapes = list(&args.shapes, ModelShape::parse)?;
+    let schemes = list(&args.schemes, QuantScheme::parse)?;
+    let tokens = list(&args.tokens, |t| {
         t.parse::<usize>()
             .map_err(|_| fleetmoe::Error::Config(format!("'{t}' is not a token count")))
     })?;
     let target = Target::cuda(0)?;
     let dev = target.cuda_device().expect("a CUDA target has a device");
-    if !json {
+    let name = &target.capabilities().name;
+    let copy = copy_bandwidth(dev)?;
+    let ceilings = Ceilings::for_device(name, copy, args.bf16_tflops, args.fp8_tflops)?;
+    if !args.json {
         println!("{}", target.capabilities());
-        println!("floor = max(weight bytes of the experts hit / 3.0 TB/s, 2*M*k*3*H*I / (726 bf16 | 1267 fp8) TFLOP/s); vLLM = Triton fused_moe (fp8 per-tensor), h100-anchors.md");
+        println!("ceilings: {}", ceilings.describe());
+        println!("copy measured now: {:.2} TB/s", copy / 1e12);
+        println!("floor = max(weight bytes of the experts hit / copy, 2*M*k*3*H*I / matrix rate)");
+        println!(
+            "{}",
+            peers::source(name).unwrap_or("no peer figures measured on this GPU")
+        );
         println!("{}", BenchRow::header());
     }
     for &shape in &shapes {
@@ -256,10 +261,15 @@ fn bench(
             if shape == ModelShape::DeepseekV3 && !matches!(scheme, QuantScheme::Fp8 { .. }) {
                 continue;
             }
-            for row in fleetmoe::backends::cuda::bench::bench_shape(
-                dev, shape, scheme, &tokens, reps, lora, api,
-            )? {
-                println!("{}", if json { row.json() } else { row.line() });
+            // A shape a scheme cannot take (GPT-OSS's 2880 in groups of 128, say) is
+            // reported and the rest of the table still runs.
+            match bench_shape(
+                dev, &ceilings, shape, scheme, &tokens, args.reps, args.lora, args.api,
+            ) {
+                Ok(rows) => rows
+                    .iter()
+                    .for_each(|r| println!("{}", if args.json { r.json() } else { r.line() })),
+                Err(e) => eprintln!("{} {scheme}: not run: {e}", shape.name()),
             }
         }
     }
@@ -267,17 +277,9 @@ fn bench(
 }
 
 #[cfg(not(feature = "cuda"))]
-fn bench(
-    shapes: &str,
-    schemes: &str,
-    _tokens: &str,
-    _reps: usize,
-    _json: bool,
-    _lora: Option<usize>,
-    _api: bool,
-) -> Result<()> {
-    list(shapes, ModelShape::parse)?;
-    list(schemes, QuantScheme::parse)?;
+fn bench(args: &BenchArgs) -> Result<()> {
+    list(&args.shapes, ModelShape::parse)?;
+    list(&args.schemes, QuantScheme::parse)?;
     Err(fleetmoe::Error::NoDevice(
         "`bench` times the GPU backends: build with `--features cuda` and run on an NVIDIA GPU"
             .into(),

@@ -9,8 +9,8 @@ use super::experts::Cuda;
 use super::experts::{act_modes, CudaExperts};
 use super::layout::{fp8_activations, Elem, GemmWeights, PreparedLayer};
 use super::packed::{Code, Packing};
-use crate::bench::roofline::{floor_us, H100_BF16_FLOPS, H100_FP8_FLOPS};
-use crate::bench::BenchRow;
+use crate::bench::roofline::{floor_us, Ceilings};
+use crate::bench::{peers, BenchRow};
 use crate::device::cuda::CudaDevice;
 use crate::device::{Buffer, Runtime};
 use crate::error::Result;
@@ -209,8 +209,10 @@ fn random_lora(config: &LayerConfig, rank: usize) -> Lora {
 /// states in, bf16 out, `forward_device` captured in a graph on the caller's stream; top-k
 /// given, and routed on the GPU from logits that pick the same experts) and through the
 /// host `forward` (f32 in and out, wall clock).
+#[allow(clippy::too_many_arguments)]
 pub fn bench_shape(
     dev: &Arc<CudaDevice>,
+    ceilings: &Ceilings,
     shape: ModelShape,
     scheme: QuantScheme,
     tokens: &[usize],
@@ -233,11 +235,7 @@ pub fn bench_shape(
     }
     let (e, h, i) = (config.num_experts, config.hidden, config.intermediate);
     let rows13 = config.activation.w13_rows(i);
-    let flops = if fp8_activations(&scheme) {
-        H100_FP8_FLOPS
-    } else {
-        H100_BF16_FLOPS
-    };
+    let fp8 = fp8_activations(&scheme);
     // The floor counts the checkpoint's bytes per weight, scales included.
     let bytes = stored_bytes_per_expert(&scheme, rows13, h, i) as f64 / (3 * h * i) as f64;
     let prepared = if packed_code(&scheme, h).is_some() {
@@ -381,14 +379,39 @@ pub fn bench_shape(
             tokens: m,
             backend: backend.name().to_string(),
             us: time(kernels(false))?,
-            floor_us: floor_us(m, k, h, i, experts_hit, bytes, flops),
+            floor_us: floor_us(ceilings, m, k, h, i, experts_hit, bytes, fp8),
             lora_us: lora_rank.map(|_| time(kernels(true))).transpose()?,
             api_us: api_path.then(|| time(api)).transpose()?,
             routed_us: api_path.then(|| time(routed)).transpose()?,
             host_us: api_path.then(|| host(reps.min(50))).transpose()?,
+            peers: peers::peers_for(&ceilings.device, shape.name(), &scheme.to_string(), m),
         });
     }
     Ok(rows)
+}
+
+/// This GPU's device-to-device copy bandwidth, read + write counted (B/s): the median of
+/// 20 timed copies of 1 GiB after a warm-up.
+pub fn copy_bandwidth(dev: &Arc<CudaDevice>) -> Result<f64> {
+    const BYTES: usize = 1 << 30;
+    let stream = dev.stream().clone();
+    let src = dev.alloc(BYTES)?;
+    let mut dst = dev.alloc(BYTES)?;
+    let copy = |dst: &mut cudarc::driver::CudaSlice<u8>| {
+        stream
+            .memcpy_dtod(&src, dst)
+            .map_err(|e| crate::Error::Device {
+                call: "cuMemcpyDtoDAsync".into(),
+                message: e.to_string(),
+            })
+    };
+    copy(&mut dst)?;
+    let mut times = Vec::with_capacity(20);
+    for _ in 0..20 {
+        let ms = dev.time_ms(&stream, || copy(&mut dst))?;
+        times.push(ms as f64);
+    }
+    Ok(2.0 * BYTES as f64 / (median(times) * 1e-3))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
