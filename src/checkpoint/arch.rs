@@ -43,12 +43,13 @@ impl Arch {
         })
     }
 
-    /// The MoE block's module name inside a decoder layer.
-    pub fn moe_module(self) -> &'static str {
+    /// The MoE block's module names inside a decoder layer, as its writers have used them
+    /// (Mixtral: transformers 4's `block_sparse_moe`, transformers 5's `mlp`).
+    pub fn moe_modules(self) -> &'static [&'static str] {
         match self {
-            Arch::Mixtral => "block_sparse_moe",
-            Arch::Llama4 => "feed_forward",
-            _ => "mlp",
+            Arch::Mixtral => &["block_sparse_moe", "mlp"],
+            Arch::Llama4 => &["feed_forward"],
+            _ => &["mlp"],
         }
     }
 
@@ -60,20 +61,21 @@ impl Arch {
         }
     }
 
-    /// Whether experts are stored fused over the expert dimension (`experts.gate_up_proj`).
-    pub fn fused_experts(self) -> bool {
+    /// Whether fused experts are stored `[E, in, out]` (used as `x @ W`: GPT-OSS, Llama 4)
+    /// rather than transformers 5's `[E, out, in]` (`F.linear`).
+    pub fn fused_transposed(self) -> bool {
         matches!(self, Arch::GptOss | Arch::Llama4)
     }
 
-    /// A routed expert projection's module (without `.weight`), relative to the block.
-    pub fn expert_proj(self, e: usize, p: Proj) -> String {
-        let name = match (self, p) {
-            (Arch::Mixtral, Proj::Gate) => "w1",
-            (Arch::Mixtral, Proj::Up) => "w3",
-            (Arch::Mixtral, Proj::Down) => "w2",
-            (_, p) => proj_name(p),
-        };
-        format!("experts.{e}.{name}")
+    /// The per-expert projection names (gate, up, down) its writers use, the
+    /// transformers 4 ones first (Mixtral's `w1 / w3 / w2`; llm-compressor's linearised
+    /// Mixtral uses `gate_proj / up_proj / down_proj`).
+    pub fn per_expert_names(self) -> &'static [[&'static str; 3]] {
+        const QWEN: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
+        match self {
+            Arch::Mixtral => &[["w1", "w3", "w2"], QWEN],
+            _ => &[QWEN],
+        }
     }
 
     /// The shared expert's module, relative to the block, if the architecture has one.

@@ -21,8 +21,10 @@ pub enum QuantFormat {
         weight: Fp8WeightScale,
         act: ActScale,
     },
-    /// compressed-tensors `pack-quantized` INT4/INT8 weight-only.
+    /// compressed-tensors INT4/INT8 weight-only, `pack-quantized` (int32 words) or
+    /// `int-quantized` (one int8 per value).
     CtInt {
+        packed: bool,
         bits: IntBits,
         group: IntGroup,
         symmetric: bool,
@@ -30,8 +32,9 @@ pub enum QuantFormat {
         /// `weight_g_idx`. `"weight"` only changed calibration and stores no g_idx.
         act_order: bool,
     },
-    /// compressed-tensors int4 weights (group 128) with fp8 dynamic activations.
-    CtW4A8,
+    /// compressed-tensors int4 weights (group 128) with fp8 dynamic activations, packed or
+    /// not (its W4AFP8 preset is written `int-quantized` by default).
+    CtW4A8 { packed: bool },
     /// compressed-tensors `nvfp4-pack-quantized`; `w4a4` when activations are fp4 too.
     CtNvfp4 { w4a4: bool },
     /// NVIDIA ModelOpt FP8 (per-tensor weight and static input scales).
@@ -63,8 +66,12 @@ impl QuantFormat {
         match self {
             QuantFormat::Unquantized => "unquantized".into(),
             QuantFormat::CtFp8 { .. } => "compressed-tensors float-quantized fp8".into(),
-            QuantFormat::CtInt { .. } => "compressed-tensors pack-quantized int".into(),
-            QuantFormat::CtW4A8 => "compressed-tensors w4a8".into(),
+            QuantFormat::CtInt { packed: true, .. } => {
+                "compressed-tensors pack-quantized int".into()
+            }
+            QuantFormat::CtInt { .. } => "compressed-tensors int-quantized int".into(),
+            QuantFormat::CtW4A8 { packed: true } => "compressed-tensors pack-quantized w4a8".into(),
+            QuantFormat::CtW4A8 { .. } => "compressed-tensors int-quantized w4a8".into(),
             QuantFormat::CtNvfp4 { .. } => "compressed-tensors nvfp4-pack-quantized".into(),
             QuantFormat::ModeloptFp8 => "ModelOpt FP8".into(),
             QuantFormat::ModeloptNvfp4 => "ModelOpt NVFP4".into(),

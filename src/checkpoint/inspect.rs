@@ -80,6 +80,7 @@ pub fn inspect(dir: &Path) -> Result<String> {
         cfg.activation.name()
     );
     let _ = writeln!(s, "format       {}", c.quant.describe());
+    let _ = writeln!(s, "experts      {}", ck.experts.describe());
     for set in &c.settings {
         let from = match set.default {
             Some(src) => format!("default of {src}"),

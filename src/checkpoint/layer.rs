@@ -5,6 +5,7 @@ use super::arch::{proj_name, Arch, Proj};
 use super::assemble::{concat_rows, stack};
 use super::config::QuantFormat;
 use super::formats::{gpt_oss_blocks, load_linear, scheme_of, tensor, weight_name, Linear};
+use super::naming::ExpertLayout;
 use super::representation::{fp8_per_tensor, per_channel};
 use super::Checkpoint;
 use crate::error::{Error, Result};
@@ -102,8 +103,8 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
             &[e, h],
         )?);
         w
-    } else if arch.fused_experts() && s.contains(&fused) {
-        // transformers stores fused bf16 experts as `x @ W`: `[E, in, out]`.
+    } else if let ExpertLayout::Fused { transposed } = ck.experts.layout {
+        // `[E, out, in]` (transformers 5's `F.linear`) or `[E, in, out]` (`x @ W`).
         if c.quant != QuantFormat::Unquantized {
             return Err(Error::checkpoint(
                 ck.dir.display(),
@@ -116,7 +117,7 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
             e,
             h,
             i,
-            |rows, cols, base| transposed(s, &scheme, base, e, rows, cols),
+            |rows, cols, base| fused_float(s, &scheme, base, e, rows, cols, transposed),
             &block,
         )?;
         if arch == Arch::GptOss {
@@ -133,7 +134,7 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
         }
         w
     } else {
-        let base = |ex: usize, p: Proj| format!("{block}.{}", arch.expert_proj(ex, p));
+        let base = |ex: usize, p: Proj| format!("{block}.{}", ck.experts.expert_proj(arch, ex, p));
         split_weights(ck, &c.quant, &scheme, e, h, i, base)?
     };
     if config.has_bias && weights.w13_bias.is_none() {
@@ -327,30 +328,37 @@ fn fused_weights(
     })
 }
 
-/// A bf16/f16/f32 `[E, cols, rows]` tensor transposed to `[E, rows, cols]`.
-fn transposed(
+/// A bf16/f16/f32 fused tensor as `[E, rows, cols]`: stored so, or stored `[E, cols,
+/// rows]` and transposed.
+fn fused_float(
     s: &super::Shards,
     scheme: &QuantScheme,
     name: &str,
     e: usize,
     rows: usize,
     cols: usize,
+    transposed: bool,
 ) -> Result<WeightData> {
-    let t = tensor(
-        s,
-        name,
-        &[e, cols, rows],
-        &[Dtype::BF16, Dtype::F16, Dtype::F32],
-    )?;
+    let shape = if transposed {
+        [e, cols, rows]
+    } else {
+        [e, rows, cols]
+    };
+    let t = tensor(s, name, &shape, &[Dtype::BF16, Dtype::F16, Dtype::F32])?;
     let v = t.f32s()?;
-    let mut out = vec![0f32; v.len()];
-    for ex in 0..e {
-        for c in 0..cols {
-            for r in 0..rows {
-                out[(ex * rows + r) * cols + c] = v[(ex * cols + c) * rows + r];
+    let out = if transposed {
+        let mut out = vec![0f32; v.len()];
+        for ex in 0..e {
+            for c in 0..cols {
+                for r in 0..rows {
+                    out[(ex * rows + r) * cols + c] = v[(ex * cols + c) * rows + r];
+                }
             }
         }
-    }
+        out
+    } else {
+        v
+    };
     Ok(match scheme {
         QuantScheme::Unquantized(FloatDtype::F16) => {
             WeightData::F16(out.into_iter().map(half::f16::from_f32).collect())

@@ -157,7 +157,7 @@ pub fn load_adapter(dir: &Path, ck: &Checkpoint, layer: &LoadedLayer) -> Result<
     let mut experts = Vec::with_capacity(layer.config.num_experts);
     for e in 0..layer.config.num_experts {
         experts.push(expert(
-            &|p| format!("{block}.{}", arch.expert_proj(e, p)),
+            &|p| format!("{block}.{}", ck.experts.expert_proj(arch, e, p)),
             i,
         )?);
     }
@@ -179,7 +179,7 @@ pub fn load_adapter(dir: &Path, ck: &Checkpoint, layer: &LoadedLayer) -> Result<
         (0..layer.config.num_experts).any(|e| {
             [Proj::Gate, Proj::Up, Proj::Down]
                 .iter()
-                .any(|&p| rest == arch.expert_proj(e, p))
+                .any(|&p| rest == ck.experts.expert_proj(arch, e, p))
         }) || arch.shared_module().is_some_and(|m| {
             layer.config.shared_intermediate.is_some()
                 && [Proj::Gate, Proj::Up, Proj::Down]

@@ -18,6 +18,7 @@ mod formats;
 pub mod inspect;
 mod layer;
 pub mod lora;
+pub mod naming;
 mod quant_config;
 mod representation;
 pub mod shards;
@@ -28,6 +29,7 @@ pub use fields::Setting;
 pub use formats::scheme_of;
 pub use layer::LoadedLayer;
 pub use lora::load_adapter;
+pub use naming::{ExpertLayout, ExpertNaming};
 pub use representation::LayerNotes;
 pub use shards::{RawTensor, Shards};
 
@@ -42,6 +44,8 @@ pub struct Checkpoint {
     pub shards: Shards,
     /// Name prefix of the decoder layers, e.g. `model.layers`.
     pub layers_prefix: String,
+    /// How the routed experts are named and stored.
+    pub experts: ExpertNaming,
 }
 
 impl Checkpoint {
@@ -59,32 +63,26 @@ impl Checkpoint {
                     "no tensor of a decoder layer (`*.layers.N.*`)",
                 )
             })?;
+        let experts = ExpertNaming::detect(config.arch, &layers_prefix, shards.names());
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             config,
             shards,
             layers_prefix,
+            experts,
         })
     }
 
     /// The name prefix of layer `n`'s MoE block, e.g. `model.layers.3.mlp`.
     pub fn block(&self, n: usize) -> String {
-        format!(
-            "{}.{n}.{}",
-            self.layers_prefix,
-            self.config.arch.moe_module()
-        )
+        format!("{}.{n}.{}", self.layers_prefix, self.experts.block)
     }
 
     /// The indices of the layers that have a router (the MoE layers), from tensor names
     /// only; nothing is read.
     pub fn moe_layers(&self) -> Vec<usize> {
         let prefix = format!("{}.", self.layers_prefix);
-        let suffix = format!(
-            ".{}.{}",
-            self.config.arch.moe_module(),
-            self.config.arch.router()
-        );
+        let suffix = format!(".{}.{}", self.experts.block, self.config.arch.router());
         let mut v: Vec<usize> = self
             .shards
             .names()
@@ -123,14 +121,14 @@ impl Checkpoint {
         let block = self.block(n);
         let arch = self.config.arch;
         let fused = format!("{block}.experts.gate_up_proj");
-        let name = if arch.fused_experts() && self.shards.contains(&fused) {
-            fused
-        } else if self.config.quant == QuantFormat::GptOssMxfp4 {
+        let name = if self.config.quant == QuantFormat::GptOssMxfp4 {
             format!("{fused}_blocks")
+        } else if self.experts.fused() {
+            fused
         } else {
             formats::weight_name(
                 &self.config.quant,
-                &format!("{block}.{}", arch.expert_proj(0, Proj::Gate)),
+                &format!("{block}.{}", self.experts.expert_proj(arch, 0, Proj::Gate)),
             )
         };
         let (dtype, _) = self.shards.info(&name)?.ok_or_else(|| {

@@ -312,7 +312,7 @@ fn parse_ct(q: &Fields) -> Result<QuantFormat> {
         let want: &[&str] = match (w.float, w.bits) {
             (true, 8) => &["float-quantized", "naive-quantized"],
             (true, 4) => &["nvfp4-pack-quantized"],
-            _ => &["pack-quantized"],
+            _ => &["pack-quantized", "int-quantized"],
         };
         if !want.contains(&f) {
             return Err(ff.err(
@@ -336,7 +336,11 @@ fn parse_ct(q: &Fields) -> Result<QuantFormat> {
     match (w.float, w.bits) {
         (true, 8) => ct_fp8(&wf, &w, af.as_ref().zip(a.as_ref())),
         (true, 4) => ct_nvfp4(&wf, &w, af.as_ref().zip(a.as_ref())),
-        (false, 4) | (false, 8) => ct_int(&wf, &w, af.as_ref().zip(a.as_ref())),
+        (false, 4) | (false, 8) => {
+            // Absent, the format is pack-quantized (what fleetmoe read before it knew both).
+            let packed = format != Some("int-quantized");
+            ct_int(&wf, &w, af.as_ref().zip(a.as_ref()), packed)
+        }
         (float, bits) => Err(wf.err(
             "num_bits",
             format!(
@@ -455,7 +459,12 @@ fn ct_nvfp4(wf: &Fields, w: &CtArgs, a: Option<(&Fields, &CtArgs)>) -> Result<Qu
     Ok(QuantFormat::CtNvfp4 { w4a4 })
 }
 
-fn ct_int(wf: &Fields, w: &CtArgs, a: Option<(&Fields, &CtArgs)>) -> Result<QuantFormat> {
+fn ct_int(
+    wf: &Fields,
+    w: &CtArgs,
+    a: Option<(&Fields, &CtArgs)>,
+    packed: bool,
+) -> Result<QuantFormat> {
     let group = match w.strategy.as_str() {
         "channel" => IntGroup::Channel,
         "group" => match w.group_size {
@@ -498,9 +507,10 @@ fn ct_int(wf: &Fields, w: &CtArgs, a: Option<(&Fields, &CtArgs)>) -> Result<Quan
                 ),
             ));
         }
-        return Ok(QuantFormat::CtW4A8);
+        return Ok(QuantFormat::CtW4A8 { packed });
     }
     Ok(QuantFormat::CtInt {
+        packed,
         bits: int_bits(wf, "num_bits", w.bits)?,
         group,
         symmetric: w.symmetric,

@@ -72,15 +72,11 @@ pub(crate) fn per_channel(scheme: QuantScheme) -> QuantScheme {
 pub(crate) fn notes(ck: &Checkpoint, n: usize, scheme: &QuantScheme) -> Result<LayerNotes> {
     let mut out = LayerNotes::default();
     let c = &ck.config;
-    if c.arch.fused_experts()
-        && ck
-            .shards
-            .contains(&format!("{}.experts.gate_up_proj", ck.block(n)))
-    {
+    if ck.experts.fused() {
         return Ok(out);
     }
     let block = ck.block(n);
-    let base = |e: usize, p: Proj| format!("{block}.{}", c.arch.expert_proj(e, p));
+    let base = |e: usize, p: Proj| format!("{block}.{}", ck.experts.expert_proj(c.arch, e, p));
     let scalar = |name: String, recip: bool| -> Result<f32> {
         let t = ck.shards.get(&name)?;
         let v = t.scalar()?;

@@ -129,7 +129,7 @@ impl Shards {
     }
 
     /// Every tensor name, sorted.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub fn names(&self) -> impl Iterator<Item = &str> + Clone {
         self.map.keys().map(|s| s.as_str())
     }
 

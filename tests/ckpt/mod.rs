@@ -46,6 +46,13 @@ pub enum Lin {
         zp: bool,
     },
     CtInt8Channel,
+    /// compressed-tensors `int-quantized`: `weight` int8 `[out, in]` holding signed
+    /// `bits`-bit values, bf16 `weight_scale` `[out, in/group]`, int8 `weight_zero_point`.
+    CtIntQuantized {
+        bits: u32,
+        group: usize,
+        zp: bool,
+    },
     /// compressed-tensors int4 with act-order `weight_g_idx`.
     CtInt4Act {
         group: usize,
@@ -217,6 +224,45 @@ pub fn linear(
                 .map(|k| {
                     let gi = (k / cols) * g + (k % cols) / group;
                     (codes[k] as f32 - zeros[gi] as f32) * scales[gi]
+                })
+                .collect()
+        }
+        Lin::CtIntQuantized { bits, group, zp } => {
+            let (g, mid) = (cols / group, 1i32 << (bits - 1));
+            let vals: Vec<i32> = (0..rows * cols)
+                .map(|_| r.random_range(-mid..mid))
+                .collect();
+            let scales: Vec<f32> = (0..rows * g)
+                .map(|_| half::bf16::from_f32(r.random_range(0.001f32..0.01)).to_f32())
+                .collect();
+            let zeros: Vec<i32> = (0..rows * g)
+                .map(|_| if zp { r.random_range(-mid..mid) } else { 0 })
+                .collect();
+            let bytes = |v: &[i32]| v.iter().map(|&x| x as i8 as u8).collect::<Vec<u8>>();
+            wr.bytes(
+                &format!("{base}.weight"),
+                Dtype::I8,
+                &[rows, cols],
+                bytes(&vals),
+            );
+            wr.floats(
+                &format!("{base}.weight_scale"),
+                Dtype::BF16,
+                &[rows, g],
+                &scales,
+            );
+            if zp {
+                wr.bytes(
+                    &format!("{base}.weight_zero_point"),
+                    Dtype::I8,
+                    &[rows, g],
+                    bytes(&zeros),
+                );
+            }
+            (0..rows * cols)
+                .map(|k| {
+                    let gi = (k / cols) * g + (k % cols) / group;
+                    (vals[k] - zeros[gi]) as f32 * scales[gi]
                 })
                 .collect()
         }

@@ -1,4 +1,8 @@
-//! compressed-tensors `pack-quantized` integer weights (and its W4A8 variant).
+//! compressed-tensors integer weights (and its W4A8 variant), `pack-quantized` or
+//! `int-quantized`. `int-quantized` (`IntQuantizationCompressor`, the default format of the
+//! W4AFP8 preset) stores `weight` as int8 `[out, in]`, one signed value per element (int4
+//! values unpacked), with the same `weight_scale` and unpacked `weight_zero_point`
+//! (compressed-tensors `NaiveQuantizationCompressor`, `QuantizationArgs.pytorch_dtype`).
 //! `weight_packed` is int32 `[out, in·bits/32]`: `32/bits` values per word along K, value j
 //! in bits `bits·j..`, each stored as the signed value plus 2^(bits−1) (compressed-tensors
 //! `pack_to_int32`), which is fleetmoe's unsigned code with zero 8 / 128.
@@ -34,6 +38,7 @@ pub(crate) fn unpack_words(words: &[i32], bits: usize) -> Vec<u8> {
 
 pub(super) fn load(
     scheme: &QuantScheme,
+    packed: bool,
     shards: &Shards,
     base: &str,
     rows: usize,
@@ -56,7 +61,7 @@ pub(super) fn load(
         }
     };
     let b = bits.bits();
-    let wname = format!("{base}.weight_packed");
+    let wname = format!("{base}.{}", if packed { "weight_packed" } else { "weight" });
     if cols * b % 32 != 0 {
         return Err(Error::checkpoint(
             "",
@@ -66,9 +71,15 @@ pub(super) fn load(
     }
     let groups = groups_of(group, cols, &wname)?;
     let t = shards.get(&wname)?;
-    t.expect_dtype(&[Dtype::I32])?;
-    t.expect_shape(&[rows, cols * b / 32])?;
-    let words = t.i32s()?;
+    let words = if packed {
+        t.expect_dtype(&[Dtype::I32])?;
+        t.expect_shape(&[rows, cols * b / 32])?;
+        t.i32s()?
+    } else {
+        t.expect_dtype(&[Dtype::I8])?;
+        t.expect_shape(&[rows, cols])?;
+        pack_signed(&t.ints()?, b).map_err(|why| Error::checkpoint(&t.file, &wname, why))?
+    };
     if let Ok(s) = shards.get(&format!("{base}.weight_shape")) {
         let v = s.ints()?;
         if v != [rows as i64, cols as i64] {
@@ -156,6 +167,24 @@ pub(super) fn load(
         g_idx,
         channel_scales: (*scheme == QuantScheme::W4A8).then(|| vec![1.0; rows]),
     }))
+}
+
+/// Signed `bits`-bit values (one per int8 of an `int-quantized` weight) in the words of
+/// `pack-quantized`: each plus 2^(bits−1), `32/bits` per word, value j at bit `bits·j`.
+fn pack_signed(values: &[i64], bits: usize) -> std::result::Result<Vec<i32>, String> {
+    let (mid, per) = (1i64 << (bits - 1), 32 / bits);
+    let mut words = vec![0u32; values.len() / per];
+    for (k, &v) in values.iter().enumerate() {
+        if !(-mid..mid).contains(&v) {
+            return Err(format!(
+                "value {v} at index {k} is outside the {bits}-bit range [{}, {}]",
+                -mid,
+                mid - 1
+            ));
+        }
+        words[k / per] |= ((v + mid) as u32) << (bits * (k % per));
+    }
+    Ok(words.into_iter().map(|w| w as i32).collect())
 }
 
 /// An act-order `g_idx` `[cols]`, every entry a valid group.

@@ -51,13 +51,14 @@ pub fn scheme_of(format: &QuantFormat, dtype: safetensors::Dtype) -> QuantScheme
             group,
             symmetric,
             act_order,
+            ..
         } => QuantScheme::IntWeightOnly {
             bits,
             group,
             zero_point: !symmetric,
             act_order,
         },
-        QuantFormat::CtW4A8 => QuantScheme::W4A8,
+        QuantFormat::CtW4A8 { .. } => QuantScheme::W4A8,
         QuantFormat::CtNvfp4 { w4a4 } => QuantScheme::Nvfp4 { w4a4 },
         QuantFormat::ModeloptNvfp4 => QuantScheme::Nvfp4 { w4a4: true },
         QuantFormat::Quark { elem, act } => QuantScheme::Mx { elem, act },
@@ -89,9 +90,9 @@ pub fn scheme_of(format: &QuantFormat, dtype: safetensors::Dtype) -> QuantScheme
 /// The tensor that tells a layer's stored dtype / presence: the main weight's name.
 pub fn weight_name(format: &QuantFormat, base: &str) -> String {
     match format {
-        QuantFormat::CtInt { .. } | QuantFormat::CtW4A8 | QuantFormat::CtNvfp4 { .. } => {
-            format!("{base}.weight_packed")
-        }
+        QuantFormat::CtInt { packed: true, .. }
+        | QuantFormat::CtW4A8 { packed: true }
+        | QuantFormat::CtNvfp4 { .. } => format!("{base}.weight_packed"),
         QuantFormat::Gptq { .. } | QuantFormat::Awq { .. } => format!("{base}.qweight"),
         _ => format!("{base}.weight"),
     }
@@ -122,8 +123,8 @@ pub(crate) fn load_linear(
                 "GPT-OSS mxfp4 stores experts fused; per-expert linear layers are not expected",
             ))
         }
-        QuantFormat::CtInt { .. } | QuantFormat::CtW4A8 => {
-            int::load(scheme, shards, base, rows, cols)?
+        QuantFormat::CtInt { packed, .. } | QuantFormat::CtW4A8 { packed } => {
+            int::load(scheme, *packed, shards, base, rows, cols)?
         }
         QuantFormat::Gptq { .. } | QuantFormat::Awq { .. } => {
             gptq::load(format, scheme, shards, base, rows, cols)?
