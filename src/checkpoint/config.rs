@@ -3,7 +3,8 @@
 
 use super::arch::Arch;
 use super::fields::{Fields, Setting};
-use super::quant_config::{parse_modelopt, parse_quant};
+use super::quant_config::{parse_ct_targets, parse_modelopt, parse_quant};
+use super::targets::QuantTargets;
 use crate::error::{Error, Result};
 use crate::moe::GroupScoring;
 use crate::quant::{ActScale, Fp8WeightScale, IntBits, IntGroup, MxAct, MxElem};
@@ -119,7 +120,10 @@ pub struct ModelConfig {
     /// checkpoint without shared-expert tensors simply has none; when the file says so,
     /// the tensors must be there.
     pub shared_is_default: bool,
+    /// The checkpoint's format (compressed-tensors: its first config group's).
     pub quant: QuantFormat,
+    /// compressed-tensors: which group quantizes which module, and what is ignored.
+    pub targets: Option<QuantTargets>,
     /// Every config value used, from `config.json` and the quantization config.
     pub settings: Vec<Setting>,
 }
@@ -199,11 +203,21 @@ impl ModelConfig {
         let num_layers = cfg.need_count(&["num_hidden_layers"])?;
         let top_k = cfg.need_count(&["num_experts_per_tok", "experts_per_token"])?;
         let hidden = cfg.need_count(&["hidden_size"])?;
+        let mut targets = None;
         let quant = match root
             .get("quantization_config")
             .or_else(|| text.as_ref().and_then(|t| t.get("quantization_config")))
         {
-            Some(q) => parse_quant(&Fields::new(&path, q, "quantization_config", &log))?,
+            Some(q) => {
+                let f = Fields::new(&path, q, "quantization_config", &log);
+                if f.string("quant_method")? == Some("compressed-tensors") {
+                    let (format, t) = parse_ct_targets(&f)?;
+                    targets = Some(t);
+                    format
+                } else {
+                    parse_quant(&f)?
+                }
+            }
             None => {
                 let hf = dir.join("hf_quant_config.json");
                 if hf.exists() {
@@ -238,6 +252,7 @@ impl ModelConfig {
             shared_intermediate,
             shared_is_default,
             quant,
+            targets,
             settings: Vec::new(),
         };
         c.check_sizes(&path)?;

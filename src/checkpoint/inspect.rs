@@ -80,6 +80,11 @@ pub fn inspect(dir: &Path) -> Result<String> {
         cfg.activation.name()
     );
     let _ = writeln!(s, "format       {}", c.quant.describe());
+    if let Some(t) = &c.targets {
+        for line in t.summary() {
+            let _ = writeln!(s, "config group {line}");
+        }
+    }
     let _ = writeln!(s, "experts      {}", ck.experts.describe());
     for set in &c.settings {
         let from = match set.default {

@@ -82,8 +82,9 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
         ..LayerConfig::new(e, c.top_k, h, i)
     };
     config.validate()?;
+    let quant = ck.experts_format(n)?;
     let fused = format!("{block}.experts.gate_up_proj");
-    let weights = if c.quant == QuantFormat::GptOssMxfp4 {
+    let weights = if quant == QuantFormat::GptOssMxfp4 {
         let mut w = fused_weights(
             scheme,
             e,
@@ -105,11 +106,11 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
         w
     } else if let ExpertLayout::Fused { transposed } = ck.experts.layout {
         // `[E, out, in]` (transformers 5's `F.linear`) or `[E, in, out]` (`x @ W`).
-        if c.quant != QuantFormat::Unquantized {
+        if quant != QuantFormat::Unquantized {
             return Err(Error::checkpoint(
                 ck.dir.display(),
                 &fused,
-                format!("fused experts in {} are not supported", c.quant.describe()),
+                format!("fused experts in {} are not supported", quant.describe()),
             ));
         }
         let mut w = fused_weights(
@@ -135,7 +136,7 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
         w
     } else {
         let base = |ex: usize, p: Proj| format!("{block}.{}", ck.experts.expert_proj(arch, ex, p));
-        split_weights(ck, &c.quant, &scheme, e, h, i, base)?
+        split_weights(ck, &quant, &scheme, e, h, i, base)?
     };
     if config.has_bias && weights.w13_bias.is_none() {
         config.has_bias = false;
@@ -178,10 +179,26 @@ fn shared_expert(
             float = true;
         }
     }
+    // compressed-tensors says per module (a group of its own, or `ignore`).
+    let format = ck.format_of(&base(Proj::Gate));
+    for p in [Proj::Up, Proj::Down] {
+        let f = ck.format_of(&base(p));
+        if f != format {
+            return Err(Error::checkpoint(
+                ck.dir.display(),
+                base(p),
+                format!(
+                    "config_groups store it as {}, but the shared gate projection as {}",
+                    f.describe(),
+                    format.describe()
+                ),
+            ));
+        }
+    }
     let format = if float {
         QuantFormat::Unquantized
     } else {
-        c.quant.clone()
+        format
     };
     let names = projs.map(|p| weight_name(&format, &base(p)));
     let present = names.iter().filter(|n| s.contains(n)).count();

@@ -22,6 +22,7 @@ pub mod naming;
 mod quant_config;
 mod representation;
 pub mod shards;
+pub mod targets;
 
 pub use arch::{Arch, Proj};
 pub use config::{ModelConfig, QuantFormat};
@@ -116,25 +117,79 @@ impl Checkpoint {
         representation::notes(self, n, &self.stored_scheme(n)?)
     }
 
+    /// The format the linear layer `module` (its full name) is stored in: compressed-tensors
+    /// decides by its config groups' `targets` and `ignore` (unmatched or ignored modules
+    /// are unquantized); every other producer uses one format throughout.
+    pub fn format_of(&self, module: &str) -> QuantFormat {
+        match &self.config.targets {
+            None => self.config.quant.clone(),
+            Some(t) => t
+                .format_of(module)
+                .map_or(QuantFormat::Unquantized, |(_, f)| f.clone()),
+        }
+    }
+
+    /// The format of layer `n`'s routed experts, which must be one for all of them.
+    pub fn experts_format(&self, n: usize) -> Result<QuantFormat> {
+        let block = self.block(n);
+        let arch = self.config.arch;
+        if self.experts.fused() || self.config.targets.is_none() {
+            return Ok(self.format_of(&format!("{block}.experts")));
+        }
+        let first_module = format!("{block}.{}", self.experts.expert_proj(arch, 0, Proj::Gate));
+        let first = self.format_of(&first_module);
+        // Every expert projection the checkpoint holds (`{block}.experts.<e>.<proj>.*`),
+        // found from its tensor names, so an absurd expert count in the config costs
+        // nothing here.
+        let prefix = format!("{block}.experts.");
+        let modules: std::collections::BTreeSet<&str> = self
+            .shards
+            .names()
+            .filter_map(|n| {
+                let rest = n.strip_prefix(&prefix)?;
+                let (e, tail) = rest.split_once('.')?;
+                let (p, _) = tail.split_once('.')?;
+                let len = prefix.len() + e.len() + 1 + p.len();
+                e.bytes().all(|b| b.is_ascii_digit()).then(|| &n[..len])
+            })
+            .collect();
+        for m in modules {
+            let f = self.format_of(m);
+            if f != first {
+                return Err(Error::checkpoint(
+                    self.dir.display(),
+                    m,
+                    format!(
+                        "config_groups store it as {}, but {first_module} as {}: routed experts in more than one scheme are not supported",
+                        f.describe(),
+                        first.describe()
+                    ),
+                ));
+            }
+        }
+        Ok(first)
+    }
+
     /// The scheme layer `n`'s experts are stored in, from tensor headers only.
     pub fn stored_scheme(&self, n: usize) -> Result<QuantScheme> {
         let block = self.block(n);
         let arch = self.config.arch;
+        let quant = self.experts_format(n)?;
         let fused = format!("{block}.experts.gate_up_proj");
-        let name = if self.config.quant == QuantFormat::GptOssMxfp4 {
+        let name = if quant == QuantFormat::GptOssMxfp4 {
             format!("{fused}_blocks")
         } else if self.experts.fused() {
             fused
         } else {
             formats::weight_name(
-                &self.config.quant,
+                &quant,
                 &format!("{block}.{}", self.experts.expert_proj(arch, 0, Proj::Gate)),
             )
         };
         let (dtype, _) = self.shards.info(&name)?.ok_or_else(|| {
             Error::checkpoint(self.dir.display(), &name, "tensor not found in checkpoint")
         })?;
-        Ok(scheme_of(&self.config.quant, dtype))
+        Ok(scheme_of(&quant, dtype))
     }
 
     /// Every MoE layer, each read only when the iterator reaches it.

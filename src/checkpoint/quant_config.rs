@@ -4,6 +4,7 @@
 
 use super::config::QuantFormat;
 use super::fields::Fields;
+use super::targets::QuantTargets;
 use crate::error::Result;
 use crate::quant::{ActScale, Fp8WeightScale, IntBits, IntGroup, MxAct, MxElem};
 use serde_json::{json, Value};
@@ -31,7 +32,7 @@ pub(crate) fn parse_quant(q: &Fields) -> Result<QuantFormat> {
         .string("quant_method")?
         .ok_or_else(|| q.err("quant_method", "missing"))?;
     match method {
-        "compressed-tensors" => parse_ct(q),
+        "compressed-tensors" => parse_ct_targets(q).map(|(f, _)| f),
         "modelopt" => parse_modelopt(q),
         "quark" => parse_quark(q),
         // GPT-OSS `Mxfp4Config`: nothing in it changes how the blocks are read.
@@ -258,25 +259,16 @@ fn ct_args(a: &Fields) -> Result<CtArgs> {
     })
 }
 
-/// compressed-tensors: every entry of `config_groups` must describe the same
-/// quantization (groups that differ per layer are not handled: an honest limitation).
-fn parse_ct(q: &Fields) -> Result<QuantFormat> {
+/// compressed-tensors: each entry of `config_groups` with its `targets`, and `ignore`.
+/// The format returned is the first group's (what `inspect` names); which group quantizes
+/// a module is decided by the targets (`checkpoint::targets`).
+pub(crate) fn parse_ct_targets(q: &Fields) -> Result<(QuantFormat, QuantTargets)> {
     let groups = q
         .get("config_groups")
         .and_then(|g| g.as_object())
         .ok_or_else(|| q.err("config_groups", "missing or not an object"))?;
-    let (gname, first) = groups
-        .iter()
-        .next()
-        .ok_or_else(|| q.err("config_groups", "empty"))?;
-    for (name, g) in groups {
-        let same = |k: &str| g.get(k) == first.get(k);
-        if !same("weights") || !same("input_activations") {
-            return Err(q.err(
-                &format!("config_groups.{name}"),
-                format!("quantizes differently from {gname}; per-layer schemes are not supported"),
-            ));
-        }
+    if groups.is_empty() {
+        return Err(q.err("config_groups", "empty"));
     }
     if let Some(sp) = q.child("sparsity_config")? {
         if let Some(f) = sp.string("format")? {
@@ -288,10 +280,44 @@ fn parse_ct(q: &Fields) -> Result<QuantFormat> {
             }
         }
     }
-    let gf = q
-        .child("config_groups")?
-        .and_then(|c| c.child(gname).ok().flatten())
-        .ok_or_else(|| q.err("config_groups", format!("{gname} is not an object")))?;
+    let strings = |f: &Fields, key: &str| -> Result<Option<Vec<String>>> {
+        match f.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| f.err(key, format!("{v} is not a string")))
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(v) => Err(f.err(key, format!("{v} is not a list of strings"))),
+        }
+    };
+    let mut parsed = Vec::with_capacity(groups.len());
+    for gname in groups.keys() {
+        let gf = q
+            .child("config_groups")?
+            .and_then(|c| c.child(gname).ok().flatten())
+            .ok_or_else(|| q.err("config_groups", format!("{gname} is not an object")))?;
+        let targets = match strings(&gf, "targets")? {
+            Some(t) => t,
+            None => {
+                gf.note("targets", "[\"Linear\"]", CT);
+                vec!["Linear".to_string()]
+            }
+        };
+        parsed.push((gname.clone(), targets, ct_group(q, &gf)?));
+    }
+    let ignore = strings(q, "ignore")?.unwrap_or_default();
+    let first = parsed[0].2.clone();
+    let targets = QuantTargets::new(parsed, &ignore).map_err(|why| q.err("config_groups", why))?;
+    Ok((first, targets))
+}
+
+/// One config group's format.
+fn ct_group(q: &Fields, gf: &Fields) -> Result<QuantFormat> {
     let w = ct_args(
         &gf.child("weights")?
             .ok_or_else(|| gf.err("weights", "missing"))?,
@@ -304,7 +330,7 @@ fn parse_ct(q: &Fields) -> Result<QuantFormat> {
     // The format may sit in the group or at the top; absent, the weights decide (the
     // CompressedTensorsConfig default "dense" would contradict quantized config groups).
     let (ff, format) = match gf.string("format")? {
-        Some(f) => (&gf, Some(f)),
+        Some(f) => (gf, Some(f)),
         None => (q, q.string("format")?),
     };
     if let Some(f) = format {

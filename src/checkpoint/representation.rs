@@ -97,7 +97,7 @@ pub(crate) fn notes(ck: &Checkpoint, n: usize, scheme: &QuantScheme) -> Result<L
         }
     }
     if matches!(scheme, QuantScheme::Nvfp4 { .. }) {
-        let ct = matches!(c.quant, QuantFormat::CtNvfp4 { .. });
+        let ct = matches!(ck.experts_format(n)?, QuantFormat::CtNvfp4 { .. });
         let name = if ct {
             "weight_global_scale"
         } else {
@@ -116,7 +116,7 @@ pub(crate) fn notes(ck: &Checkpoint, n: usize, scheme: &QuantScheme) -> Result<L
         }
     }
     if scheme.needs_static_input_scales() {
-        let ct = matches!(c.quant, QuantFormat::CtNvfp4 { .. });
+        let ct = matches!(ck.experts_format(n)?, QuantFormat::CtNvfp4 { .. });
         let name = if ct {
             "input_global_scale"
         } else {
