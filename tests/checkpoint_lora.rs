@@ -387,9 +387,34 @@ fn adapter_config_and_weights_are_checked() {
         ),
         (json!({"r": 4, "bias": "all"}), "bias", vec!["'all'"]),
         (
-            json!({"r": 4, "rank_pattern": {"w1": 2}}),
+            json!({"r": 4, "rank_pattern": {"gate_.*": 2}}),
+            "rank_pattern.gate_.*",
+            vec!["'gate_.*'", "regex metacharacter '*'"],
+        ),
+        (
+            json!({"r": 4, "rank_pattern": {"gate_proj": 0}}),
+            "rank_pattern.gate_proj",
+            vec!["expected a positive rank"],
+        ),
+        (
+            json!({"r": 4, "alpha_pattern": {"experts.0.gate_proj": -1}}),
+            "alpha_pattern.experts.0.gate_proj",
+            vec!["-1", "expected a positive number"],
+        ),
+        (
+            json!({"r": 4, "rank_pattern": ["gate_proj"]}),
             "rank_pattern",
-            vec!["per-module"],
+            vec!["is not an object"],
+        ),
+        (
+            json!({"r": 4, "target_parameters": ["self_attn.q_proj.weight"]}),
+            "target_parameters",
+            vec!["'self_attn.q_proj.weight'", "gate_up_proj or down_proj"],
+        ),
+        (
+            json!({"r": 4, "target_parameters": ["mlp.experts.gate_up_proj_bias"]}),
+            "target_parameters",
+            vec!["'mlp.experts.gate_up_proj_bias'"],
         ),
         (
             json!({"r": 4, "peft_type": "IA3"}),
