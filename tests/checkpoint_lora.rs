@@ -387,9 +387,12 @@ fn adapter_config_and_weights_are_checked() {
         ),
         (json!({"r": 4, "bias": "all"}), "bias", vec!["'all'"]),
         (
-            json!({"r": 4, "rank_pattern": {"gate_.*": 2}}),
-            "rank_pattern.gate_.*",
-            vec!["'gate_.*'", "regex metacharacter '*'"],
+            json!({"r": 4, "rank_pattern": {"(?!down)gate_.*": 2}}),
+            "rank_pattern.(?!down)gate_.*",
+            vec![
+                "'(?!down)gate_.*'",
+                "not a regular expression fleetmoe can match",
+            ],
         ),
         (
             json!({"r": 4, "rank_pattern": {"gate_proj": 0}}),

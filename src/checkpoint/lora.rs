@@ -29,6 +29,7 @@ use super::shards::Shards;
 use super::Checkpoint;
 use crate::error::{Error, Result};
 use crate::moe::{LoraAdapter, LoraExpert, LoraProj};
+use regex::Regex;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -40,13 +41,6 @@ use super::fields::Fields;
 use super::shards::RawTensor;
 
 const PEFT: &str = "PEFT LoraConfig";
-
-/// The regex metacharacters a `rank_pattern` / `alpha_pattern` key may not hold: fleetmoe
-/// matches keys without a regex engine, and `.` (any character) is the only one it
-/// implements.
-const REGEX_META: &[char] = &[
-    '\\', '^', '$', '*', '+', '?', '(', ')', '[', ']', '{', '}', '|',
-];
 
 /// A JSON object's entries in the file's order: `serde_json::Value` sorts keys, but PEFT
 /// takes the first matching pattern key in dict order, which is the order of the file. A
@@ -87,19 +81,10 @@ struct Patterns {
     alpha_pattern: Option<Ordered>,
 }
 
-/// PEFT's `get_pattern_key` test, `re.match(rf"(.*\.)?({key})$", name)`, for a key whose
-/// only regex metacharacter is `.`: the key matches the whole name or a suffix that follows
-/// a dot, each `.` of the key standing for any one character.
-fn key_matches(key: &str, name: &str) -> bool {
-    let k: Vec<char> = key.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let Some(start) = n.len().checked_sub(k.len()) else {
-        return false;
-    };
-    (start == 0 || n[start - 1] == '.')
-        && k.iter()
-            .zip(&n[start..])
-            .all(|(&a, &b)| a == b || (a == '.' && b != '\n'))
+/// PEFT's `get_pattern_key` test for a key, `re.match(rf"(.*\.)?({key})$", name)`: the key
+/// (a regular expression) matches the whole name or a suffix that follows a dot.
+fn key_regex(key: &str) -> std::result::Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:.*\\.)?(?:{key})$"))
 }
 
 /// `target_parameters` matching (PEFT `_inject_parameters`): the parameter's full name is
@@ -117,8 +102,8 @@ struct Settings {
     rank: usize,
     alpha: f64,
     rslora: bool,
-    rank_pattern: Vec<(String, usize)>,
-    alpha_pattern: Vec<(String, f64)>,
+    rank_pattern: Vec<(String, Regex, usize)>,
+    alpha_pattern: Vec<(String, Regex, f64)>,
     target_parameters: Vec<String>,
     /// `peft_version`, as (major, minor, patch), when the file gives one that parses.
     peft_version: Option<(u64, u64, u64)>,
@@ -224,9 +209,9 @@ impl Settings {
         let mut rank_pattern = Vec::new();
         if let Some(c) = f.child("rank_pattern")? {
             for (key, _) in entries(ordered.rank_pattern) {
-                pattern_key(&c, &key)?;
+                let re = pattern_key(&c, &key)?;
                 match c.count(&key)? {
-                    Some(r) if r > 0 => rank_pattern.push((key, r)),
+                    Some(r) if r > 0 => rank_pattern.push((key, re, r)),
                     _ => {
                         return Err(c.err(&key, "expected a positive rank"));
                     }
@@ -236,9 +221,9 @@ impl Settings {
         let mut alpha_pattern = Vec::new();
         if let Some(c) = f.child("alpha_pattern")? {
             for (key, _) in entries(ordered.alpha_pattern) {
-                pattern_key(&c, &key)?;
+                let re = pattern_key(&c, &key)?;
                 match c.get(&key).and_then(Value::as_f64) {
-                    Some(a) if a.is_finite() && a > 0.0 => alpha_pattern.push((key, a)),
+                    Some(a) if a.is_finite() && a > 0.0 => alpha_pattern.push((key, re, a)),
                     _ => {
                         let v = c.get(&key).unwrap_or(&Value::Null);
                         return Err(c.err(&key, format!("{v}, expected a positive number")));
@@ -280,16 +265,20 @@ impl Settings {
     /// the first matching key of each pattern, else `r` / `lora_alpha`. Alpha does not
     /// follow the rank's pattern.
     fn sizing(&self, name: &str) -> Result<Sizing> {
-        let (rank, rank_from) = match self.rank_pattern.iter().find(|(k, _)| key_matches(k, name)) {
-            Some((k, r)) => (*r, format!("rank_pattern.{k}")),
+        let (rank, rank_from) = match self
+            .rank_pattern
+            .iter()
+            .find(|(_, re, _)| re.is_match(name))
+        {
+            Some((k, _, r)) => (*r, format!("rank_pattern.{k}")),
             None => (self.rank, "r".to_string()),
         };
         let (alpha, alpha_from) = match self
             .alpha_pattern
             .iter()
-            .find(|(k, _)| key_matches(k, name))
+            .find(|(_, re, _)| re.is_match(name))
         {
-            Some((k, a)) => (*a, format!("alpha_pattern.{k}")),
+            Some((k, _, a)) => (*a, format!("alpha_pattern.{k}")),
             None => (self.alpha, "lora_alpha".to_string()),
         };
         let scaling = scaling_of(alpha, rank, self.rslora);
@@ -310,18 +299,15 @@ impl Settings {
     }
 }
 
-/// A pattern key is a module name with dots, not a regular expression.
-fn pattern_key(c: &Fields, key: &str) -> Result<()> {
-    match key.chars().find(|ch| REGEX_META.contains(ch)) {
-        None => Ok(()),
-        Some(ch) => Err(c.err(
+/// A pattern key, compiled; one Rust's `regex` cannot compile (look-around,
+/// back-references, which Python's `re` has) is refused by name.
+fn pattern_key(c: &Fields, key: &str) -> Result<Regex> {
+    key_regex(key).map_err(|e| {
+        c.err(
             key,
-            format!(
-                "the key '{key}' has the regex metacharacter '{ch}': fleetmoe matches pattern \
-                 keys as dotted module names (`.` any one character), not as regular expressions"
-            ),
-        )),
-    }
+            format!("the key '{key}' is not a regular expression fleetmoe can match: {e}"),
+        )
+    })
 }
 
 /// A LoRA factor's values, every one finite.
@@ -880,8 +866,11 @@ mod tests {
             // `.` is regex's any character, as in PEFT's re.match
             ("experts.12.gate.proj", true),
             ("layers.3.mlp.experts", false),
+            // a real regular expression, as PEFT's users write them
+            ("experts\\.\\d+\\.(gate|up)_proj", true),
+            ("experts\\.\\d+\\.down_proj", false),
         ] {
-            assert_eq!(key_matches(key, n), want, "{key}");
+            assert_eq!(key_regex(key).unwrap().is_match(n), want, "{key}");
         }
     }
 
