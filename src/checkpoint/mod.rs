@@ -18,6 +18,7 @@ mod formats;
 pub mod inspect;
 mod layer;
 pub mod lora;
+mod lora_config;
 pub mod naming;
 mod quant_config;
 mod representation;
