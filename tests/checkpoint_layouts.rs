@@ -119,14 +119,43 @@ fn a_fused_projection_of_the_wrong_shape_is_named() {
     );
 }
 
+/// AMD Quark 0.13 quantizes linear layers only (it unfuses transformers 5's experts first,
+/// `QuarkExperts`): fused parameters it never unfused stay bf16 beside its MX config, and
+/// load as what they are. Fused parameters that really are quantized are refused by name.
 #[test]
-fn quantized_fused_experts_are_refused_by_name() {
-    let (dir, _) = fused_checkpoint("Qwen3MoeForCausalLM", "mlp", 5);
+fn fused_experts_load_as_stored_and_quantized_fused_ones_are_refused() {
+    let quark = json!({"quant_method": "quark", "global_quant_config": {
+        "weight": {"dtype": "fp4", "qscheme": "per_group", "group_size": 32, "ch_axis": -1,
+                   "scale_format": "e8m0", "is_dynamic": false, "round_method": "half_even"},
+        "input_tensors": null, "output_tensors": null}});
+    let (dir, want) = fused_checkpoint("Qwen3MoeForCausalLM", "mlp", 5);
+    write_config(dir.path(), &config("Qwen3MoeForCausalLM", Some(quark)));
+    check(dir.path(), 1, &want, "bf16");
+
+    let (dir, _) = fused_checkpoint("Qwen3MoeForCausalLM", "mlp", 6);
     let q = json!({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {"group_0": {
         "targets": ["Linear"],
         "weights": {"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": true},
         "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "dynamic": true, "symmetric": true}}}});
     write_config(dir.path(), &config("Qwen3MoeForCausalLM", Some(q)));
+    // Rewrite gate_up_proj as fp8 codes.
+    let mut wr = Writer::default();
+    let mut r = ckpt::rng(6);
+    let block = "model.layers.1.mlp";
+    wr.bytes(
+        &format!("{block}.experts.gate_up_proj"),
+        Dtype::F8_E4M3,
+        &[E, 2 * I, H],
+        vec![0x38; E * 2 * I * H],
+    );
+    wr.floats(
+        &format!("{block}.experts.down_proj"),
+        Dtype::BF16,
+        &[E, H, I],
+        &ckpt::gaussian(&mut r, E * H * I, 0.05),
+    );
+    router(&mut wr, &format!("{block}.gate.weight"), E, H, &mut r);
+    wr.write(dir.path(), 1);
     let err = match Checkpoint::open(dir.path()).unwrap().load_layer(1) {
         Ok(_) => panic!("loaded"),
         Err(e) => e.to_string(),

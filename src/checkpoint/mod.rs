@@ -37,6 +37,7 @@ pub use shards::{RawTensor, Shards};
 
 use crate::error::{Error, Result};
 use crate::quant::QuantScheme;
+use safetensors::Dtype;
 use std::path::{Path, PathBuf};
 
 /// An opened model directory. Opening reads the configs and shard headers only.
@@ -134,8 +135,18 @@ impl Checkpoint {
     pub fn experts_format(&self, n: usize) -> Result<QuantFormat> {
         let block = self.block(n);
         let arch = self.config.arch;
-        if self.experts.fused() || self.config.targets.is_none() {
+        if self.experts.fused() {
+            // Quantizers quantize linear layers: AMD Quark 0.13 unfuses experts into them
+            // first (`QuarkExperts`), and fused parameters it never saw stay in the model's
+            // float dtype beside a quantization config that does not describe them.
+            let fused = format!("{block}.experts.gate_up_proj");
+            if let Some((Dtype::BF16 | Dtype::F16 | Dtype::F32, _)) = self.shards.info(&fused)? {
+                return Ok(QuantFormat::Unquantized);
+            }
             return Ok(self.format_of(&format!("{block}.experts")));
+        }
+        if self.config.targets.is_none() {
+            return Ok(self.config.quant.clone());
         }
         let first_module = format!("{block}.{}", self.experts.expert_proj(arch, 0, Proj::Gate));
         let first = self.format_of(&first_module);
