@@ -83,3 +83,90 @@ fn bad_arguments_fail_with_a_message() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown platform"));
 }
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Flags that the chosen mode would ignore are refused, not dropped (issue 19).
+#[test]
+fn flags_a_mode_would_ignore_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["run", "--model", d, "--scheme", "nope"],
+            "cannot be used with",
+        ),
+        (
+            vec!["run", "--model", d, "--experts", "0"],
+            "cannot be used with",
+        ),
+        (
+            vec!["run", "--model", d, "--reps", "5"],
+            "cannot be used with",
+        ),
+        (vec!["run", "--layer", "1"], "--model"),
+        (vec!["run", "--lora", d], "--model"),
+        (vec!["run", "--reps", "0"], "--reps"),
+    ] {
+        let o = fleetmoe(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// `--experts` beyond the model, or that its routing cannot split, says which counts work.
+#[test]
+fn expert_counts_that_cannot_work_name_the_ones_that_do() {
+    let o = fleetmoe(&["run", "--shape", "mixtral-8x7b", "--experts", "9"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("mixtral-8x7b has 8 routed experts")
+            && stderr(&o).contains("counts that work: 2, 3, 4, 5, 6, 7, 8)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = fleetmoe(&["run", "--shape", "deepseek-v3", "--experts", "8"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--experts 8 does not fit deepseek-v3")
+            && e.contains("counts that work: 16, 24, 32"),
+        "{e}"
+    );
+}
+
+/// A run larger than the machine is refused before anything is allocated, with the figure.
+#[test]
+fn a_run_too_large_for_memory_is_refused_with_its_size() {
+    let o = fleetmoe(&["run", "--tokens", "99999999999999"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("this run needs about") && stderr(&o).contains("GiB is available"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `fleetmoe info | head -1`: a reader that leaves early is not a panic.
+#[test]
+fn info_into_a_closed_pipe_does_not_panic() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetmoe"))
+        .arg("info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 8];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // stdout is dropped here: the rest of info's output meets a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(&first, b"fleetmoe");
+}

@@ -58,9 +58,10 @@ enum Command {
     /// Build one layer from seeded random weights, run a forward, print backend, time and error.
     Run {
         /// small, mixtral-8x7b, qwen3-30b-a3b, deepseek-v3, gpt-oss-120b.
-        #[arg(long, default_value = "small")]
+        #[arg(long, default_value = "small", conflicts_with = "model")]
         shape: String,
-        #[arg(long, default_value = "fp8")]
+        /// The scheme of the random weights (a checkpoint's own with --model).
+        #[arg(long, default_value = "fp8", conflicts_with = "model")]
         scheme: String,
         /// Tokens in the batch.
         #[arg(long, default_value_t = 16)]
@@ -68,11 +69,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Use fewer routed experts than the model has (emulation holds every expert in f32).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "model")]
         experts: Option<usize>,
-        /// Timed repetitions after one warm-up; the median is printed.
-        #[arg(long, default_value_t = 3)]
-        reps: usize,
+        /// Timed repetitions after one warm-up (at least 1); the median is printed.
+        #[arg(long, default_value_t = 3, conflicts_with = "model",
+              value_parser = clap::value_parser!(u32).range(1..))]
+        reps: u32,
         /// Ask for this backend instead of the oracle's choice.
         #[arg(long)]
         backend: Option<String>,
@@ -80,10 +82,10 @@ enum Command {
         #[arg(long)]
         model: Option<std::path::PathBuf>,
         /// With --model: the MoE layer to run (the first one by default).
-        #[arg(long)]
+        #[arg(long, requires = "model")]
         layer: Option<usize>,
         /// With --model: a PEFT LoRA adapter directory (repeatable).
-        #[arg(long)]
+        #[arg(long, requires = "model")]
         lora: Vec<std::path::PathBuf>,
     },
     /// Time the experts of real model shapes on the GPU against the roofline floor and vLLM.
@@ -179,7 +181,15 @@ fn main() -> ExitCode {
             reps,
             backend,
             ..
-        } => run(&shape, &scheme, tokens, seed, experts, reps, backend),
+        } => run(
+            &shape,
+            &scheme,
+            tokens,
+            seed,
+            experts,
+            reps as usize,
+            backend,
+        ),
         Command::Bench(args) => bench(&args).map(|()| true),
         Command::Inspect { dir } => fleetmoe::checkpoint::inspect::inspect(&dir)
             .map(|r| print!("{r}"))
@@ -196,22 +206,26 @@ fn main() -> ExitCode {
 }
 
 fn info() -> Result<()> {
-    println!(
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
         "fleetmoe {} (features: {})",
         env!("CARGO_PKG_VERSION"),
         built_features()
     );
-    println!("devices:");
-    println!("  {}", Target::detect().capabilities());
-    println!("presets for `explain --platform`:");
+    let _ = writeln!(s, "devices:");
+    let _ = writeln!(s, "  {}", Target::detect().capabilities());
+    let _ = writeln!(s, "presets for `explain --platform`:");
     for name in Capabilities::PRESETS {
-        println!("  {name:7} {}", Capabilities::preset(name)?);
+        let _ = writeln!(s, "  {name:7} {}", Capabilities::preset(name)?);
     }
-    println!("schemes for `--scheme`:");
+    let _ = writeln!(s, "schemes for `--scheme`:");
     for (name, what) in fleetmoe::quant::SCHEME_EXAMPLES {
-        println!("  {name:40} {what}");
+        let _ = writeln!(s, "  {name:40} {what}");
     }
-    println!(
+    let _ = writeln!(
+        s,
         "backends: {}",
         BackendId::ALL
             .iter()
@@ -219,7 +233,20 @@ fn info() -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    Ok(())
+    print_out(&s)
+}
+
+/// Writes `s` to stdout; a reader that went away (`fleetmoe info | head -1`) is not an
+/// error, any other write failure is.
+fn print_out(s: &str) -> Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(s.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(fleetmoe::Error::Io {
+            path: "stdout".into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn list<T>(s: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
@@ -287,10 +314,11 @@ fn bench(args: &BenchArgs) -> Result<()> {
 }
 
 fn built_features() -> &'static str {
-    if cfg!(feature = "cuda") {
-        "cuda"
-    } else {
-        "none (CPU emulation only)"
+    match (cfg!(feature = "cuda"), cfg!(feature = "rocm")) {
+        (true, true) => "cuda, rocm",
+        (true, false) => "cuda",
+        (false, true) => "rocm",
+        (false, false) => "none (CPU emulation only)",
     }
 }
 
@@ -325,6 +353,51 @@ struct Problem {
     shared: Option<ExpertWeights>,
     x: Vec<f32>,
     logits: Vec<f32>,
+}
+
+/// Host bytes a `run` holds per routed-expert weight: the f32 dense draw, the quantized
+/// copy, the emulation's f32 experts and the f64 reference's bf16 copy and f32 dequant.
+const RUN_BYTES_PER_WEIGHT: u64 = 16;
+
+/// Refuses a `run` that cannot fit in this machine's available memory (Linux
+/// `MemAvailable`), naming the figure and the `--experts` that would fit, before anything
+/// is allocated.
+fn check_memory(shape: ModelShape, tokens: usize, experts: Option<usize>) -> Result<()> {
+    let config = match experts {
+        Some(n) => shape.with_experts(n)?,
+        None => shape.config(),
+    };
+    let per_expert = 3 * config.hidden as u64 * config.intermediate as u64 * RUN_BYTES_PER_WEIGHT;
+    let per_token = (config.hidden as u64 * 32).saturating_add(config.num_experts as u64 * 8);
+    let need = per_expert
+        .saturating_mul(config.num_experts as u64)
+        .saturating_add(per_token.saturating_mul(tokens as u64));
+    let Some(avail) = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    }) else {
+        return Ok(());
+    };
+    if need <= avail {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let fits = avail.saturating_sub(per_token.saturating_mul(tokens as u64)) / per_expert;
+    Err(fleetmoe::Error::Config(format!(
+        "this run needs about {:.1} GiB ({} experts × {:.2} GiB, {tokens} tokens × {:.1} KiB) and {:.1} GiB is available: {}",
+        gib(need),
+        config.num_experts,
+        gib(per_expert),
+        per_token as f64 / 1024.0,
+        gib(avail),
+        if fits == 0 {
+            "fewer --tokens".to_string()
+        } else {
+            format!("pass --experts N with N ≤ {fits} (or fewer --tokens)")
+        }
+    )))
 }
 
 fn problem(
@@ -429,6 +502,7 @@ fn run(
             "--tokens must be at least 1".into(),
         ));
     }
+    check_memory(shape, tokens, experts)?;
     let started = Instant::now();
     let p = problem(shape, scheme, tokens, seed, experts)?;
     let c = &p.config;

@@ -84,17 +84,49 @@ impl ModelShape {
     /// The config with a different number of routed experts (to fit a large model's layer
     /// into a small machine); grouped routing keeps its groups, so `experts` must split
     /// into them, and top-k is capped by what is left.
+    ///
+    /// More experts than the model has, or a count its routing cannot split (DeepSeek-V3's
+    /// groups), is an error that lists the counts that work.
     pub fn with_experts(self, experts: usize) -> Result<LayerConfig> {
-        let mut config = self.config();
-        config.num_experts = experts;
-        if let Routing::Grouped {
-            correction_bias: Some(b),
-            ..
-        } = &mut config.routing
-        {
-            b.resize(experts, 0.0);
+        let full = self.config().num_experts;
+        let shrunk = |n: usize| {
+            let mut config = self.config();
+            config.num_experts = n;
+            if let Routing::Grouped {
+                correction_bias: Some(b),
+                ..
+            } = &mut config.routing
+            {
+                b.resize(n, 0.0);
+            }
+            config
+        };
+        let valid = || {
+            let ok: Vec<String> = (1..=full)
+                .filter(|&n| shrunk(n).validate().is_ok())
+                .map(|n| n.to_string())
+                .collect();
+            if ok.len() > 12 {
+                format!("{}, …, {}", ok[..8].join(", "), ok[ok.len() - 1])
+            } else {
+                ok.join(", ")
+            }
+        };
+        if experts > full {
+            return Err(Error::Config(format!(
+                "--experts {experts}: {} has {full} routed experts (counts that work: {})",
+                self.name(),
+                valid()
+            )));
         }
-        config.validate()?;
+        let config = shrunk(experts);
+        config.validate().map_err(|e| {
+            Error::Config(format!(
+                "--experts {experts} does not fit {}: {e} (counts that work: {})",
+                self.name(),
+                valid()
+            ))
+        })?;
         Ok(config)
     }
 }
