@@ -140,38 +140,61 @@ pub fn device_forward_cuda(
     let slots: Option<Vec<i32>> =
         slots.map(|s| s.iter().map(|a| a.map_or(-1, |v| v as i32)).collect());
     let ds = slots.map(|s| stream.clone_htod(&s).unwrap());
-    let routing =
-        |l| -> CudaRouting<'_, _, cudarc::driver::CudaSlice<i32>, cudarc::driver::CudaSlice<f32>> {
-            CudaRouting::Logits(l)
-        };
+    // One round trip in the model dtype `T`, converted from and to f32 on the host.
+    fn through<T>(
+        layer: &fleetmoe::moe::MoeLayer,
+        stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+        x: &[f32],
+        logits: &cudarc::driver::CudaSlice<f32>,
+        slots: Option<&cudarc::driver::CudaSlice<i32>>,
+        to: fn(f32) -> T,
+        from: fn(T) -> f32,
+    ) -> Vec<f32>
+    where
+        T: fleetmoe::moe::DeviceElem
+            + cudarc::driver::DeviceRepr
+            + cudarc::driver::ValidAsZeroBits
+            + Copy
+            + Default,
+    {
+        let dx = stream
+            .clone_htod(&x.iter().map(|&v| to(v)).collect::<Vec<T>>())
+            .unwrap();
+        let mut out = stream.alloc_zeros::<T>(x.len()).unwrap();
+        let routing: CudaRouting<
+            '_,
+            _,
+            cudarc::driver::CudaSlice<i32>,
+            cudarc::driver::CudaSlice<f32>,
+        > = CudaRouting::Logits(logits);
+        layer
+            .forward_cuda(&dx, routing, slots, &mut out, stream)
+            .unwrap();
+        stream
+            .clone_dtoh(&out)
+            .unwrap()
+            .into_iter()
+            .map(from)
+            .collect()
+    }
     match g.dtype() {
-        DType::F16 => {
-            let xh: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
-            let dx = stream.clone_htod(&xh).unwrap();
-            let mut out = stream.alloc_zeros::<half::f16>(x.len()).unwrap();
-            layer
-                .forward_cuda(&dx, routing(&dl), ds.as_ref(), &mut out, &stream)
-                .unwrap();
-            stream
-                .clone_dtoh(&out)
-                .unwrap()
-                .iter()
-                .map(|v| v.to_f32())
-                .collect()
-        }
-        _ => {
-            let xb: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
-            let dx = stream.clone_htod(&xb).unwrap();
-            let mut out = stream.alloc_zeros::<half::bf16>(x.len()).unwrap();
-            layer
-                .forward_cuda(&dx, routing(&dl), ds.as_ref(), &mut out, &stream)
-                .unwrap();
-            stream
-                .clone_dtoh(&out)
-                .unwrap()
-                .iter()
-                .map(|v| v.to_f32())
-                .collect()
-        }
+        DType::F16 => through(
+            layer,
+            &stream,
+            x,
+            &dl,
+            ds.as_ref(),
+            half::f16::from_f32,
+            half::f16::to_f32,
+        ),
+        _ => through(
+            layer,
+            &stream,
+            x,
+            &dl,
+            ds.as_ref(),
+            half::bf16::from_f32,
+            half::bf16::to_f32,
+        ),
     }
 }
