@@ -2,8 +2,9 @@
 //! ModelOpt's `hf_quant_config.json`): what fleetmoe needs to know before reading tensors.
 
 use super::arch::Arch;
+use super::ct_config::parse_ct_targets;
 use super::fields::{Fields, Setting};
-use super::quant_config::{parse_ct_targets, parse_modelopt, parse_quant};
+use super::quant_config::{parse_modelopt, parse_quant};
 use super::targets::QuantTargets;
 use crate::error::{Error, Result};
 use crate::moe::GroupScoring;

@@ -13,6 +13,7 @@
 pub mod arch;
 mod assemble;
 pub mod config;
+mod ct_config;
 pub mod fields;
 mod formats;
 pub mod inspect;
