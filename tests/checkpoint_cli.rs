@@ -69,3 +69,43 @@ fn inspect_and_run_model() {
     let (ok, out) = fleetmoe(&["inspect", "/nonexistent-fleetmoe-dir"]);
     assert!(!ok && out.contains("config.json"), "{out}");
 }
+
+/// A checkpoint `inspect` cannot fully read (a shard the index names is missing, a
+/// `hidden_size` the tensors contradict) is reported and exits non-zero, so a script that
+/// checks a download before serving it sees the failure.
+#[test]
+fn inspect_fails_on_a_broken_checkpoint() {
+    let write = |shards: usize, hidden: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = rng(2);
+        let mut wr = Writer::default();
+        let block = "model.layers.1.block_sparse_moe";
+        experts(
+            &mut wr,
+            Lin::Bf16,
+            E,
+            H,
+            I,
+            &|e, p| format!("{block}.experts.{e}.w{}", [1, 3, 2][p]),
+            &mut r,
+        );
+        router(&mut wr, &format!("{block}.gate.weight"), E, H, &mut r);
+        wr.write(dir.path(), shards);
+        let mut c = config("MixtralForCausalLM", None);
+        c["hidden_size"] = serde_json::json!(hidden);
+        write_config(dir.path(), &c);
+        dir
+    };
+    let good = write(2, H);
+    let (ok, out) = fleetmoe(&["inspect", good.path().to_str().unwrap()]);
+    assert!(ok, "{out}");
+    std::fs::remove_file(good.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let (ok, out) = fleetmoe(&["inspect", good.path().to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("model-00002-of-00002.safetensors"),
+        "{out}"
+    );
+    let wrong = write(1, 2 * H);
+    let (ok, out) = fleetmoe(&["inspect", wrong.path().to_str().unwrap()]);
+    assert!(!ok && out.contains("hidden_size"), "{out}");
+}

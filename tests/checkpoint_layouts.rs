@@ -76,7 +76,7 @@ fn fused_bf16_experts_as_transformers_5_holds_them() {
             ExpertLayout::Fused { transposed: false },
             "{arch}"
         );
-        let report = inspect(dir.path()).unwrap();
+        let report = inspect(dir.path()).unwrap().report;
         assert!(
             report.contains("fused: mlp.experts.gate_up_proj [E, 2I, H]"),
             "{arch}: {report}"
@@ -190,7 +190,7 @@ fn mixtral_as_llm_compressor_and_transformers_5_name_it() {
         wr.write(dir.path(), 2);
         write_config(dir.path(), &config("MixtralForCausalLM", Some(q.clone())));
         check(dir.path(), 1, &want, "w4a16-g32");
-        let report = inspect(dir.path()).unwrap();
+        let report = inspect(dir.path()).unwrap().report;
         assert!(
             report.contains(&format!(
                 "per expert: {block}.experts.N.gate_proj / up_proj / down_proj"

@@ -104,7 +104,7 @@ fn the_shared_expert_takes_its_own_group_and_ignore_leaves_it_unquantized() {
         let ds = sh.weights.dequantize().unwrap();
         assert!(max_rel(&ds.w13, &want_shared.w13) < 1e-6);
         assert!(max_rel(&ds.w2, &want_shared.w2) < 1e-6);
-        let report = inspect(dir.path()).unwrap();
+        let report = inspect(dir.path()).unwrap().report;
         assert!(
             report.contains("config group group_0: compressed-tensors float-quantized fp8"),
             "{report}"

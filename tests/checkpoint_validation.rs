@@ -209,7 +209,7 @@ fn absent_fields_take_the_producers_default_and_inspect_says_which() {
     assert_eq!(l.weights.scheme, QuantScheme::parse("w4a16-g128").unwrap());
     let d = l.weights.dequantize().unwrap();
     assert!(max_rel(&d.w13, &want.w13) < 1e-6 && max_rel(&d.w2, &want.w2) < 1e-6);
-    let text = inspect(dir.path()).unwrap();
+    let text = inspect(dir.path()).unwrap().report;
     for line in [
         "setting      quantization_config.group_size = 128 (default of transformers GPTQConfig)",
         "setting      quantization_config.desc_act = false (default of transformers GPTQConfig)",

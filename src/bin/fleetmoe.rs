@@ -191,9 +191,17 @@ fn main() -> ExitCode {
             backend,
         ),
         Command::Bench(args) => bench(&args).map(|()| true),
-        Command::Inspect { dir } => fleetmoe::checkpoint::inspect::inspect(&dir)
-            .map(|r| print!("{r}"))
-            .map(|()| true),
+        Command::Inspect { dir } => fleetmoe::checkpoint::inspect::inspect(&dir).map(|r| {
+            print!("{}", r.report);
+            if !r.problems.is_empty() {
+                eprintln!(
+                    "error: {} cannot be loaded as it is ({} problem(s) above)",
+                    dir.display(),
+                    r.problems.len()
+                );
+            }
+            r.problems.is_empty()
+        }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -48,12 +48,27 @@ fn cheap_config(ck: &Checkpoint) -> LayerConfig {
     }
 }
 
-/// The report of `fleetmoe inspect DIR`: architecture, sizes, MoE layers, the scheme of
-/// each, and the backend the oracle picks on the detected device and on every preset.
-pub fn inspect(dir: &Path) -> Result<String> {
+/// What `fleetmoe inspect DIR` found.
+pub struct Inspection {
+    /// Architecture, sizes, MoE layers, the scheme of each, and the backend the oracle
+    /// picks on the detected device and on every preset.
+    pub report: String,
+    /// What makes the checkpoint unloadable (missing or truncated shards, tensors that
+    /// contradict `config.json`, layers whose scheme cannot be read); each is also a
+    /// `problem` line of the report, and any of them makes `inspect` exit non-zero.
+    pub problems: Vec<String>,
+}
+
+/// Inspects `dir` from its configs and shard headers (no tensor data is read); `Err` only
+/// where not even `config.json` and the shard list can be read.
+pub fn inspect(dir: &Path) -> Result<Inspection> {
     let ck = Checkpoint::open(dir)?;
     let c = &ck.config;
     let mut s = String::new();
+    let mut problems: Vec<String> = Vec::new();
+    if let Err(e) = ck.shards.check() {
+        problems.push(e.to_string());
+    }
     let _ = writeln!(
         s,
         "model        {} ({}), {} layers",
@@ -101,6 +116,11 @@ pub fn inspect(dir: &Path) -> Result<String> {
         c.num_layers,
         ranges(&layers)
     );
+    for &n in &layers {
+        if let Err(e) = router_matches_config(&ck, n) {
+            problems.push(e.to_string());
+        }
+    }
     let mut by_scheme: Vec<(String, Vec<usize>)> = Vec::new();
     let mut schemes: Vec<QuantScheme> = Vec::new();
     for &n in &layers {
@@ -111,7 +131,10 @@ pub fn inspect(dir: &Path) -> Result<String> {
                 }
                 sc.to_string()
             }
-            Err(e) => format!("unreadable ({e})"),
+            Err(e) => {
+                problems.push(format!("layer {n}: {e}"));
+                format!("unreadable ({e})")
+            }
         };
         match by_scheme.iter_mut().find(|(k, _)| *k == name) {
             Some((_, v)) => v.push(n),
@@ -126,7 +149,10 @@ pub fn inspect(dir: &Path) -> Result<String> {
     for &n in &layers {
         let lines = match ck.notes(n) {
             Ok(notes) => notes.lines(),
-            Err(e) => vec![format!("unreadable scales ({e})")],
+            Err(e) => {
+                problems.push(format!("layer {n}: {e}"));
+                vec![format!("unreadable scales ({e})")]
+            }
         };
         for line in lines {
             match by_note.iter_mut().find(|(k, _)| *k == line) {
@@ -155,7 +181,32 @@ pub fn inspect(dir: &Path) -> Result<String> {
             );
         }
     }
-    Ok(s)
+    problems.dedup();
+    for p in &problems {
+        let _ = writeln!(s, "problem      {p}");
+    }
+    Ok(Inspection {
+        report: s,
+        problems,
+    })
+}
+
+/// Layer `n`'s router is `[num_experts, hidden_size]` as `config.json` says: the cheapest
+/// header check that the file and the config describe the same model.
+fn router_matches_config(ck: &Checkpoint, n: usize) -> Result<()> {
+    let name = format!("{}.{}", ck.block(n), ck.config.arch.router());
+    let want = [ck.config.num_experts, ck.config.hidden];
+    match ck.shards.info(&name)? {
+        Some((_, shape)) if shape == want => Ok(()),
+        Some((_, shape)) => Err(Error::checkpoint(
+            ck.shards.file_of(&name),
+            name,
+            format!(
+                "shape {shape:?}, but config.json's num_experts and hidden_size make it {want:?}"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Options of `fleetmoe run --model`.

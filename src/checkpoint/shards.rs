@@ -128,6 +128,29 @@ impl Shards {
         Ok(Shards { map, ..shards })
     }
 
+    /// Opens every shard the index names and checks that each holds the tensors the index
+    /// puts in it: the header-only check a person runs on a download before serving it.
+    pub fn check(&self) -> Result<()> {
+        let mut files: Vec<&String> = self.map.values().collect();
+        files.sort();
+        files.dedup();
+        for f in files {
+            let shard = self.file(f)?;
+            if let Some((name, _)) = self
+                .map
+                .iter()
+                .find(|(n, g)| *g == f && shard.meta.info(n).is_none())
+            {
+                return Err(Error::checkpoint(
+                    self.dir.join(f).display(),
+                    name,
+                    "named in the index for this shard, but not in it",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Every tensor name, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> + Clone {
         self.map.keys().map(|s| s.as_str())

@@ -104,6 +104,6 @@ pub fn check_tol(dir: &Path, layer: usize, want: &Expected, scheme: &str, w13_to
     })
     .unwrap();
     assert!(ok, "forward off its reference:\n{report}");
-    let text = inspect(dir).unwrap();
+    let text = inspect(dir).unwrap().report;
     assert!(text.contains(scheme), "{text}");
 }
