@@ -170,3 +170,27 @@ fn info_into_a_closed_pipe_does_not_panic() {
     );
     assert_eq!(&first, b"fleetmoe");
 }
+
+/// The second error line of `run` (the scheme's cost against the unquantized weights).
+fn cost(out: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.contains("the cost of"))
+        .unwrap_or_else(|| panic!("no cost line in:\n{out}"));
+    line.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// `run`'s cost line measures against the weights before quantization: 4-bit weights
+/// cost many times what bf16 does (it once compared against the quantized weights
+/// themselves and printed nearly the same figure for both).
+#[test]
+fn the_cost_of_a_scheme_includes_its_weight_error() {
+    let of = |scheme: &str| {
+        let o = fleetmoe(&["run", "--scheme", scheme, "--tokens", "4", "--reps", "1"]);
+        assert!(o.status.success(), "{}", stdout(&o));
+        cost(&stdout(&o))
+    };
+    let (bf16, mxfp4, w4a16) = (of("bf16"), of("mxfp4"), of("w4a16"));
+    assert!(mxfp4 > 5.0 * bf16, "mxfp4 {mxfp4:.2e} vs bf16 {bf16:.2e}");
+    assert!(w4a16 > 5.0 * bf16, "w4a16 {w4a16:.2e} vs bf16 {bf16:.2e}");
+}
