@@ -194,3 +194,15 @@ fn the_cost_of_a_scheme_includes_its_weight_error() {
     assert!(mxfp4 > 5.0 * bf16, "mxfp4 {mxfp4:.2e} vs bf16 {bf16:.2e}");
     assert!(w4a16 > 5.0 * bf16, "w4a16 {w4a16:.2e} vs bf16 {bf16:.2e}");
 }
+
+/// `bench --json` speaks JSON even when it cannot run (here: no GPU, or a build without
+/// `cuda`): one object with an `error` on stdout, and a non-zero exit.
+#[test]
+fn bench_json_reports_failure_as_json() {
+    let o = fleetmoe(&["bench", "--json", "--tokens", "1", "--reps", "1"]);
+    let out = stdout(&o);
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{out}"));
+    assert!(!o.status.success(), "{out}");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{out}");
+}

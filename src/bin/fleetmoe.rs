@@ -190,6 +190,14 @@ fn main() -> ExitCode {
             reps as usize,
             backend,
         ),
+        // Under --json even a failure is one JSON object, on stdout, for fleet tooling.
+        Command::Bench(args) if args.json => match bench(&args) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                println!("{}", serde_json::json!({ "error": e.to_string() }));
+                Ok(false)
+            }
+        },
         Command::Bench(args) => bench(&args).map(|()| true),
         Command::Inspect { dir } => fleetmoe::checkpoint::inspect::inspect(&dir).map(|r| {
             print!("{}", r.report);
@@ -304,6 +312,14 @@ fn bench(args: &BenchArgs) -> Result<()> {
                 Ok(rows) => rows
                     .iter()
                     .for_each(|r| println!("{}", if args.json { r.json() } else { r.line() })),
+                Err(e) if args.json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "shape": shape.name(),
+                        "scheme": scheme.to_string(),
+                        "error": e.to_string(),
+                    })
+                ),
                 Err(e) => eprintln!("{} {scheme}: not run: {e}", shape.name()),
             }
         }
