@@ -152,6 +152,164 @@ __device__ __forceinline__ void strided(int tid, F&& f) {
   }
 }
 
+// One stage of ROWS rows x 128 bytes of K (bytes [kbyte, kbyte + 128) of each row, zeros
+// past kb1 or for a row whose `row_at(r)` is null) into `dst`, 16-byte chunks placed with
+// the XOR swizzle of 128-byte rows: chunk ch of row r at r * 128 + ((ch ^ (r & 7)) << 4).
+// With `dst` 1024-byte aligned this is exactly the 128-byte swizzle the Hopper tensor
+// cores read (gemm_sm90.cu), so both GEMM families share the copy.
+template <int ROWS, int NTHR, typename RowAt>
+__device__ __forceinline__ void copy_rows_128(u8* dst, int tid, int kbyte, int kb1, const u8* valid,
+                                              RowAt&& row_at) {
+  strided<ROWS * 8, NTHR>(tid, [&](int c) {
+    const int r = c >> 3, ch = c & 7;
+    const int kk = kbyte + ch * 16;
+    const u8* row = row_at(r);
+    const bool ok = row != nullptr && kk < kb1;
+    cp_async16(smem_addr(dst + r * 128 + ((ch ^ (r & 7)) << 4)), ok ? row + kk : valid, ok ? 16 : 0);
+  });
+}
+
+// Where a thread's accumulators sit in the tile: acc[i][j][r] is weight row
+// row0 + i * row_step + g (+ 8 for r >= 2) and token slot t0 + j * 8 + 2 * (lane & 3) + (r & 1),
+// g = lane / 4 — the m16n8 accumulator layout of mma.sync, which wgmma's m64nN repeats
+// per warp (16 rows each) and per 8 columns, so one epilogue serves both families.
+struct TileMap {
+  int row0, row_step, t0;
+};
+
+// BLK: the scales of one 128-K block for a thread's accumulators: the weight block scale
+// of rows g and g + 8 of each 16-row group, the activation scale of each token column.
+template <int MI, int NI>
+struct BlockScales {
+  float w[MI][2];
+  float a[NI][2];
+};
+
+template <int MI, int NI>
+__device__ __forceinline__ BlockScales<MI, NI> block_scales(const GemmArgs& p, const int* s_row, int e,
+                                                            int kblk, TileMap m, int lane) {
+  BlockScales<MI, NI> sc;
+  const int kbw = (p.K + 127) / 128;
+#pragma unroll
+  for (int i = 0; i < MI; ++i) {
+    const int r8 = (m.row0 + i * m.row_step) / 8;
+    sc.w[i][0] = sc.w[i][1] = 1.0f;
+    if (p.wblk && r8 * 8 < p.N) {
+      const float* ws = p.wblk + ((long)e * (p.N / 8) + r8) * kbw + kblk;
+      sc.w[i][0] = ws[0];
+      sc.w[i][1] = ws[kbw];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < NI; ++j) {
+    const int t0 = m.t0 + j * 8 + 2 * (lane & 3);
+    sc.a[j][0] = sc.a[j][1] = 1.0f;
+    if (p.ascale) {
+      const int r0 = s_row[t0], r1 = s_row[t0 + 1];
+      sc.a[j][0] = r0 >= 0 ? p.ascale[(long)r0 * p.as_row + (long)kblk * p.as_k] : 0.0f;
+      sc.a[j][1] = r1 >= 0 ? p.ascale[(long)r1 * p.as_row + (long)kblk * p.as_k] : 0.0f;
+    }
+  }
+  return sc;
+}
+
+// acc += part, each element scaled by its row's and column's block scale (SCALED) or not.
+template <bool SCALED, int MI, int NI>
+__device__ __forceinline__ void fold(float (&acc)[MI][NI][4], const float (&part)[MI][NI][4],
+                                     const BlockScales<MI, NI>& sc) {
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        acc[i][j][r] += SCALED ? part[i][j][r] * sc.w[i][r >> 1] * sc.a[j][r & 1] : part[i][j][r];
+}
+
+// The fused epilogue of one thread's accumulators (placed by `m`): scales, router weight,
+// bias, LoRA delta, then MODE 0/1 the activation into the intermediate (with its amax),
+// MODE 2 the atomic add into the output. `slot0` is the tile's first token slot, `e` its
+// expert, `split` its K split (bias and LoRA are added by split 0 only).
+template <int DT, int MI, int NI, int MODE, bool BLK>
+__device__ __forceinline__ void gemm_epilogue(const GemmArgs& p, const float (&acc)[MI][NI][4],
+                                              const int* s_row, const int* s_pair, int e, int slot0,
+                                              int split, TileMap m, int lane) {
+  const int g = lane >> 2;
+  float local_max = 0.0f;
+#pragma unroll
+  for (int i = 0; i < MI; ++i) {
+    const int rbase = m.row0 + i * m.row_step;
+    if (rbase >= p.N) continue;
+#pragma unroll
+    for (int j = 0; j < NI; ++j) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int tl = m.t0 + j * 8 + 2 * (lane & 3) + h;
+        const int pair = s_pair[tl];
+        if (pair >= p.pairs) continue;
+        const int arow = s_row[tl];
+        float tok_scale = 1.0f;
+        if (!BLK && p.ascale) tok_scale = p.ascale[(long)arow * p.as_row];
+        const int rows[2] = {rbase + g, rbase + g + 8};
+        float v[2];
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          float x = acc[i][j][q * 2 + h] * tok_scale;
+          // Rows past N (a part-filled last tile) are dropped below; read no scale there.
+          if (p.wrow && rows[q] < p.N) x *= p.wrow[(long)e * p.N + rows[q]];
+          v[q] = x;
+        }
+        if constexpr (MODE == 0) {
+          const int slot = slot0 + tl;
+          if (p.weight_on_input) { const float w = p.topk_w[pair]; v[0] *= w; v[1] *= w; }
+          if (p.bias) { v[0] += p.bias[(long)e * p.N + rows[0]]; v[1] += p.bias[(long)e * p.N + rows[1]]; }
+          v[0] += lora_at(p, pair, slot, rows[0]);
+          v[1] += lora_at(p, pair, slot, rows[1]);
+          // Round gate and up to the model dtype first, as the emulation does.
+          const float y = act_gated(p.act_kind, round_half<DT>(v[0]), round_half<DT>(v[1]), p.alpha, p.limit);
+          const int feature = (rbase / 16) * 8 + g;
+          const u16 yh = to_half<DT>(y);
+          reinterpret_cast<u16*>(p.out)[(long)slot * p.ldo + feature] = yh;
+          // amax of the stored value, so a per-tensor scale matches the emulation's.
+          local_max = fmaxf(local_max, fabsf(from_half<DT>(yh)));
+        } else if constexpr (MODE == 1) {
+          const int slot = slot0 + tl;
+#pragma unroll
+          for (int q = 0; q < 2; ++q) {
+            if (rows[q] >= p.N) continue;
+            float x = v[q];
+            if (p.weight_on_input) x *= p.topk_w[pair];
+            if (p.bias) x += p.bias[(long)e * p.N + rows[q]];
+            x += lora_at(p, pair, slot, rows[q]);
+            const float y = act_single(p.act_kind, round_half<DT>(x));
+            const u16 yh = to_half<DT>(y);
+            reinterpret_cast<u16*>(p.out)[(long)slot * p.ldo + rows[q]] = yh;
+            local_max = fmaxf(local_max, fabsf(from_half<DT>(yh)));
+          }
+        } else {
+          const int token = pair / p.top_k;
+          const float w = p.weight_on_input ? 1.0f : p.topk_w[pair];
+          float* out = reinterpret_cast<float*>(p.out) + (long)token * p.ldo;
+#pragma unroll
+          for (int q = 0; q < 2; ++q) {
+            if (rows[q] >= p.N) continue;
+            float x = v[q];
+            if (split == 0) {
+              if (p.bias) x += p.bias[(long)e * p.N + rows[q]];
+              x += lora_at(p, pair, (long)slot0 + tl, rows[q]);
+            }
+            atomicAdd(out + rows[q], w * x);
+          }
+        }
+      }
+    }
+  }
+  if (MODE != 2 && p.amax) {
+    local_max = warp_max(local_max);
+    if (lane == 0 && local_max > 0.0f) atomic_max_nonneg(p.amax, local_max);
+  }
+}
+
 template <int DT, int BN, int BT, int WN, int WT, int WK, int STAGES, int MODE, bool BLK, int WQ>
 __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
   constexpr int ES = DT == 2 ? 1 : 2;
@@ -220,22 +378,13 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
         cp_async16(smem_addr(a + (BN / 16) * P::STAGE + rg * P::CHUNK + off), src, ok ? 16 : 0);
       });
     } else {
-      strided<BN * 8, NTHR>(tid, [&](int c) {
-        const int r = c >> 3, ch = c & 7;
-        const int kk = kbyte + ch * 16;
-        const bool ok = n0 + r < p.N && kk < kb1;
-        const u8* src = ok ? wbase + (long)(n0 + r) * Kb + kk : p.w;
-        cp_async16(smem_addr(a + r * 128 + ((ch ^ (r & 7)) << 4)), src, ok ? 16 : 0);
+      copy_rows_128<BN, NTHR>(a, tid, kbyte, kb1, p.w, [&](int r) {
+        return n0 + r < p.N ? wbase + (long)(n0 + r) * Kb : nullptr;
       });
     }
-    u8* b = sB + stage * BT * 128;
-    strided<BT * 8, NTHR>(tid, [&](int c) {
-      const int r = c >> 3, ch = c & 7;
+    copy_rows_128<BT, NTHR>(sB + stage * BT * 128, tid, kbyte, kb1, p.act, [&](int r) {
       const int row = s_row[r];
-      const int kk = kbyte + ch * 16;
-      const bool ok = row >= 0 && kk < kb1;
-      const u8* src = ok ? p.act + (long)row * Kb + kk : p.act;
-      cp_async16(smem_addr(b + r * 128 + ((ch ^ (r & 7)) << 4)), src, ok ? 16 : 0);
+      return row >= 0 ? p.act + (long)row * Kb : nullptr;
     });
   };
 
@@ -326,32 +475,8 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
     }
     if constexpr (BLK) {
       // This stage is exactly one 128-element K block (fp8: 128 bytes).
-      const int kblk = kbeg / 128 + kt;
-      const int kbw = (p.K + 127) / 128;
-#pragma unroll
-      for (int i = 0; i < MI; ++i) {
-        const int r8 = (n0 + wn * WM + i * 16) / 8;
-        float wb0 = 1.0f, wb1 = 1.0f;
-        if (p.wblk && r8 * 8 < p.N) {
-          const float* ws = p.wblk + ((long)e * (p.N / 8) + r8) * kbw + kblk;
-          wb0 = ws[0];
-          wb1 = ws[kbw];
-        }
-#pragma unroll
-        for (int j = 0; j < NI; ++j) {
-          const int t0 = wt * WTT + j * 8 + 2 * (lane & 3);
-          float as0 = 1.0f, as1 = 1.0f;
-          if (p.ascale) {
-            const int r0 = s_row[t0], r1 = s_row[t0 + 1];
-            as0 = r0 >= 0 ? p.ascale[(long)r0 * p.as_row + (long)kblk * p.as_k] : 0.0f;
-            as1 = r1 >= 0 ? p.ascale[(long)r1 * p.as_row + (long)kblk * p.as_k] : 0.0f;
-          }
-          acc[i][j][0] += part[i][j][0] * wb0 * as0;
-          acc[i][j][1] += part[i][j][1] * wb0 * as1;
-          acc[i][j][2] += part[i][j][2] * wb1 * as0;
-          acc[i][j][3] += part[i][j][3] * wb1 * as1;
-        }
-      }
+      const TileMap m{n0 + wn * WM, 16, wt * WTT};
+      fold<true>(acc, part, block_scales<MI, NI>(p, s_row, e, kbeg / 128 + kt, m, lane));
     }
   }
   cp_async_wait<0>();
@@ -384,80 +509,8 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
             acc[i][j][r] += red[(((q - 1) * WN * WT + mn) * PER + (i * NI + j) * 4 + r) * 32 + lane];
   }
 
-  // ---- epilogue ----
-  const int g = lane >> 2;
-  float local_max = 0.0f;
-#pragma unroll
-  for (int i = 0; i < MI; ++i) {
-    const int rbase = n0 + wn * WM + i * 16;
-    if (rbase >= p.N) continue;
-#pragma unroll
-    for (int j = 0; j < NI; ++j) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int tl = wt * WTT + j * 8 + 2 * (lane & 3) + h;
-        const int pair = s_pair[tl];
-        if (pair >= p.pairs) continue;
-        const int arow = s_row[tl];
-        float tok_scale = 1.0f;
-        if (!BLK && p.ascale) tok_scale = p.ascale[(long)arow * p.as_row];
-        const int rows[2] = {rbase + g, rbase + g + 8};
-        float v[2];
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          float x = acc[i][j][q * 2 + h] * tok_scale;
-          if (p.wrow) x *= p.wrow[(long)e * p.N + rows[q]];
-          v[q] = x;
-        }
-        if constexpr (MODE == 0) {
-          const int slot = tb * BT + tl;
-          if (p.weight_on_input) { const float w = p.topk_w[pair]; v[0] *= w; v[1] *= w; }
-          if (p.bias) { v[0] += p.bias[(long)e * p.N + rows[0]]; v[1] += p.bias[(long)e * p.N + rows[1]]; }
-          v[0] += lora_at(p, pair, slot, rows[0]);
-          v[1] += lora_at(p, pair, slot, rows[1]);
-          // Round gate and up to the model dtype first, as the emulation does.
-          const float y = act_gated(p.act_kind, round_half<DT>(v[0]), round_half<DT>(v[1]), p.alpha, p.limit);
-          const int feature = (rbase / 16) * 8 + g;
-          const u16 yh = to_half<DT>(y);
-          reinterpret_cast<u16*>(p.out)[(long)slot * p.ldo + feature] = yh;
-          // amax of the stored value, so a per-tensor scale matches the emulation's.
-          local_max = fmaxf(local_max, fabsf(from_half<DT>(yh)));
-        } else if constexpr (MODE == 1) {
-          const int slot = tb * BT + tl;
-#pragma unroll
-          for (int q = 0; q < 2; ++q) {
-            if (rows[q] >= p.N) continue;
-            float x = v[q];
-            if (p.weight_on_input) x *= p.topk_w[pair];
-            if (p.bias) x += p.bias[(long)e * p.N + rows[q]];
-            x += lora_at(p, pair, slot, rows[q]);
-            const float y = act_single(p.act_kind, round_half<DT>(x));
-            const u16 yh = to_half<DT>(y);
-            reinterpret_cast<u16*>(p.out)[(long)slot * p.ldo + rows[q]] = yh;
-            local_max = fmaxf(local_max, fabsf(from_half<DT>(yh)));
-          }
-        } else {
-          const int token = pair / p.top_k;
-          const float w = p.weight_on_input ? 1.0f : p.topk_w[pair];
-          float* out = reinterpret_cast<float*>(p.out) + (long)token * p.ldo;
-#pragma unroll
-          for (int q = 0; q < 2; ++q) {
-            if (rows[q] >= p.N) continue;
-            float x = v[q];
-            if (split == 0) {
-              if (p.bias) x += p.bias[(long)e * p.N + rows[q]];
-              x += lora_at(p, pair, (long)tb * BT + tl, rows[q]);
-            }
-            atomicAdd(out + rows[q], w * x);
-          }
-        }
-      }
-    }
-  }
-  if (MODE != 2 && p.amax) {
-    local_max = warp_max(local_max);
-    if (lane == 0 && local_max > 0.0f) atomic_max_nonneg(p.amax, local_max);
-  }
+  gemm_epilogue<DT, MI, NI, MODE, BLK>(p, acc, s_row, s_pair, e, tb * BT, split,
+                                      TileMap{n0 + wn * WM, 16, wt * WTT}, lane);
 }
 
 // Tile shapes: BN, BT, WN, WT, WK, STAGES. The host picks by tokens per expert.

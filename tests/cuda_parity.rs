@@ -30,6 +30,8 @@ mod gpu {
         activation: Activation,
         bias: bool,
         on_input: bool,
+        /// Routing that leaves expert 0 without tokens and gives expert 1 exactly one.
+        lopsided: bool,
     }
 
     fn cases() -> Vec<Case> {
@@ -42,6 +44,7 @@ mod gpu {
             activation: Activation::SiluAndMul,
             bias: false,
             on_input: false,
+            lopsided: false,
         };
         vec![
             c(8, 2, 256, 512, 1),
@@ -84,6 +87,24 @@ mod gpu {
                 bias: true,
                 ..c(4, 2, 160, 96, 70)
             },
+            // The wide tiles (sm_90a: wgmma, 256 rows x 64 or 128 slots): row tails in both
+            // GEMMs (2I = 192, H = 352, H = 160 against 256 rows), K tails (352, 224, 208;
+            // the GEMMs take multiples of 16), experts with 0 and 1 tokens beside full
+            // ones, and the non-gated epilogue.
+            Case {
+                lopsided: true,
+                ..c(6, 2, 352, 224, 400)
+            },
+            Case {
+                activation: Activation::GPT_OSS,
+                bias: true,
+                ..c(8, 4, 160, 96, 300)
+            },
+            Case {
+                activation: Activation::Relu2,
+                lopsided: true,
+                ..c(4, 2, 256, 208, 100)
+            },
         ]
     }
 
@@ -122,7 +143,13 @@ mod gpu {
             };
             let mut rng = ChaCha8Rng::seed_from_u64(seed + n as u64);
             let x = gaussian(&mut rng, case.tokens * case.hidden, 1.0);
-            let logits = gaussian(&mut rng, case.tokens * case.experts, 1.0);
+            let mut logits = gaussian(&mut rng, case.tokens * case.experts, 1.0);
+            if case.lopsided {
+                for t in 0..case.tokens {
+                    logits[t * case.experts] = -30.0;
+                    logits[t * case.experts + 1] = if t == 0 { 30.0 } else { -30.0 };
+                }
+            }
             let dense = DenseExperts::random(&config, 77 + seed + n as u64);
             let topk = Router::new(&config)
                 .unwrap()
@@ -276,6 +303,8 @@ mod gpu {
                 tokens: 257,
                 ..cases().remove(4)
             },
+            // The wide (sm_90a wgmma) tile's epilogue with the LoRA delta.
+            cases().remove(15),
         ];
         let mut failures = Vec::new();
         for (n, case) in lora_cases.iter().enumerate() {

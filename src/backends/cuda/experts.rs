@@ -5,7 +5,7 @@
 //! the activation fused → fp8 quantization of the intermediate → gemm2 with the
 //! router-weighted sum fused, LoRA deltas added in both epilogues.
 
-use super::kernels::{gemm_kernel_name, GemmVariant};
+use super::kernels::{gemm_kernel_name, GemmVariant, Tile};
 use super::launch::{load_file, GemmArgs, LoraRoute, Modules};
 use super::layout::{self, GemmWeights, PreparedLayer};
 use super::lora::DeviceLora;
@@ -151,6 +151,32 @@ pub struct CudaExperts {
     acts: Option<(ActMode, ActMode)>,
     /// Resident LoRA adapters, if the layer has any.
     lora: Option<DeviceLora>,
+    /// The `wgmma` tiles that run the wide batches (`gemm_family`; empty: mma.sync only).
+    wide: Vec<Tile>,
+}
+
+/// Whether `dev` runs the Hopper `wgmma` GEMMs: only with `FLEETMOE_CUDA_GEMM=wgmma` on
+/// sm_90a until the H200 measurements choose them per variant (kernels-cuda/NOTES.md);
+/// `mma.sync` keeps the old family; `wgmma` where the chip has none is an error rather
+/// than a silent fallback.
+fn gemm_family(dev: &CudaDevice) -> Result<bool> {
+    let sm90a = dev.capabilities().arch == "sm_90a";
+    match std::env::var("FLEETMOE_CUDA_GEMM").as_deref() {
+        Err(_) | Ok("") => Ok(false),
+        Ok("mma.sync") => Ok(false),
+        Ok("wgmma") if sm90a => Ok(true),
+        Ok("wgmma") => Err(Error::BackendUnavailable {
+            backend: "wgmma GEMMs".into(),
+            reasons: format!(
+                "FLEETMOE_CUDA_GEMM=wgmma, but {} is {}, not sm_90a",
+                dev.capabilities().name,
+                dev.capabilities().arch
+            ),
+        }),
+        Ok(other) => Err(Error::Config(format!(
+            "FLEETMOE_CUDA_GEMM={other}: expected `wgmma` or `mma.sync`"
+        ))),
+    }
 }
 
 impl CudaExperts {
@@ -213,6 +239,11 @@ impl CudaExperts {
             weight_on_input: config.apply_router_weight_on_input,
             acts,
             lora: None,
+            wide: if gemm_family(dev)? {
+                variant.sm90_wide_tiles()?
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -238,7 +269,7 @@ impl VendorExperts for CudaExperts {
     }
 
     fn block_tokens(&self, pairs: usize) -> usize {
-        tile_for(self.variant, pairs, self.num_experts).bt
+        tile_for(self.variant, pairs, self.num_experts, &self.wide).bt
     }
 
     fn block_token_choices(&self) -> Vec<usize> {
@@ -288,7 +319,7 @@ impl VendorExperts for CudaExperts {
         let (h, i, e) = (self.hidden, self.intermediate, self.num_experts);
         let (tokens, top_k) = (io.tokens, io.top_k);
         let pairs = tokens * top_k;
-        let tile = tile_for(self.variant, pairs, e);
+        let tile = tile_for(self.variant, pairs, e, &self.wide);
         if tile.bt != io.block_tokens {
             return Err(Error::Config(format!(
                 "aligned to {} token slots per block, the GEMM tile takes {}",

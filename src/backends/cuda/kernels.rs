@@ -7,7 +7,11 @@ pub const PRELUDE: &str = include_str!("../../../kernels-cuda/prelude.cuh");
 /// Register expansion of packed weights, included by gemm.cu's module after the prelude.
 pub const EXPAND: &str = include_str!("../../../kernels-cuda/expand.cuh");
 
-/// Every `kernels-cuda/*.cu` file, by name.
+/// The Hopper (sm_90a, `wgmma`) family of the grouped GEMMs, compiled after gemm.cu in the
+/// same module (it shares gemm.cu's arguments, copies and epilogue).
+pub const GEMM_SM90: &str = include_str!("../../../kernels-cuda/gemm_sm90.cu");
+
+/// Every `kernels-cuda/*.cu` file, by name (gemm_sm90.cu travels inside gemm.cu's module).
 pub const SOURCES: &[(&str, &str)] = &[
     ("align.cu", include_str!("../../../kernels-cuda/align.cu")),
     ("quant.cu", include_str!("../../../kernels-cuda/quant.cu")),
@@ -42,6 +46,11 @@ pub fn module_source(file: &str, defines: &[(&str, &str)]) -> Option<String> {
     s.push_str(&crate::fault::kernel_define_for(&body));
     s.push_str(&format!("#line 1 \"{file}\"\n"));
     s.push_str(&body);
+    if file == "gemm.cu" {
+        let sm90 = from_dir("gemm_sm90.cu").unwrap_or_else(|| GEMM_SM90.to_string());
+        s.push_str("\n#line 1 \"gemm_sm90.cu\"\n");
+        s.push_str(&sm90);
+    }
     Some(s)
 }
 
@@ -115,6 +124,15 @@ impl GemmVariant {
         }
     }
 
+    /// Whether gemm_sm90.cu has `wgmma` kernels of this variant (the plain 16-bit and fp8
+    /// weights; packed low-bit weights expand in registers on the mma.sync family).
+    pub fn has_sm90(self) -> bool {
+        matches!(
+            self,
+            GemmVariant::Bf16 | GemmVariant::F16 | GemmVariant::Fp8 | GemmVariant::Fp8Block
+        )
+    }
+
     /// Shared memory of one weight stage per 16 rows: `None` for plain 128-byte rows, else
     /// the packed tiles plus room for a scale chunk (gemm.cu's `Packed`).
     fn packed_stage_bytes(self) -> Option<usize> {
@@ -130,9 +148,21 @@ impl GemmVariant {
     }
 }
 
-/// One GEMM tile shape (must match the `FM_TILE_n` table in gemm.cu).
+/// Which instructions a GEMM kernel multiplies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// gemm.cu: `mma.sync` fed by `ldmatrix` (sm_80 and later).
+    MmaSync,
+    /// gemm_sm90.cu: warpgroup `wgmma` reading shared memory (sm_90a only), two
+    /// warpgroups per block.
+    Wgmma,
+}
+
+/// One GEMM tile shape (must match the `FM_TILE_n` / `FM_PTILE_n` tables of gemm.cu or
+/// the `FM_HTILE_n` / `FM_HBTILE_n` tables of gemm_sm90.cu).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
+    pub family: Family,
     pub index: usize,
     /// Weight rows per block.
     pub bn: usize,
@@ -149,6 +179,10 @@ pub struct Tile {
 impl Tile {
     /// Dynamic shared memory of the kernel for `variant`.
     pub fn smem_bytes(&self, variant: GemmVariant) -> u32 {
+        if self.family == Family::Wgmma {
+            // Stages of 128-byte rows, the slot rows, and 1 KB to align the swizzle atoms.
+            return (self.stages * (self.bn + self.bt) * 128 + 2 * self.bt * 4 + 1024) as u32;
+        }
         let a_stage = variant
             .packed_stage_bytes()
             .map_or(self.bn * 128, |b| self.bn / 16 * b);
@@ -171,6 +205,7 @@ const fn tile(
     stages: usize,
 ) -> Tile {
     Tile {
+        family: Family::MmaSync,
         index,
         bn,
         bt,
@@ -200,7 +235,89 @@ pub const PACKED_TILES: [Tile; 5] = [
     tile(4, 128, 128, 2, 4, 1, 3),
 ];
 
+/// A gemm_sm90.cu tile: two warpgroups of `mi` m64 tiles each (`bn` = 128 `mi`), `bt`
+/// slots as the wgmma's N. (How many blocks per SM its registers are capped for is the
+/// last field of its `FM_HTILE_` entry, written beside each entry here.)
+const fn sm90_tile(index: usize, mi: usize, bt: usize, stages: usize) -> Tile {
+    Tile {
+        family: Family::Wgmma,
+        index,
+        bn: 128 * mi,
+        bt,
+        threads: 256,
+        stages,
+        wk: 1,
+        wn: 8,
+        wt: 1,
+    }
+}
+
+/// gemm_sm90.cu's `FM_HTILE_` table (16-bit weights), by kernel id.
+pub const SM90_TILES: [Tile; 4] = [
+    sm90_tile(3, 2, 64, 5),  // one block per SM
+    sm90_tile(4, 2, 128, 4), // one
+    sm90_tile(5, 1, 128, 3), // two
+    sm90_tile(6, 1, 64, 4),  // two
+];
+
+/// `FM_HPTILE_` (fp8: a second accumulator set for the promotion, so 128 rows).
+pub const SM90_FP8_TILES: [Tile; 3] = [
+    sm90_tile(3, 1, 64, 6),  // one block per SM
+    sm90_tile(4, 1, 128, 6), // one
+    sm90_tile(6, 1, 64, 4),  // two
+];
+
+/// Which `wgmma` tile stands in for the mma.sync tiles of 64 and 128 slots (tiles 3 and
+/// 4; the slot count must match, so the routing alignment does not change with the
+/// family), per variant: the H200's choice from `fleetmoe bench` (kernels-cuda/NOTES.md).
+/// `FLEETMOE_SM90_TILES=<id>,<id>` (kernel ids) replaces it, to time the others.
+fn sm90_choice(v: GemmVariant) -> [usize; 2] {
+    match v {
+        GemmVariant::Fp8 | GemmVariant::Fp8Block => [3, 4],
+        _ => [3, 4],
+    }
+}
+
 impl GemmVariant {
+    /// The table of this variant's `wgmma` kernels (empty where it has none).
+    pub fn sm90_tiles(self) -> &'static [Tile] {
+        match self {
+            GemmVariant::Bf16 | GemmVariant::F16 => &SM90_TILES,
+            GemmVariant::Fp8 | GemmVariant::Fp8Block => &SM90_FP8_TILES,
+            _ => &[],
+        }
+    }
+
+    /// The `wgmma` tiles this variant runs in place of mma.sync tiles of the same width
+    /// (empty where it has none); `Err` for a `FLEETMOE_SM90_TILES` that names no kernel of
+    /// its table.
+    pub fn sm90_wide_tiles(self) -> crate::Result<Vec<Tile>> {
+        let table = self.sm90_tiles();
+        if table.is_empty() {
+            return Ok(Vec::new());
+        }
+        let by_id = |id: usize| table.iter().find(|t| t.index == id).copied();
+        match std::env::var("FLEETMOE_SM90_TILES") {
+            Ok(list) if !list.is_empty() => list
+                .split(',')
+                .map(|id| {
+                    id.trim().parse().ok().and_then(by_id).ok_or_else(|| {
+                        crate::Error::Config(format!(
+                            "FLEETMOE_SM90_TILES={list}: `{id}` is not a {} wgmma tile id \
+                             (those are {:?})",
+                            self.prefix(),
+                            table.iter().map(|t| t.index).collect::<Vec<_>>()
+                        ))
+                    })
+                })
+                .collect(),
+            _ => Ok(sm90_choice(self)
+                .iter()
+                .filter_map(|&id| by_id(id))
+                .collect()),
+        }
+    }
+
     /// The tile table this variant's kernels are built with.
     pub fn tiles(self) -> &'static [Tile; 5] {
         if self.packed_stage_bytes().is_some() {
@@ -214,5 +331,87 @@ impl GemmVariant {
 /// The GEMM kernel name for a variant, stage and tile. Stage: `g` gated gemm1, `s`
 /// single (non-gated) gemm1, `d` gemm2 (down).
 pub fn gemm_kernel_name(v: GemmVariant, stage: char, tile: &Tile) -> String {
-    format!("{}_{}_t{}", v.prefix(), stage, tile.index)
+    let family = match tile.family {
+        Family::MmaSync => 't',
+        Family::Wgmma => 'h',
+    };
+    format!("{}_{}_{family}{}", v.prefix(), stage, tile.index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `#define {prefix}{id} a, b, ...` of a kernel source, as numbers.
+    fn defines(src: &str, prefix: &str) -> Vec<(usize, Vec<usize>)> {
+        src.lines()
+            .filter_map(|l| l.strip_prefix("#define ")?.strip_prefix(prefix))
+            .filter_map(|rest| {
+                let (id, vals) = rest.split_once(' ')?;
+                let vals: Option<Vec<usize>> =
+                    vals.split(',').map(|v| v.trim().parse().ok()).collect();
+                Some((id.parse().ok()?, vals?))
+            })
+            .collect()
+    }
+
+    /// The host's tile tables describe the kernels the sources build: a mismatch would
+    /// launch with the wrong shared memory or block size.
+    #[test]
+    fn tile_tables_match_the_kernel_sources() {
+        let gemm = SOURCES.iter().find(|(n, _)| *n == "gemm.cu").unwrap().1;
+        for (prefix, table) in [("FM_TILE_", &TILES), ("FM_PTILE_", &PACKED_TILES)] {
+            let defs = defines(gemm, prefix);
+            assert_eq!(defs.len(), table.len(), "{prefix}");
+            for (id, v) in defs {
+                let t = table[id];
+                assert_eq!(
+                    (t.bn, t.bt, t.wn, t.wt, t.wk, t.stages),
+                    (v[0], v[1], v[2], v[3], v[4], v[5]),
+                    "{prefix}{id}"
+                );
+            }
+        }
+        for (prefix, table) in [
+            ("FM_HTILE_", &SM90_TILES[..]),
+            ("FM_HPTILE_", &SM90_FP8_TILES[..]),
+        ] {
+            let defs = defines(GEMM_SM90, prefix);
+            assert_eq!(defs.len(), table.len(), "{prefix}");
+            for (id, v) in defs {
+                let t = table.iter().find(|t| t.index == id).expect("id in table");
+                assert_eq!(
+                    (t.bn, t.bt, t.stages),
+                    (128 * v[0], v[1], v[2]),
+                    "{prefix}{id}"
+                );
+                // H100 / H200: 227 KB of shared memory per block, 228 per SM.
+                let smem = t.smem_bytes(GemmVariant::Bf16) as usize;
+                assert!(
+                    smem * v[4] <= 228 * 1024,
+                    "{prefix}{id}: {smem} B x {}",
+                    v[4]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wide_batches_pick_a_wgmma_tile_of_the_same_width() {
+        for v in GemmVariant::ALL {
+            let wide = v.sm90_wide_tiles().unwrap();
+            assert_eq!(wide.is_empty(), !v.has_sm90(), "{v:?}");
+            for t in &wide {
+                assert_eq!(t.family, Family::Wgmma);
+                assert!(v.tiles()[3..].iter().any(|m| m.bt == t.bt), "{v:?} {t:?}");
+            }
+            // Decode tiles stay on mma.sync; 33+ tokens per expert take the wide tile.
+            let small = crate::backends::cuda::plan::tile_for(v, 8 * 16, 8, &wide);
+            assert_eq!(small.family, Family::MmaSync);
+            let big = crate::backends::cuda::plan::tile_for(v, 8 * 200, 8, &wide);
+            assert_eq!(big.family == Family::Wgmma, v.has_sm90(), "{v:?}");
+            let family = if v.has_sm90() { 'h' } else { 't' };
+            assert!(gemm_kernel_name(v, 'g', &big).ends_with(&format!("_g_{family}{}", big.index)));
+        }
+    }
 }

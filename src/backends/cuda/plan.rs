@@ -144,8 +144,10 @@ pub(super) fn variant_for(backend: BackendId, scheme: &QuantScheme) -> Result<Ge
     Ok(variant)
 }
 
-/// The token tile for a batch: enough slots for the tokens an expert typically gets.
-pub(super) fn tile_for(variant: GemmVariant, pairs: usize, experts: usize) -> Tile {
+/// The token tile for a batch: enough slots for the tokens an expert typically gets; the
+/// first of `wide` (the `wgmma` tiles, empty off sm_90a) of the same width where there is
+/// one, from tile 3 (33 tokens per expert) up.
+pub(super) fn tile_for(variant: GemmVariant, pairs: usize, experts: usize, wide: &[Tile]) -> Tile {
     let per_expert = pairs.div_ceil(experts.max(1));
     let i = match per_expert {
         0..=8 => 0,
@@ -154,5 +156,9 @@ pub(super) fn tile_for(variant: GemmVariant, pairs: usize, experts: usize) -> Ti
         33..=64 => 3,
         _ => 4,
     };
-    variant.tiles()[i]
+    let tile = variant.tiles()[i];
+    match wide.iter().find(|t| t.bt == tile.bt) {
+        Some(w) if i >= 3 => *w,
+        _ => tile,
+    }
 }
