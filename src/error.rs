@@ -78,7 +78,7 @@ pub enum Error {
     #[error("invalid handle: {0}")]
     Handle(String),
     /// A checkpoint file is malformed, incomplete or not understood.
-    #[error("checkpoint {file}, tensor '{tensor}': {why}")]
+    #[error("{}", checkpoint_message(file, tensor, why))]
     Checkpoint {
         file: String,
         tensor: String,
@@ -208,5 +208,16 @@ pub fn check_group(group: usize, dim: usize, dim_name: &str) -> Result<()> {
             dim,
             dim_name: dim_name.to_string(),
         })
+    }
+}
+
+/// `Error::Checkpoint`'s text: the file, then what in it is wrong (a tensor, or a key of a
+/// JSON config; nothing where the file as a whole is), then why.
+fn checkpoint_message(file: &str, name: &str, why: &str) -> String {
+    let config = file.ends_with(".json") && !file.ends_with(".index.json");
+    match (name.is_empty(), config) {
+        (true, _) => format!("checkpoint {file}: {why}"),
+        (false, true) => format!("checkpoint {file}, key '{name}': {why}"),
+        (false, false) => format!("checkpoint {file}, tensor '{name}': {why}"),
     }
 }

@@ -35,7 +35,7 @@ fn differing_fp8_gate_up_scales_load_per_channel_and_a_native_backend_runs_it() 
     );
     let d = l.weights.dequantize().unwrap();
     assert_eq!((d.w13, d.w2), (want.w13, want.w2), "bit-exact");
-    let text = inspect(dir.path()).unwrap();
+    let text = inspect(dir.path()).unwrap().report;
     assert!(text.contains("fp8-wchannel-atensor on layers 1"), "{text}");
     assert!(
         text.contains("exact: fp8 gate and up scales differ in 4 expert(s)"),
@@ -152,7 +152,7 @@ fn nvfp4_global_scale_fold_costs_a_measured_error() {
     let q = json!({"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized", "config_groups": {"group_0": {
         "weights": {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16}}}});
     let dir = write(&wr, &config(QWEN, Some(q)));
-    let text = inspect(dir.path()).unwrap();
+    let text = inspect(dir.path()).unwrap().report;
     assert!(
         text.contains("approximation: NVFP4 gate and up global scales differ in 4 of 4 experts"),
         "{text}"
@@ -175,7 +175,7 @@ fn static_input_scale_maximum_costs_a_measured_error() {
     let (wr, _) = writer(Lin::Fp8Tensor { input: true }, 19);
     let q = json!({"quant_method": "fp8", "activation_scheme": "static"});
     let dir = write(&wr, &config(QWEN, Some(q)));
-    let text = inspect(dir.path()).unwrap();
+    let text = inspect(dir.path()).unwrap().report;
     assert!(
         text.contains("approximation: static input scales differ across experts"),
         "{text}"
