@@ -11,8 +11,9 @@
 // tensor cores' 128-byte swizzle) STAGES - 2 ahead of the MMAs, so one group of wgmmas
 // can still be reading the stage before while the next is issued.
 //
-// fp8: each k32 MMA writes a fresh `part` (scale-d = 0) that is promoted into the f32 `acc`
-// once it finishes, outside the MMA (as DeepGEMM promotes, there per 128 K): the fp8
+// fp8: each k32 MMA writes a fresh partial sum (scale-d = 0; two sets, alternating, so one
+// step's MMAs run while the step before is promoted) folded into the f32 `acc` once it
+// finishes, outside the MMA (as DeepGEMM promotes, there per 128 K): the fp8
 // tensor cores' own accumulation keeps too few bits, and the parity suite saw it (rel L2
 // 5-9e-3 against 1e-3 on mma.sync when four k32 MMAs were chained). BLK (128-wide K
 // scales): each stage is one K block, and the promotion applies its weight and activation
@@ -117,7 +118,7 @@ __device__ __forceinline__ void gemm_sm90_body(const GemmArgs& p) {
   // tensor cores' own accumulation keeps too few bits for the parity suite); its groups
   // are all waited within the stage, so nothing is left in flight across stages.
   constexpr bool PROMOTE = DT == 2;
-  constexpr int INFLIGHT = PROMOTE ? 0 : LAG;
+  constexpr int INFLIGHT = PROMOTE ? 1 : LAG;
   // Stages copied ahead: the buffer refilled at stage kt is the one stage kt - 1 - INFLIGHT
   // read, whose MMAs the wait of the stage before finished.
   constexpr int AHEAD = STAGES - 1 - INFLIGHT;
@@ -166,6 +167,7 @@ __device__ __forceinline__ void gemm_sm90_body(const GemmArgs& p) {
 
   float acc[MI][NI][4];
   float part[PROMOTE ? MI : 1][PROMOTE ? NI : 1][4];
+  float part2[PROMOTE ? MI : 1][PROMOTE ? NI : 1][4];
 #pragma unroll
   for (int i = 0; i < MI; ++i)
 #pragma unroll
@@ -188,35 +190,52 @@ __device__ __forceinline__ void gemm_sm90_body(const GemmArgs& p) {
   }
   const TileMap map{n0 + wg * MI * 64 + (warp & 3) * 16, 64, 0};
 
-  for (int kt = 0; kt < ntiles; ++kt) {
+  // Publishes stage kt's buffer and starts the copy AHEAD stages on.
+  auto begin_stage = [&](int kt) {
     cp_async_wait<AHEAD - 1>();
     fence_proxy_async();
     __syncthreads();
-    {
-      const int nk = kt + AHEAD;
-      if (nk < ntiles) load_stage(nk % STAGES, nk);
-      cp_async_commit();
-    }
-    const u32 a = smem_addr(sA + (kt % STAGES) * A_STAGE + wg * MI * 64 * 128);
-    const u32 b = smem_addr(sB + (kt % STAGES) * B_STAGE);
-    if constexpr (PROMOTE) {
-      // This stage is exactly one 128-element K block: its scales are loaded while the
-      // first MMA runs.
-      BlockScales<MI, NI> sc;
+    const int nk = kt + AHEAD;
+    if (nk < ntiles) load_stage(nk % STAGES, nk);
+    cp_async_commit();
+  };
+  if constexpr (PROMOTE) {
+    // Two partial sums alternate by k32 step: one step's MMAs run into one while the
+    // step before, finished, is promoted from the other (the last step of a stage is
+    // promoted in the next, with the scales of its own K block).
+    BlockScales<MI, NI> sc;
+    for (int kt = 0; kt < ntiles; ++kt) {
+      begin_stage(kt);
+      BlockScales<MI, NI> sc_new;
+      if (BLK) sc_new = block_scales<MI, NI>(p, s_row, e, kbeg / 128 + kt, map, lane);
+      const u32 a = smem_addr(sA + (kt % STAGES) * A_STAGE + wg * MI * 64 * 128);
+      const u32 b = smem_addr(sB + (kt % STAGES) * B_STAGE);
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) {
-        fence_regs<MI, NI>(part);
+        auto& cur = (ks & 1) ? part2 : part;
+        auto& prev = (ks & 1) ? part : part2;
+        fence_regs<MI, NI>(cur);
         wgmma_fence();
         const u64 db = sw128_desc(b + ks * 32);
 #pragma unroll
-        for (int i = 0; i < MI; ++i) wgmma_32B<DT, BT>(part[i], sw128_desc(a + i * 64 * 128 + ks * 32), db, 0);
+        for (int i = 0; i < MI; ++i) wgmma_32B<DT, BT>(cur[i], sw128_desc(a + i * 64 * 128 + ks * 32), db, 0);
         wgmma_commit();
-        if (BLK && ks == 0) sc = block_scales<MI, NI>(p, s_row, e, kbeg / 128 + kt, map, lane);
-        wgmma_wait<0>();
-        fence_regs<MI, NI>(part);
-        fold<BLK>(acc, part, sc);
+        if (kt > 0 || ks > 0) {
+          wgmma_wait<1>();
+          fence_regs<MI, NI>(prev);
+          fold<BLK>(acc, prev, ks == 0 ? sc : sc_new);
+        }
       }
-    } else {
+      sc = sc_new;
+    }
+    wgmma_wait<0>();
+    fence_regs<MI, NI>(part2);
+    fold<BLK>(acc, part2, sc);
+  } else {
+    for (int kt = 0; kt < ntiles; ++kt) {
+      begin_stage(kt);
+      const u32 a = smem_addr(sA + (kt % STAGES) * A_STAGE + wg * MI * 64 * 128);
+      const u32 b = smem_addr(sB + (kt % STAGES) * B_STAGE);
       fence_regs<MI, NI>(acc);
       wgmma_fence();
 #pragma unroll
