@@ -310,6 +310,35 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& p, const float (&a
   }
 }
 
+// The work of one GEMM block, from the routing alignment: its expert, first weight row
+// and K range (blockIdx = token block, row tile, K split).
+struct BlockWork {
+  int e, n0, kbeg, kend;
+};
+
+// Finds this block's work and writes its slots' pairs and activation rows (-1: padding)
+// to shared memory; false (for the whole block, before any barrier) where it has none.
+// Shared by the mma.sync and wgmma bodies so both read the alignment the same way.
+template <int BN, int BT, int NTHR, int MODE>
+__device__ __forceinline__ bool block_work(const GemmArgs& p, int* s_row, int* s_pair, BlockWork& w) {
+  const int tb = blockIdx.x;
+  if (tb * BT >= p.num_slots[0]) return false;
+  w.e = p.block_expert[tb];
+  if (w.e < 0) return false;
+  w.n0 = blockIdx.y * BN;
+  w.kbeg = blockIdx.z * p.k_split;
+  w.kend = min(p.K, w.kbeg + p.k_split);
+  if (w.kbeg >= w.kend) return false;
+  for (int j = threadIdx.x; j < BT; j += NTHR) {
+    const int slot = tb * BT + j;
+    const int pair = p.sorted[slot];
+    s_pair[j] = pair;
+    s_row[j] = pair < p.pairs ? (MODE == 2 ? slot : pair / p.top_k) : -1;
+  }
+  __syncthreads();
+  return true;
+}
+
 template <int DT, int BN, int BT, int WN, int WT, int WK, int STAGES, int MODE, bool BLK, int WQ>
 __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
   constexpr int ES = DT == 2 ? 1 : 2;
@@ -329,24 +358,11 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
   int* s_row = reinterpret_cast<int*>(sB + STAGES * BT * 128);
   int* s_pair = s_row + BT;
 
-  const int tb = blockIdx.x, nt = blockIdx.y, split = blockIdx.z;
-  if (tb * BT >= p.num_slots[0]) return;
-  const int e = p.block_expert[tb];
-  if (e < 0) return;
-  const int n0 = nt * BN;
-  const int kbeg = split * p.k_split;
-  const int kend = min(p.K, kbeg + p.k_split);
-  if (kbeg >= kend) return;
+  BlockWork w;
+  if (!block_work<BN, BT, NTHR, MODE>(p, s_row, s_pair, w)) return;
+  const int e = w.e, n0 = w.n0, kbeg = w.kbeg, kend = w.kend;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wn = warp % WN, wt = (warp / WN) % WT, wk = warp / (WN * WT);
-
-  for (int j = tid; j < BT; j += NTHR) {
-    const int slot = tb * BT + j;
-    const int pair = p.sorted[slot];
-    s_pair[j] = pair;
-    s_row[j] = pair < p.pairs ? (MODE == 2 ? slot : pair / p.top_k) : -1;
-  }
-  __syncthreads();
 
   const long Kb = (long)p.K * ES;
   const u8* wbase = p.w + (long)e * p.N * Kb;
@@ -509,7 +525,7 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
             acc[i][j][r] += red[(((q - 1) * WN * WT + mn) * PER + (i * NI + j) * 4 + r) * 32 + lane];
   }
 
-  gemm_epilogue<DT, MI, NI, MODE, BLK>(p, acc, s_row, s_pair, e, tb * BT, split,
+  gemm_epilogue<DT, MI, NI, MODE, BLK>(p, acc, s_row, s_pair, e, blockIdx.x * BT, blockIdx.z,
                                       TileMap{n0 + wn * WM, 16, wt * WTT}, lane);
 }
 

@@ -131,24 +131,11 @@ __device__ __forceinline__ void gemm_sm90_body(const GemmArgs& p) {
   int* s_row = reinterpret_cast<int*>(sB + STAGES * B_STAGE);
   int* s_pair = s_row + BT;
 
-  const int tb = blockIdx.x, nt = blockIdx.y, split = blockIdx.z;
-  if (tb * BT >= p.num_slots[0]) return;
-  const int e = p.block_expert[tb];
-  if (e < 0) return;
-  const int n0 = nt * BN;
-  const int kbeg = split * p.k_split;
-  const int kend = min(p.K, kbeg + p.k_split);
-  if (kbeg >= kend) return;
+  BlockWork w;
+  if (!block_work<BN, BT, NTHR, MODE>(p, s_row, s_pair, w)) return;
+  const int e = w.e, n0 = w.n0, kbeg = w.kbeg, kend = w.kend;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wg = warp >> 2;
-
-  for (int j = tid; j < BT; j += NTHR) {
-    const int slot = tb * BT + j;
-    const int pair = p.sorted[slot];
-    s_pair[j] = pair;
-    s_row[j] = pair < p.pairs ? (MODE == 2 ? slot : pair / p.top_k) : -1;
-  }
-  __syncthreads();
 
   const long Kb = (long)p.K * ES;
   const u8* wbase = p.w + (long)e * p.N * Kb;
@@ -253,7 +240,7 @@ __device__ __forceinline__ void gemm_sm90_body(const GemmArgs& p) {
   fence_regs<MI, NI>(acc);
   cp_async_wait<0>();
 
-  gemm_epilogue<DT, MI, NI, MODE, BLK>(p, acc, s_row, s_pair, e, tb * BT, split, map, lane);
+  gemm_epilogue<DT, MI, NI, MODE, BLK>(p, acc, s_row, s_pair, e, blockIdx.x * BT, blockIdx.z, map, lane);
 #else
   __trap();  // the host launches this family on sm_90a only
 #endif

@@ -155,14 +155,14 @@ pub struct CudaExperts {
     wide: Vec<Tile>,
 }
 
-/// Whether `dev` runs the Hopper `wgmma` GEMMs: only with `FLEETMOE_CUDA_GEMM=wgmma` on
-/// sm_90a until the H200 measurements choose them per variant (kernels-cuda/NOTES.md);
-/// `mma.sync` keeps the old family; `wgmma` where the chip has none is an error rather
-/// than a silent fallback.
+/// Whether `dev` runs the Hopper `wgmma` GEMMs for the wide batches: by default on
+/// sm_90a (for the variants `sm90_choice` gives tiles; the H200's measurements are in
+/// kernels-cuda/NOTES.md); `FLEETMOE_CUDA_GEMM=mma.sync` keeps the older family there;
+/// `wgmma` where the chip has none is an error rather than a silent fallback.
 fn gemm_family(dev: &CudaDevice) -> Result<bool> {
     let sm90a = dev.capabilities().arch == "sm_90a";
     match std::env::var("FLEETMOE_CUDA_GEMM").as_deref() {
-        Err(_) | Ok("") => Ok(false),
+        Err(_) | Ok("") => Ok(sm90a),
         Ok("mma.sync") => Ok(false),
         Ok("wgmma") if sm90a => Ok(true),
         Ok("wgmma") => Err(Error::BackendUnavailable {

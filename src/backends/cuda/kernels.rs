@@ -267,14 +267,17 @@ pub const SM90_FP8_TILES: [Tile; 3] = [
     sm90_tile(6, 1, 64, 4),  // two
 ];
 
-/// Which `wgmma` tile stands in for the mma.sync tiles of 64 and 128 slots (tiles 3 and
+/// Which `wgmma` tiles stand in for the mma.sync tiles of 64 and 128 slots (tiles 3 and
 /// 4; the slot count must match, so the routing alignment does not change with the
-/// family), per variant: the H200's choice from `fleetmoe bench` (kernels-cuda/NOTES.md).
+/// family), per variant: the H200's choice from `fleetmoe bench` (kernels-cuda/NOTES.md,
+/// 2026-12-03). fp8 block-128 has none: its wgmma tiles were 1.10-1.17x mma.sync's time
+/// at M >= 1024, so it stays on mma.sync until its promotion moves outside the MMA.
 /// `FLEETMOE_SM90_TILES=<id>,<id>` (kernel ids) replaces it, to time the others.
-fn sm90_choice(v: GemmVariant) -> [usize; 2] {
+fn sm90_choice(v: GemmVariant) -> &'static [usize] {
     match v {
-        GemmVariant::Fp8 | GemmVariant::Fp8Block => [3, 4],
-        _ => [3, 4],
+        GemmVariant::Bf16 | GemmVariant::F16 => &[6, 5],
+        GemmVariant::Fp8 => &[6, 4],
+        _ => &[],
     }
 }
 
