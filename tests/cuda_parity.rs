@@ -377,7 +377,10 @@ mod gpu {
                 let mut weights = match ExpertWeights::quantize(&dense, scheme) {
                     Ok(w) => w,
                     Err(e) => {
-                        println!("skip {name:14} H={} I={}: {e}", case.hidden, case.intermediate);
+                        println!(
+                            "skip {name:14} H={} I={}: {e}",
+                            case.hidden, case.intermediate
+                        );
                         continue;
                     }
                 };

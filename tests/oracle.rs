@@ -5,7 +5,7 @@ use fleetmoe::device::{Capabilities, Vendor};
 use fleetmoe::moe::{Activation, LayerConfig};
 use fleetmoe::oracle::{
     backends, select, spec, Assessment, Availability, BackendId, Conversion, Rejection, Selection,
-    Unmet,
+    Unmet, AMD_LORA,
 };
 use fleetmoe::quant::{Fp8Flavor, QuantScheme};
 use fleetmoe::Error;
@@ -115,7 +115,10 @@ fn assert_unmet(
 }
 
 fn assert_scheme_refused(caps: &Capabilities, scheme: &str, id: BackendId) {
-    let wanted = Unmet::Scheme(QuantScheme::parse(scheme).unwrap());
+    let wanted = Unmet::Scheme {
+        scheme: QuantScheme::parse(scheme).unwrap(),
+        runs: spec(id).unwrap().needs.runs,
+    };
     assert_unmet(caps, scheme, &layer(), id, &wanted);
 }
 
@@ -451,7 +454,8 @@ fn layer_features_are_needs_too() {
         lora: true,
         ..layer()
     };
-    assert_unmet(&mi300x, "fp8", &lora, BackendId::AiterFp8, &Unmet::Lora);
+    let no_lora = Unmet::NotImplemented(&AMD_LORA);
+    assert_unmet(&mi300x, "fp8", &lora, BackendId::AiterFp8, &no_lora);
     let gpt_oss = gpt_oss_layer();
     assert_unmet(
         &mi300x,
@@ -502,10 +506,13 @@ fn layer_features_are_needs_too() {
     );
     assert!(a.unmet.iter().any(Unmet::is_vendor), "{}", reasons(&a));
     for wanted in [
-        Unmet::Scheme(QuantScheme::parse("w4a16").unwrap()),
+        Unmet::Scheme {
+            scheme: QuantScheme::parse("w4a16").unwrap(),
+            runs: spec(BackendId::AiterFp8).unwrap().needs.runs,
+        },
         Unmet::Activation(Activation::GPT_OSS),
         Unmet::Bias,
-        Unmet::Lora,
+        Unmet::NotImplemented(&AMD_LORA),
     ] {
         assert!(a.unmet.contains(&wanted), "{wanted}: {}", reasons(&a));
     }
@@ -519,10 +526,12 @@ fn layer_features_are_needs_too() {
     for (u, text) in [
         (swiglu, "activation swigluoai not supported"),
         (Unmet::Bias, "expert biases not supported"),
-        (Unmet::Lora, "LoRA not supported"),
     ] {
         assert_eq!(u.to_string(), text);
     }
+    assert!(Unmet::NotImplemented(&AMD_LORA)
+        .to_string()
+        .starts_with("LoRA on the AITER (AMD) backends not implemented yet ("));
 }
 
 #[test]
@@ -545,15 +554,19 @@ fn vendor_and_availability_reasons_read_well() {
 
     assert_eq!(
         Unmet::NotBuilt { feature: "cuda" }.to_string(),
-        "not in this build: needs feature `cuda`"
+        "built without feature `cuda`: rebuild with --features cuda"
     );
     assert_eq!(
         Unmet::Planned("CUDA backend: not implemented yet").to_string(),
         "planned: CUDA backend: not implemented yet"
     );
     assert_eq!(
-        Unmet::Scheme(QuantScheme::parse("mxfp4-a-mxfp4").unwrap()).to_string(),
-        "does not run scheme mxfp4-a-mxfp4"
+        Unmet::Scheme {
+            scheme: QuantScheme::parse("mxfp4-a-mxfp4").unwrap(),
+            runs: "bf16 / f16",
+        }
+        .to_string(),
+        "runs only bf16 / f16"
     );
 }
 
@@ -587,7 +600,7 @@ fn forcing_a_backend() {
         Availability::NeedsFeature(_) | Availability::Planned(_) => {
             let msg = forced.unwrap_err().to_string();
             assert!(
-                msg.contains("not in this build") || msg.contains("planned"),
+                msg.contains("built without feature") || msg.contains("planned"),
                 "{msg}"
             );
         }

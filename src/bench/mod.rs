@@ -3,6 +3,7 @@
 //! never asserted.
 
 pub mod peers;
+pub mod plot;
 pub mod roofline;
 
 /// One measured cell of the benchmark table.

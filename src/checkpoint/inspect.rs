@@ -173,12 +173,10 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         let _ = writeln!(s, "oracle for {sc}:");
         for (name, caps) in &platforms {
             let sel = oracle::select(sc, caps, &cfg, None)?;
-            let _ = writeln!(
-                s,
-                "  {name:9} {}{}",
-                sel.chosen,
-                if sel.is_fallback() { " (fallback)" } else { "" }
-            );
+            let why = sel
+                .fallback_reason()
+                .map(|why| format!(" (fallback: {why})"));
+            let _ = writeln!(s, "  {name:9} {}{}", sel.chosen, why.unwrap_or_default());
         }
     }
     problems.dedup();
@@ -222,8 +220,9 @@ pub struct RunModel {
     pub backend: Option<String>,
 }
 
-/// The f64 output of the routed experts plus the (gated) shared expert.
-fn reference(l: &LoadedLayer, x: &[f32], topk: &TopK) -> Result<Vec<f64>> {
+/// The f64 output of the routed experts plus the (gated) shared expert: what `run --model`
+/// and `fleetmoe parity --model` check the emulation against.
+pub fn reference(l: &LoadedLayer, x: &[f32], topk: &TopK) -> Result<Vec<f64>> {
     let mut out = forward_f64(&l.weights, &l.config, x, topk, true)?;
     if let (Some(sh), Some(i)) = (&l.shared, l.config.shared_intermediate) {
         let one = LayerConfig {

@@ -2,6 +2,7 @@
 //! as plain data, and the check of all of it against one case.
 
 use super::conversion::Conversion;
+use super::fit::{Fit, Support};
 use super::unmet::Unmet;
 use crate::device::{Capabilities, Vendor};
 use crate::moe::{Activation, LayerConfig};
@@ -33,9 +34,11 @@ pub enum Availability {
 #[derive(Debug, Clone, Copy)]
 pub struct Needs {
     pub hardware: Hardware,
-    /// The schemes the backend implements (an exhaustive match, so a new scheme forces a
-    /// decision per backend).
-    pub schemes: fn(&QuantScheme) -> bool,
+    /// The schemes the backend implements, and the gap for one of its kind it does not run
+    /// yet (an exhaustive match, so a new scheme forces a decision per backend).
+    pub schemes: fn(&QuantScheme) -> Fit,
+    /// What `schemes` takes, in words, for `explain`: "bf16 / f16".
+    pub runs: &'static str,
     /// The backend feeds fp8 to the matrix units: the device needs them, in the
     /// checkpoint's flavour or one the oracle can convert to exactly.
     pub fp8_matrix: bool,
@@ -46,7 +49,7 @@ pub struct Needs {
     /// Adds expert biases.
     pub bias: bool,
     /// Exposes gemm1's output and gemm2's output so LoRA deltas can be added.
-    pub lora: bool,
+    pub lora: Support,
     /// Can scale the input by the router weight (`apply_router_weight_on_input`).
     pub weight_on_input: bool,
     pub availability: Availability,
@@ -74,12 +77,18 @@ impl Needs {
         if let Some(unmet) = self.hardware.check(caps) {
             out.unmet.push(unmet);
         }
-        if !(self.schemes)(scheme) {
-            out.unmet.push(Unmet::Scheme(*scheme));
+        match (self.schemes)(scheme) {
+            Fit::Runs => {}
+            Fit::Other => out.unmet.push(self.scheme_unmet(scheme)),
+            Fit::NotYet(gap) => {
+                out.unmet.push(self.scheme_unmet(scheme));
+                out.unmet.push(Unmet::NotImplemented(gap));
+            }
         }
         if self.fp8_matrix {
             match (caps.fp8, scheme.fp8_flavor()) {
                 (None, _) => out.unmet.push(Unmet::NoFp8 {
+                    vendor: caps.vendor,
                     arch: caps.arch.clone(),
                 }),
                 (Some(_), None) => {}
@@ -106,8 +115,9 @@ impl Needs {
         if layer.has_bias && !self.bias {
             out.unmet.push(Unmet::Bias);
         }
-        if layer.lora && !self.lora {
-            out.unmet.push(Unmet::Lora);
+        match (layer.lora, self.lora) {
+            (false, _) | (true, Support::Yes) => {}
+            (true, Support::NotYet(gap)) => out.unmet.push(Unmet::NotImplemented(gap)),
         }
         if layer.apply_router_weight_on_input && !self.weight_on_input {
             out.unmet.push(Unmet::RouterWeightOnInput);
@@ -118,6 +128,13 @@ impl Needs {
             Availability::Planned(what) => out.unmet.push(Unmet::Planned(what)),
         }
         out
+    }
+
+    fn scheme_unmet(&self, scheme: &QuantScheme) -> Unmet {
+        Unmet::Scheme {
+            scheme: *scheme,
+            runs: self.runs,
+        }
     }
 }
 

@@ -6,12 +6,20 @@
 //! activation, biases and LoRA deltas fit between them); the AITER backends fuse the
 //! activation into stage 1 (SiLU or GELU only, no LoRA, no biases), except the MXFP4
 //! weight-only path, which is there for GPT-OSS and so takes swigluoai and biases.
+//!
+//! Every refusal is data here: `runs` says in words what a backend's `schemes` takes, a
+//! scheme of its kind it cannot run yet names its `Gap` (`schemes.rs`), as does a layer
+//! feature it lacks (`lora`), so `explain` never answers "does not run" alone.
 
 use super::backend::BackendId;
+use super::fit::Support;
+use super::gap::AMD_LORA;
 use super::needs::{Availability, Hardware, Needs};
+use super::schemes::{
+    every_scheme, fp8_any_block, fp8_block128, fp8_tensor_or_channel, marlin,
+    mx_quantized_activations, mxfp4_weight_only, none, nvfp4_weight_only, unquantized, w4a8,
+};
 use crate::moe::Activation;
-use crate::quant::QuantScheme as S;
-use crate::quant::{ActScale, FloatDtype, Fp8WeightScale, IntBits, IntGroup, MxAct, MxElem};
 
 /// One backend and what it needs.
 #[derive(Debug, Clone, Copy)]
@@ -77,11 +85,12 @@ const AITER_ARCHS: &[&str] = &["gfx942", "gfx950"];
 const NVIDIA_BASE: Needs = Needs {
     hardware: Hardware::Nvidia { min_cc: (8, 0) },
     schemes: none,
+    runs: "nothing",
     fp8_matrix: false,
     mx: false,
     activations: every_activation,
     bias: true,
-    lora: true,
+    lora: Support::Yes,
     weight_on_input: true,
     availability: cuda(false),
 };
@@ -91,11 +100,12 @@ const NVIDIA_BASE: Needs = Needs {
 const AITER_BASE: Needs = Needs {
     hardware: Hardware::Amd { archs: AITER_ARCHS },
     schemes: none,
+    runs: "nothing",
     fp8_matrix: false,
     mx: false,
     activations: aiter_fused_activation,
     bias: false,
-    lora: false,
+    lora: Support::NotYet(&AMD_LORA),
     weight_on_input: true,
     availability: rocm(true),
 };
@@ -107,6 +117,7 @@ static BACKENDS: [BackendSpec; 13] = [
         needs: Needs {
             hardware: Hardware::Nvidia { min_cc: (9, 0) },
             schemes: fp8_any_block,
+            runs: "fp8 with 128 × 128 weight blocks or per-128-group activations",
             fp8_matrix: true,
             availability: cuda(true),
             ..NVIDIA_BASE
@@ -117,6 +128,7 @@ static BACKENDS: [BackendSpec; 13] = [
         needs: Needs {
             hardware: Hardware::Nvidia { min_cc: (8, 9) },
             schemes: fp8_tensor_or_channel,
+            runs: "fp8 with per-tensor or per-channel weights and per-tensor, per-token or static activations",
             fp8_matrix: true,
             availability: cuda(true),
             ..NVIDIA_BASE
@@ -127,6 +139,7 @@ static BACKENDS: [BackendSpec; 13] = [
         needs: Needs {
             hardware: Hardware::Nvidia { min_cc: (9, 0) },
             schemes: w4a8,
+            runs: "w4a8 and mxfp4-a-fp8 (4-bit weights, fp8 activations)",
             fp8_matrix: true,
             availability: cuda(true),
             ..NVIDIA_BASE
@@ -136,6 +149,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::CudaNvfp4W4a16,
         needs: Needs {
             schemes: nvfp4_weight_only,
+            runs: "nvfp4-a16 (NVFP4 weights, bf16 activations)",
             availability: cuda(true),
             ..NVIDIA_BASE
         },
@@ -144,6 +158,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::CudaMxfp4W4a16,
         needs: Needs {
             schemes: mxfp4_weight_only,
+            runs: "mxfp4 (MXFP4 weights, bf16 activations)",
             availability: cuda(true),
             ..NVIDIA_BASE
         },
@@ -152,6 +167,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::CudaMarlin,
         needs: Needs {
             schemes: marlin,
+            runs: "int4 / int8 weight-only (w4a16, w8a16) per channel or in groups of 32, 64 or 128",
             availability: cuda(true),
             ..NVIDIA_BASE
         },
@@ -160,6 +176,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::CudaBf16,
         needs: Needs {
             schemes: unquantized,
+            runs: "bf16 / f16",
             availability: cuda(true),
             ..NVIDIA_BASE
         },
@@ -170,6 +187,7 @@ static BACKENDS: [BackendSpec; 13] = [
         needs: Needs {
             // gfx950 is the AITER target with MX; the `mx` need says so.
             schemes: mx_quantized_activations,
+            runs: "MXFP4 / MXFP6 weights with MX or static fp8 activations",
             fp8_matrix: true,
             mx: true,
             ..AITER_BASE
@@ -179,6 +197,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::AiterFp8Block128,
         needs: Needs {
             schemes: fp8_block128,
+            runs: "fp8-block128 (128 × 128 weight blocks, per-128-group activations)",
             fp8_matrix: true,
             // vLLM: "apply_router_weight_on_input is not supported for block scaled moe".
             weight_on_input: false,
@@ -189,6 +208,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::AiterFp8,
         needs: Needs {
             schemes: fp8_tensor_or_channel,
+            runs: "fp8 with per-tensor or per-channel weights and per-tensor, per-token or static activations",
             fp8_matrix: true,
             ..AITER_BASE
         },
@@ -197,6 +217,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::AiterMxfp4,
         needs: Needs {
             schemes: mxfp4_weight_only,
+            runs: "mxfp4 (MXFP4 weights, bf16 activations)",
             activations: aiter_gpt_oss_activation,
             bias: true,
             ..AITER_BASE
@@ -206,6 +227,7 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::AiterBf16,
         needs: Needs {
             schemes: unquantized,
+            runs: "bf16 / f16",
             ..AITER_BASE
         },
     },
@@ -215,228 +237,17 @@ static BACKENDS: [BackendSpec; 13] = [
         needs: Needs {
             hardware: Hardware::Any,
             schemes: every_scheme,
+            runs: "every scheme",
             fp8_matrix: false,
             mx: false,
             activations: every_activation,
             bias: true,
-            lora: true,
+            lora: Support::Yes,
             weight_on_input: true,
             availability: Availability::Built,
         },
     },
 ];
-
-// Scheme predicates. Every match names every `QuantScheme` variant: a new scheme must be
-// placed (or refused) in each of them.
-
-fn none(s: &S) -> bool {
-    match s {
-        S::Unquantized(_)
-        | S::Fp8 { .. }
-        | S::Nvfp4 { .. }
-        | S::Mx { .. }
-        | S::IntWeightOnly { .. }
-        | S::W4A8
-        | S::Int8W8A8 => false,
-    }
-}
-
-fn every_scheme(s: &S) -> bool {
-    match s {
-        S::Unquantized(_)
-        | S::Fp8 { .. }
-        | S::Nvfp4 { .. }
-        | S::Mx { .. }
-        | S::IntWeightOnly { .. }
-        | S::W4A8
-        | S::Int8W8A8 => true,
-    }
-}
-
-fn unquantized(s: &S) -> bool {
-    match s {
-        S::Unquantized(FloatDtype::Bf16 | FloatDtype::F16) => true,
-        S::Fp8 { .. }
-        | S::Nvfp4 { .. }
-        | S::Mx { .. }
-        | S::IntWeightOnly { .. }
-        | S::W4A8
-        | S::Int8W8A8 => false,
-    }
-}
-
-/// Per-tensor or per-channel fp8 weights with per-tensor, per-token or static activations.
-fn fp8_tensor_or_channel(s: &S) -> bool {
-    match s {
-        S::Fp8 { weight, act, .. } => {
-            let weight_ok = match weight {
-                Fp8WeightScale::PerTensor | Fp8WeightScale::PerChannel => true,
-                Fp8WeightScale::Block128 => false,
-            };
-            let act_ok = match act {
-                ActScale::DynamicPerTensor
-                | ActScale::DynamicPerToken
-                | ActScale::StaticPerTensor => true,
-                ActScale::DynamicPerGroup128 => false,
-            };
-            weight_ok && act_ok
-        }
-        S::Unquantized(_)
-        | S::Nvfp4 { .. }
-        | S::Mx { .. }
-        | S::IntWeightOnly { .. }
-        | S::W4A8
-        | S::Int8W8A8 => false,
-    }
-}
-
-/// 128 × 128 fp8 weight blocks with per-token 128-group activations (DeepSeek-V3).
-fn fp8_block128(s: &S) -> bool {
-    match s {
-        S::Fp8 { weight, act, .. } => match (weight, act) {
-            (Fp8WeightScale::Block128, ActScale::DynamicPerGroup128) => true,
-            (
-                Fp8WeightScale::Block128,
-                ActScale::DynamicPerTensor | ActScale::DynamicPerToken | ActScale::StaticPerTensor,
-            )
-            | (Fp8WeightScale::PerTensor | Fp8WeightScale::PerChannel, _) => false,
-        },
-        S::Unquantized(_)
-        | S::Nvfp4 { .. }
-        | S::Mx { .. }
-        | S::IntWeightOnly { .. }
-        | S::W4A8
-        | S::Int8W8A8 => false,
-    }
-}
-
-/// fp8 with anything that changes along K every 128 elements: 128 × 128 weight blocks
-/// (with any activation scaling) or per-128-group activations (with any weight scaling).
-/// The CUDA block kernel folds each 128-wide K stage in with its own scales.
-fn fp8_any_block(s: &S) -> bool {
-    match s {
-        S::Fp8 { weight, act, .. } => {
-            let blocked_weight = match weight {
-                Fp8WeightScale::Block128 => true,
-                Fp8WeightScale::PerTensor | Fp8WeightScale::PerChannel => false,
-            };
-            let grouped_act = match act {
-                ActScale::DynamicPerGroup128 => true,
-                ActScale::DynamicPerTensor
-                | ActScale::DynamicPerToken
-                | ActScale::StaticPerTensor => false,
-            };
-            blocked_weight || grouped_act
-        }
-        S::Unquantized(_)
-        | S::Nvfp4 { .. }
-        | S::Mx { .. }
-        | S::IntWeightOnly { .. }
-        | S::W4A8
-        | S::Int8W8A8 => false,
-    }
-}
-
-/// 4-bit weights with fp8 e4m3 activations: W4A8, and MXFP4 with static fp8 activations
-/// (e2m1 values are exact in e4m3; the block scale is folded in after each k32 MMA).
-fn w4a8(s: &S) -> bool {
-    match s {
-        S::W4A8 => true,
-        S::Mx { elem, act } => match (elem, act) {
-            (MxElem::Fp4E2M1, MxAct::Fp8Static) => true,
-            (MxElem::Fp4E2M1, MxAct::Bf16 | MxAct::Mx) | (MxElem::Fp6E3M2 | MxElem::Fp6E2M3, _) => {
-                false
-            }
-        },
-        S::Unquantized(_)
-        | S::Fp8 { .. }
-        | S::Nvfp4 { .. }
-        | S::IntWeightOnly { .. }
-        | S::Int8W8A8 => false,
-    }
-}
-
-/// NVFP4 weights with bf16 activations; W4A4 would need the activations quantized too.
-fn nvfp4_weight_only(s: &S) -> bool {
-    match s {
-        S::Nvfp4 { w4a4 } => !w4a4,
-        S::Unquantized(_)
-        | S::Fp8 { .. }
-        | S::Mx { .. }
-        | S::IntWeightOnly { .. }
-        | S::W4A8
-        | S::Int8W8A8 => false,
-    }
-}
-
-/// MXFP4 weights with bf16 activations (GPT-OSS).
-fn mxfp4_weight_only(s: &S) -> bool {
-    match s {
-        S::Mx { elem, act } => match (elem, act) {
-            (MxElem::Fp4E2M1, MxAct::Bf16) => true,
-            (MxElem::Fp4E2M1, MxAct::Fp8Static | MxAct::Mx)
-            | (MxElem::Fp6E3M2 | MxElem::Fp6E2M3, _) => false,
-        },
-        S::Unquantized(_)
-        | S::Fp8 { .. }
-        | S::Nvfp4 { .. }
-        | S::IntWeightOnly { .. }
-        | S::W4A8
-        | S::Int8W8A8 => false,
-    }
-}
-
-/// MXFP4 / MXFP6 weights with MX or static fp8 activations: both operands go to
-/// `v_mfma_scale` as they are.
-fn mx_quantized_activations(s: &S) -> bool {
-    match s {
-        S::Mx { elem, act } => {
-            let elem_ok = match elem {
-                MxElem::Fp4E2M1 | MxElem::Fp6E3M2 | MxElem::Fp6E2M3 => true,
-            };
-            let act_ok = match act {
-                MxAct::Mx | MxAct::Fp8Static => true,
-                MxAct::Bf16 => false,
-            };
-            elem_ok && act_ok
-        }
-        S::Unquantized(_)
-        | S::Fp8 { .. }
-        | S::Nvfp4 { .. }
-        | S::IntWeightOnly { .. }
-        | S::W4A8
-        | S::Int8W8A8 => false,
-    }
-}
-
-/// Marlin's weight types — int4 and int8, with or without zero points, in groups of 32, 64
-/// or 128 or per channel — without act-order (GPTQ `g_idx`), which the kernels do not
-/// gather yet.
-fn marlin(s: &S) -> bool {
-    match s {
-        S::IntWeightOnly {
-            bits,
-            group,
-            zero_point: _,
-            act_order,
-        } => {
-            let group_ok = match group {
-                IntGroup::Channel => true,
-                IntGroup::Size(n) => matches!(n, 32 | 64 | 128),
-            };
-            let bits_ok = match bits {
-                IntBits::Int4 | IntBits::Int8 => true,
-            };
-            group_ok && bits_ok && !act_order
-        }
-        S::Unquantized(_)
-        | S::Fp8 { .. }
-        | S::Nvfp4 { .. }
-        | S::Mx { .. }
-        | S::W4A8
-        | S::Int8W8A8 => false,
-    }
-}
 
 // Activation predicates, exhaustive for the same reason.
 

@@ -3,6 +3,8 @@
 
 use super::backend::BackendId;
 use super::conversion::Conversion;
+use super::gap::Gap;
+use super::no_native::NoNative;
 use super::priority::{backends, spec};
 use super::unmet::Unmet;
 use crate::device::{Capabilities, Vendor};
@@ -50,6 +52,9 @@ pub struct Selection {
     /// The platform, as `Capabilities` prints it.
     pub platform: String,
     pub vendor: Vendor,
+    /// Set when no backend on any platform runs `scheme` natively; its gaps are then said
+    /// here once and left out of each rejection.
+    pub no_native: Option<NoNative>,
 }
 
 impl Selection {
@@ -60,6 +65,59 @@ impl Selection {
             Vendor::Cpu => false,
         };
         gpu && self.chosen == BackendId::Emulation
+    }
+
+    /// What a build with more cargo features would choose instead of falling back: the
+    /// first backend turned down for nothing but a missing feature, and those features.
+    pub fn with_more_features(&self) -> Option<(BackendId, Vec<&'static str>)> {
+        self.rejected.iter().find_map(|r| {
+            let features: Option<Vec<&'static str>> = r
+                .unmet
+                .iter()
+                .map(|u| match u {
+                    Unmet::NotBuilt { feature } => Some(*feature),
+                    _ => None,
+                })
+                .collect();
+            features.filter(|f| !f.is_empty()).map(|f| (r.backend, f))
+        })
+    }
+
+    /// Why a GPU falls back to emulation, in one phrase; `None` when it does not.
+    pub fn fallback_reason(&self) -> Option<String> {
+        if !self.is_fallback() {
+            return None;
+        }
+        Some(match (&self.no_native, self.with_more_features()) {
+            (Some(none), _) => none.to_string(),
+            (None, Some((id, features))) => format!(
+                "a build with --features {} would choose {id}",
+                features.join(",")
+            ),
+            (None, None) => match self.held_back_by_gaps() {
+                Some((id, gaps)) => format!(
+                    "{id} would run this but for {} (not implemented yet)",
+                    gaps.iter().map(|g| g.what).collect::<Vec<_>>().join(", ")
+                ),
+                None => "no native backend below can run this".to_string(),
+            },
+        })
+    }
+
+    /// The first backend turned down for nothing but gaps (and perhaps the build): the
+    /// work that would let this platform run the layer natively.
+    fn held_back_by_gaps(&self) -> Option<(BackendId, Vec<&'static Gap>)> {
+        self.rejected.iter().find_map(|r| {
+            let mut gaps = Vec::new();
+            for u in &r.unmet {
+                match u {
+                    Unmet::NotImplemented(gap) => gaps.push(*gap),
+                    u if u.is_availability() => {}
+                    _ => return None,
+                }
+            }
+            (!gaps.is_empty()).then_some((r.backend, gaps))
+        })
     }
 }
 
@@ -83,6 +141,7 @@ pub fn select(
     layer: &LayerConfig,
     forced: Option<BackendId>,
 ) -> Result<Selection> {
+    let no_native = NoNative::of(scheme);
     let selection = |chosen, forced, rejected, conversions| Selection {
         chosen,
         forced,
@@ -91,6 +150,12 @@ pub fn select(
         scheme: *scheme,
         platform: caps.to_string(),
         vendor: caps.vendor,
+        no_native: no_native.clone(),
+    };
+    // A gap every backend shares is the selection's to state, once.
+    let said_once = |u: &Unmet| match (u, &no_native) {
+        (Unmet::NotImplemented(gap), Some(n)) => n.gaps.contains(gap),
+        _ => false,
     };
 
     if let Some(id) = forced {
@@ -112,10 +177,10 @@ pub fn select(
         let verdict = entry.needs.assess(scheme, caps, layer);
         if verdict.unmet.is_empty() {
             let chosen = selection(entry.id, false, rejected, verdict.conversions);
-            if chosen.is_fallback() {
+            if let Some(why) = chosen.fallback_reason() {
                 log::warn!(
                     "no native experts backend runs {scheme} on {}; falling back to emulation \
-                     (`fleetmoe explain` says why)",
+                     ({why}; `fleetmoe explain` says more)",
                     caps.name
                 );
             }
@@ -123,7 +188,11 @@ pub fn select(
         }
         rejected.push(Rejection {
             backend: entry.id,
-            unmet: verdict.unmet,
+            unmet: verdict
+                .unmet
+                .into_iter()
+                .filter(|u| !said_once(u))
+                .collect(),
             conversions: verdict.conversions,
         });
     }
@@ -145,10 +214,17 @@ impl fmt::Display for Selection {
         write!(f, "backend   {}", self.chosen)?;
         if self.forced {
             write!(f, " (forced)")?;
-        } else if self.is_fallback() {
-            write!(f, " (fallback: no native backend below can run this)")?;
+        } else if let Some(why) = self.fallback_reason() {
+            write!(f, " (fallback: {why})")?;
         }
         writeln!(f)?;
+        if let Some(none) = &self.no_native {
+            if self.is_fallback() && !self.forced {
+                for gap in &none.gaps {
+                    writeln!(f, "missing   {gap}")?;
+                }
+            }
+        }
         for conversion in &self.conversions {
             writeln!(f, "convert   {conversion}")?;
         }

@@ -1,6 +1,7 @@
 //! `Unmet`: one need of a backend that this platform, scheme, layer or build does not meet,
 //! carrying both sides so the reason printed is specific ("needs ≥ 8.9, this is 8.0").
 
+use super::gap::Gap;
 use crate::device::Vendor;
 use crate::moe::Activation;
 use crate::quant::{Fp8Flavor, QuantScheme};
@@ -25,10 +26,16 @@ pub enum Unmet {
         needed: &'static [&'static str],
         found: String,
     },
-    /// The backend does not implement this quantization scheme.
-    Scheme(QuantScheme),
+    /// The backend implements other quantization schemes: `runs` says which, in words.
+    Scheme {
+        scheme: QuantScheme,
+        runs: &'static str,
+    },
+    /// The backend could do what is asked on this hardware, but the code is not written:
+    /// a scheme of its kind, or a layer feature (LoRA).
+    NotImplemented(&'static Gap),
     /// The backend feeds fp8 to matrix units the device does not have.
-    NoFp8 { arch: String },
+    NoFp8 { vendor: Vendor, arch: String },
     /// The checkpoint's fp8 flavour cannot be turned into the device's without
     /// requantizing (e4m3fnuz's 0x7F = 240 is a NaN code in e4m3fn).
     Fp8Flavor {
@@ -41,8 +48,6 @@ pub enum Unmet {
     Activation(Activation),
     /// The layer's experts have biases and the backend cannot add them.
     Bias,
-    /// The layer may carry LoRA adapters and the backend cannot apply their deltas.
-    Lora,
     /// The layer scales the input by the router weight, which the backend cannot do.
     RouterWeightOnInput,
     /// The backend exists but this binary was built without its cargo feature.
@@ -95,8 +100,17 @@ impl fmt::Display for Unmet {
             Unmet::Arch { needed, found } => {
                 write!(f, "needs {}, this is {found}", needed.join(" or "))
             }
-            Unmet::Scheme(scheme) => write!(f, "does not run scheme {scheme}"),
-            Unmet::NoFp8 { arch } => write!(f, "needs fp8 matrix units, {arch} has none"),
+            Unmet::Scheme { runs, .. } => write!(f, "runs only {runs}"),
+            Unmet::NotImplemented(gap) => write!(f, "{gap}"),
+            Unmet::NoFp8 { vendor, arch } => match vendor {
+                Vendor::Nvidia => {
+                    write!(f, "needs fp8 e4m3fn tensor cores (sm_89+), {arch} has none")
+                }
+                Vendor::Amd => write!(f, "needs fp8 MFMA (gfx942 / gfx950), {arch} has none"),
+                Vendor::Cpu | Vendor::Other => {
+                    write!(f, "needs fp8 matrix units, {arch} has none")
+                }
+            },
             Unmet::Fp8Flavor { checkpoint, device } => write!(
                 f,
                 "checkpoint is {} but the device's fp8 is {}",
@@ -108,12 +122,14 @@ impl fmt::Display for Unmet {
             }
             Unmet::Activation(act) => write!(f, "activation {} not supported", act.name()),
             Unmet::Bias => write!(f, "expert biases not supported"),
-            Unmet::Lora => write!(f, "LoRA not supported"),
             Unmet::RouterWeightOnInput => {
                 write!(f, "router weight applied on the input not supported")
             }
             Unmet::NotBuilt { feature } => {
-                write!(f, "not in this build: needs feature `{feature}`")
+                write!(
+                    f,
+                    "built without feature `{feature}`: rebuild with --features {feature}"
+                )
             }
             Unmet::Planned(what) => write!(f, "planned: {what}"),
         }

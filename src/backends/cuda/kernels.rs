@@ -403,7 +403,9 @@ mod tests {
     fn wide_batches_pick_a_wgmma_tile_of_the_same_width() {
         for v in GemmVariant::ALL {
             let wide = v.sm90_wide_tiles().unwrap();
-            assert_eq!(wide.is_empty(), !v.has_sm90(), "{v:?}");
+            // fp8 block-128 has wgmma kernels but stays on mma.sync (slower on the H200).
+            let chosen = v.has_sm90() && v != GemmVariant::Fp8Block;
+            assert_eq!(wide.is_empty(), !chosen, "{v:?}");
             for t in &wide {
                 assert_eq!(t.family, Family::Wgmma);
                 assert!(v.tiles()[3..].iter().any(|m| m.bt == t.bt), "{v:?} {t:?}");
@@ -412,8 +414,8 @@ mod tests {
             let small = crate::backends::cuda::plan::tile_for(v, 8 * 16, 8, &wide);
             assert_eq!(small.family, Family::MmaSync);
             let big = crate::backends::cuda::plan::tile_for(v, 8 * 200, 8, &wide);
-            assert_eq!(big.family == Family::Wgmma, v.has_sm90(), "{v:?}");
-            let family = if v.has_sm90() { 'h' } else { 't' };
+            assert_eq!(big.family == Family::Wgmma, chosen, "{v:?}");
+            let family = if chosen { 'h' } else { 't' };
             assert!(gemm_kernel_name(v, 'g', &big).ends_with(&format!("_g_{family}{}", big.index)));
         }
     }

@@ -64,7 +64,7 @@ pub struct Packing {
     pub group: usize,
     /// K columns per scale chunk.
     pub sc_k: usize,
-    /// Bytes of one scale entry (see [`Packing::entry`]).
+    /// Bytes of one scale entry (see [`entry`]).
     pub entry_bytes: usize,
     /// `[E, rows_pad/16, chunks, 16 rows, sc_k/group entries]`.
     pub chunks: Vec<u8>,

@@ -1,0 +1,223 @@
+//! The scheme predicates of the backend table: each says whether a backend runs a scheme,
+//! and for a scheme of its kind that it does not run yet, which `Gap` stands in the way.
+//! Every match names every `QuantScheme` variant: a new scheme must be placed (or refused)
+//! in each of them.
+
+use super::fit::Fit;
+use super::gap::{ACT_ORDER, NVFP4_W4A4};
+use crate::quant::QuantScheme as S;
+use crate::quant::{ActScale, FloatDtype, Fp8WeightScale, IntBits, IntGroup, MxAct, MxElem};
+
+pub(super) fn none(s: &S) -> Fit {
+    match s {
+        S::Unquantized(_)
+        | S::Fp8 { .. }
+        | S::Nvfp4 { .. }
+        | S::Mx { .. }
+        | S::IntWeightOnly { .. }
+        | S::W4A8
+        | S::Int8W8A8 => Fit::Other,
+    }
+}
+
+pub(super) fn every_scheme(s: &S) -> Fit {
+    match s {
+        S::Unquantized(_)
+        | S::Fp8 { .. }
+        | S::Nvfp4 { .. }
+        | S::Mx { .. }
+        | S::IntWeightOnly { .. }
+        | S::W4A8
+        | S::Int8W8A8 => Fit::Runs,
+    }
+}
+
+pub(super) fn unquantized(s: &S) -> Fit {
+    match s {
+        S::Unquantized(FloatDtype::Bf16 | FloatDtype::F16) => Fit::Runs,
+        S::Fp8 { .. }
+        | S::Nvfp4 { .. }
+        | S::Mx { .. }
+        | S::IntWeightOnly { .. }
+        | S::W4A8
+        | S::Int8W8A8 => Fit::Other,
+    }
+}
+
+/// Per-tensor or per-channel fp8 weights with per-tensor, per-token or static activations.
+pub(super) fn fp8_tensor_or_channel(s: &S) -> Fit {
+    match s {
+        S::Fp8 { weight, act, .. } => {
+            let weight_ok = match weight {
+                Fp8WeightScale::PerTensor | Fp8WeightScale::PerChannel => true,
+                Fp8WeightScale::Block128 => false,
+            };
+            let act_ok = match act {
+                ActScale::DynamicPerTensor
+                | ActScale::DynamicPerToken
+                | ActScale::StaticPerTensor => true,
+                ActScale::DynamicPerGroup128 => false,
+            };
+            Fit::runs_if(weight_ok && act_ok)
+        }
+        S::Unquantized(_)
+        | S::Nvfp4 { .. }
+        | S::Mx { .. }
+        | S::IntWeightOnly { .. }
+        | S::W4A8
+        | S::Int8W8A8 => Fit::Other,
+    }
+}
+
+/// 128 × 128 fp8 weight blocks with per-token 128-group activations (DeepSeek-V3).
+pub(super) fn fp8_block128(s: &S) -> Fit {
+    match s {
+        S::Fp8 { weight, act, .. } => Fit::runs_if(match (weight, act) {
+            (Fp8WeightScale::Block128, ActScale::DynamicPerGroup128) => true,
+            (
+                Fp8WeightScale::Block128,
+                ActScale::DynamicPerTensor | ActScale::DynamicPerToken | ActScale::StaticPerTensor,
+            )
+            | (Fp8WeightScale::PerTensor | Fp8WeightScale::PerChannel, _) => false,
+        }),
+        S::Unquantized(_)
+        | S::Nvfp4 { .. }
+        | S::Mx { .. }
+        | S::IntWeightOnly { .. }
+        | S::W4A8
+        | S::Int8W8A8 => Fit::Other,
+    }
+}
+
+/// fp8 with anything that changes along K every 128 elements: 128 × 128 weight blocks
+/// (with any activation scaling) or per-128-group activations (with any weight scaling).
+/// The CUDA block kernel folds each 128-wide K stage in with its own scales.
+pub(super) fn fp8_any_block(s: &S) -> Fit {
+    match s {
+        S::Fp8 { weight, act, .. } => {
+            let blocked_weight = match weight {
+                Fp8WeightScale::Block128 => true,
+                Fp8WeightScale::PerTensor | Fp8WeightScale::PerChannel => false,
+            };
+            let grouped_act = match act {
+                ActScale::DynamicPerGroup128 => true,
+                ActScale::DynamicPerTensor
+                | ActScale::DynamicPerToken
+                | ActScale::StaticPerTensor => false,
+            };
+            Fit::runs_if(blocked_weight || grouped_act)
+        }
+        S::Unquantized(_)
+        | S::Nvfp4 { .. }
+        | S::Mx { .. }
+        | S::IntWeightOnly { .. }
+        | S::W4A8
+        | S::Int8W8A8 => Fit::Other,
+    }
+}
+
+/// 4-bit weights with fp8 e4m3 activations: W4A8, and MXFP4 with static fp8 activations
+/// (e2m1 values are exact in e4m3; the block scale is folded in after each k32 MMA).
+pub(super) fn w4a8(s: &S) -> Fit {
+    match s {
+        S::W4A8 => Fit::Runs,
+        S::Mx { elem, act } => Fit::runs_if(match (elem, act) {
+            (MxElem::Fp4E2M1, MxAct::Fp8Static) => true,
+            (MxElem::Fp4E2M1, MxAct::Bf16 | MxAct::Mx) | (MxElem::Fp6E3M2 | MxElem::Fp6E2M3, _) => {
+                false
+            }
+        }),
+        S::Unquantized(_)
+        | S::Fp8 { .. }
+        | S::Nvfp4 { .. }
+        | S::IntWeightOnly { .. }
+        | S::Int8W8A8 => Fit::Other,
+    }
+}
+
+/// NVFP4 weights with bf16 activations; W4A4 would need the activations quantized too.
+pub(super) fn nvfp4_weight_only(s: &S) -> Fit {
+    match s {
+        S::Nvfp4 { w4a4: false } => Fit::Runs,
+        S::Nvfp4 { w4a4: true } => Fit::NotYet(&NVFP4_W4A4),
+        S::Unquantized(_)
+        | S::Fp8 { .. }
+        | S::Mx { .. }
+        | S::IntWeightOnly { .. }
+        | S::W4A8
+        | S::Int8W8A8 => Fit::Other,
+    }
+}
+
+/// MXFP4 weights with bf16 activations (GPT-OSS).
+pub(super) fn mxfp4_weight_only(s: &S) -> Fit {
+    match s {
+        S::Mx { elem, act } => Fit::runs_if(match (elem, act) {
+            (MxElem::Fp4E2M1, MxAct::Bf16) => true,
+            (MxElem::Fp4E2M1, MxAct::Fp8Static | MxAct::Mx)
+            | (MxElem::Fp6E3M2 | MxElem::Fp6E2M3, _) => false,
+        }),
+        S::Unquantized(_)
+        | S::Fp8 { .. }
+        | S::Nvfp4 { .. }
+        | S::IntWeightOnly { .. }
+        | S::W4A8
+        | S::Int8W8A8 => Fit::Other,
+    }
+}
+
+/// MXFP4 / MXFP6 weights with MX or static fp8 activations: both operands go to
+/// `v_mfma_scale` as they are.
+pub(super) fn mx_quantized_activations(s: &S) -> Fit {
+    match s {
+        S::Mx { elem, act } => {
+            let elem_ok = match elem {
+                MxElem::Fp4E2M1 | MxElem::Fp6E3M2 | MxElem::Fp6E2M3 => true,
+            };
+            let act_ok = match act {
+                MxAct::Mx | MxAct::Fp8Static => true,
+                MxAct::Bf16 => false,
+            };
+            Fit::runs_if(elem_ok && act_ok)
+        }
+        S::Unquantized(_)
+        | S::Fp8 { .. }
+        | S::Nvfp4 { .. }
+        | S::IntWeightOnly { .. }
+        | S::W4A8
+        | S::Int8W8A8 => Fit::Other,
+    }
+}
+
+/// Marlin's weight types — int4 and int8, with or without zero points, in groups of 32, 64
+/// or 128 or per channel. Act-order (GPTQ `g_idx`) on those is a gap: the kernels do not
+/// gather yet.
+pub(super) fn marlin(s: &S) -> Fit {
+    match s {
+        S::IntWeightOnly {
+            bits,
+            group,
+            zero_point: _,
+            act_order,
+        } => {
+            let group_ok = match group {
+                IntGroup::Channel => true,
+                IntGroup::Size(n) => matches!(n, 32 | 64 | 128),
+            };
+            let bits_ok = match bits {
+                IntBits::Int4 | IntBits::Int8 => true,
+            };
+            match (group_ok && bits_ok, act_order) {
+                (false, _) => Fit::Other,
+                (true, true) => Fit::NotYet(&ACT_ORDER),
+                (true, false) => Fit::Runs,
+            }
+        }
+        S::Unquantized(_)
+        | S::Fp8 { .. }
+        | S::Nvfp4 { .. }
+        | S::Mx { .. }
+        | S::W4A8
+        | S::Int8W8A8 => Fit::Other,
+    }
+}
