@@ -276,7 +276,10 @@ pub const SM90_FP8_TILES: [Tile; 3] = [
 fn sm90_choice(v: GemmVariant) -> &'static [usize] {
     match v {
         GemmVariant::Bf16 | GemmVariant::F16 => &[6, 5],
-        GemmVariant::Fp8 => &[6, 4],
+        // fp8 (6, 4 measured fastest) is opt-in (`FLEETMOE_SM90_TILES=6,4`) until the one
+        // failure `fleetmoe parity` found on the H200 is understood: Qwen3-30B-A3B, 8
+        // experts, M = 37 (tile 6), per-tensor fp8, rel L2 3.1e-2 against 5e-3, while
+        // fp8-channel and fp8-static pass on the same tile and shape.
         _ => &[],
     }
 }
@@ -403,8 +406,9 @@ mod tests {
     fn wide_batches_pick_a_wgmma_tile_of_the_same_width() {
         for v in GemmVariant::ALL {
             let wide = v.sm90_wide_tiles().unwrap();
-            // fp8 block-128 has wgmma kernels but stays on mma.sync (slower on the H200).
-            let chosen = v.has_sm90() && v != GemmVariant::Fp8Block;
+            // fp8 block-128 has wgmma kernels but stays on mma.sync (slower on the H200);
+            // per-tensor fp8 is opt-in until a parity failure is understood.
+            let chosen = v.has_sm90() && !matches!(v, GemmVariant::Fp8Block | GemmVariant::Fp8);
             assert_eq!(wide.is_empty(), !chosen, "{v:?}");
             for t in &wide {
                 assert_eq!(t.family, Family::Wgmma);
