@@ -342,6 +342,5 @@ fn explain(
         ..LayerConfig::new(8, 2, 4096, 14336)
     };
     let forced = backend.as_deref().map(BackendId::parse).transpose()?;
-    print!("{}", oracle::select(&scheme, &caps, &config, forced)?);
-    Ok(())
+    print_out(&oracle::select(&scheme, &caps, &config, forced)?.to_string())
 }
