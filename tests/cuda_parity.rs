@@ -105,6 +105,10 @@ mod gpu {
                 lopsided: true,
                 ..c(4, 2, 256, 208, 100)
             },
+            // Qwen3-30B-A3B's expert (H = 2048, I = 768) with 8 experts all hit, 37 slots
+            // each: the shape where `fleetmoe parity` found fp8 on wgmma tiles at 3.1e-2
+            // (kernels-cuda/NOTES.md, 2026-12-03); the default families must pass it.
+            c(8, 8, 2048, 768, 37),
         ]
     }
 
