@@ -173,8 +173,8 @@ fn random_topk(tokens: usize, k: usize, experts: usize, seed: u64) -> (Vec<i32>,
     (ids, vec![1.0 / k as f32; tokens * k])
 }
 
-/// Two adapters of `rank` touching gate, up and down of every expert.
-fn random_lora(config: &LayerConfig, rank: usize) -> Lora {
+/// `count` adapters of `rank` touching gate, up and down of every expert.
+fn random_lora(config: &LayerConfig, rank: usize, count: usize) -> Lora {
     let (e, h, i) = (config.num_experts, config.hidden, config.intermediate);
     let mut rng = ChaCha8Rng::seed_from_u64(99);
     let mut proj = |fan_in: usize, fan_out: usize| LoraProj {
@@ -198,13 +198,14 @@ fn random_lora(config: &LayerConfig, rank: usize) -> Lora {
         shared: None,
     };
     Lora {
-        adapters: vec![adapter(), adapter()],
+        adapters: (0..count).map(|_| adapter()).collect(),
     }
 }
 
 /// Times the layer of `shape` under `scheme` for each token count; `reps` timed runs per
-/// cell after warm-up, median reported. With `lora_rank`, two random adapters of that rank
-/// are resident and each cell is also timed with LoRA on (tokens alternating). With
+/// cell after warm-up, median reported. With `lora` = (rank, count), that many random
+/// adapters of that rank are resident and each cell is also timed with LoRA on (the tokens
+/// taking the adapters in turn). With
 /// `api_path`, each cell is also timed the way an engine embeds the layer (bf16 hidden
 /// states in, bf16 out, `forward_device` captured in a graph on the caller's stream; top-k
 /// given, and routed on the GPU from logits that pick the same experts) and through the
@@ -217,7 +218,7 @@ pub fn bench_shape(
     scheme: QuantScheme,
     tokens: &[usize],
     reps: usize,
-    lora_rank: Option<usize>,
+    lora: Option<(usize, usize)>,
     api_path: bool,
 ) -> Result<Vec<BenchRow>> {
     let config = LayerConfig {
@@ -264,8 +265,8 @@ pub fn bench_shape(
     )?;
     let mut experts = CudaExperts::from_prepared(dev, &prepared, &scheme, acts, &config, backend)?;
     drop(prepared);
-    if let Some(rank) = lora_rank {
-        experts.attach_lora(&random_lora(&config, rank))?;
+    if let Some((rank, count)) = lora {
+        experts.attach_lora(&random_lora(&config, rank, count))?;
     }
     let layer = GpuLayer::<Cuda>::from_experts(dev, &config, experts, None)?;
     layer.reserve(tokens.iter().copied().max().unwrap_or(1))?;
@@ -286,7 +287,8 @@ pub fn bench_shape(
         for (p, &id) in ids.iter().enumerate() {
             logits[(p / k) * e + id as usize] = 4.0 - (p % k) as f32 * 0.1;
         }
-        let adapters: Vec<i32> = (0..m as i32).map(|t| t % 2).collect();
+        let count = lora.map_or(1, |(_, n)| n) as i32;
+        let adapters: Vec<i32> = (0..m as i32).map(|t| t % count).collect();
         let upload = |data: &[u8]| -> Result<Buffer<CudaDevice>> {
             let b = Buffer::alloc(&**dev, data.len().max(16))?;
             dev.upload(b.addr(), data, dev.stream())?;
@@ -380,7 +382,7 @@ pub fn bench_shape(
             backend: backend.name().to_string(),
             us: time(kernels(false))?,
             floor_us: floor_us(ceilings, m, k, h, i, experts_hit, bytes, fp8),
-            lora_us: lora_rank.map(|_| time(kernels(true))).transpose()?,
+            lora_us: lora.map(|_| time(kernels(true))).transpose()?,
             api_us: api_path.then(|| time(api)).transpose()?,
             routed_us: api_path.then(|| time(routed)).transpose()?,
             host_us: api_path.then(|| host(reps.min(50))).transpose()?,

@@ -140,7 +140,7 @@ fn gpu(args: &BenchArgs) -> Result<(Vec<BenchRow>, String)> {
                 scheme,
                 &cells.tokens,
                 args.reps,
-                args.lora,
+                args.lora.map(|rank| (rank, args.adapters as usize)),
                 args.api,
             )
         };

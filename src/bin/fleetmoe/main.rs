@@ -120,9 +120,13 @@ pub struct BenchArgs {
     /// One JSON object per line: shape, scheme, M, us, floor_us, backend (and lora_us).
     #[arg(long)]
     json: bool,
-    /// Also time each cell with two resident LoRA adapters of this rank.
+    /// Also time each cell with resident LoRA adapters of this rank (`--adapters` of them,
+    /// the tokens taking them in turn).
     #[arg(long)]
     lora: Option<usize>,
+    /// Resident adapters with `--lora` (1-16).
+    #[arg(long, default_value_t = 2, requires = "lora", value_parser = clap::value_parser!(u16).range(1..=16))]
+    adapters: u16,
     /// Also time the embedding path (logits and bf16 in, bf16 out, `forward_device`
     /// captured in a graph on the caller's stream) and the host `forward`.
     #[arg(long)]
