@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGETS: &[&str] = &["gfx90a", "gfx942", "gfx950"];
-const FILES: &[&str] = &["align", "route", "quant", "gemm"];
+const FILES: &[&str] = &["align", "route", "quant", "gemm", "lora"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -55,14 +55,28 @@ fn main() {
             format!("built by {version}")
         }
         None => {
-            let why = "no clang with AMDGPU support found (install clang-22 and lld-22, or set \
-                       FLEETMOE_HIP_CLANG): HIP code objects are not built and AMD GPUs will run \
-                       the emulation";
+            // `fleetmoe info` prints the note: say which of the two it was.
+            let asked = std::env::var("FLEETMOE_HIP_CLANG").as_deref() == Ok("none");
+            let (found, note) = if asked {
+                (
+                    "FLEETMOE_HIP_CLANG=none",
+                    "not built: FLEETMOE_HIP_CLANG=none asked for none",
+                )
+            } else {
+                (
+                    "no clang with AMDGPU support found (install clang-22 and lld-22, or set \
+                     FLEETMOE_HIP_CLANG)",
+                    "not built: no clang with AMDGPU support was found",
+                )
+            };
+            let why = format!(
+                "{found}: HIP code objects are not built and AMD GPUs will run the emulation"
+            );
             if std::env::var_os("FLEETMOE_REQUIRE_HIP_CLANG").is_some() {
                 panic!("FLEETMOE_REQUIRE_HIP_CLANG is set but {why}");
             }
             println!("cargo:warning=fleetmoe: {why}");
-            "not built: no clang with AMDGPU support was found".to_string()
+            note.to_string()
         }
     };
     for file in FILES {

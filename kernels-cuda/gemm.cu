@@ -17,6 +17,9 @@
 // MODE 2: gemm2: scaled by the router weight and added (atomically, f32) into out[token].
 // BLK:    scales change along K (128x128 weight blocks and/or per-128-column activation
 //         scales): each 128-element K stage is accumulated apart and folded in scaled.
+// DT:     element type: 0 bf16, 1 f16, 2 fp8 e4m3, 3 int8 (W8A8: s8 weights and per-token s8
+//         activations; the accumulators hold exact s32 sums over all of K, as int bits in
+//         the float registers, converted once after the K loop).
 // WQ:     packed low-bit weights (packed.rs): 1 MXFP4, 2 NVFP4, 3 uint4, 4 uint8. Each
 //         16-row group's stage arrives as fragment tiles plus a chunk of group scales and
 //         is expanded in registers (expand.cuh) instead of read with ldmatrix. With bf16
@@ -49,6 +52,8 @@ struct GemmArgs {
   int gpc, nchunks, chunk_bytes, kpad;  // WQ: groups per chunk row, chunks per row; K padded to a stage
   int group_log2;          // WQ: log2(group), or 30 when one group covers all of K
   int spc_log2;            // WQ: log2(stages per chunk), or 30 when one chunk covers all of K
+  int act_by_slot;         // MODE 0/1: `act` is [slots, K] (gathered per slot: act-order), not [tokens, K]
+  int pad_;
 };
 
 // Bytes one lane holds per fragment tile, and the per-16-row stage sizes in shared memory.
@@ -333,7 +338,7 @@ __device__ __forceinline__ bool block_work(const GemmArgs& p, int* s_row, int* s
     const int slot = tb * BT + j;
     const int pair = p.sorted[slot];
     s_pair[j] = pair;
-    s_row[j] = pair < p.pairs ? (MODE == 2 ? slot : pair / p.top_k) : -1;
+    s_row[j] = pair < p.pairs ? (MODE == 2 || p.act_by_slot ? slot : pair / p.top_k) : -1;
   }
   __syncthreads();
   return true;
@@ -341,7 +346,7 @@ __device__ __forceinline__ bool block_work(const GemmArgs& p, int* s_row, int* s
 
 template <int DT, int BN, int BT, int WN, int WT, int WK, int STAGES, int MODE, bool BLK, int WQ>
 __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
-  constexpr int ES = DT == 2 ? 1 : 2;
+  constexpr int ES = DT >= 2 ? 1 : 2;
   using P = Packed<DT, WQ == 0 ? 1 : WQ>;
   // Shared memory of one stage of weights: 128 bytes per row, or packed tiles + scales.
   constexpr int A_STAGE = WQ ? (BN / 16) * (P::STAGE + P::CHUNK) : BN * 128;
@@ -477,6 +482,8 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
         for (int j = 0; j < NI; ++j) {
           if constexpr (BLK) {
             mma_32B<DT>(part[i][j], af[i], bfr[j]);
+          } else if constexpr (DT == 3) {
+            mma_s8_32B(reinterpret_cast<int*>(acc[i][j]), af[i], bfr[j]);
           } else if constexpr (FOLD) {
             float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             mma_32B<DT>(t, af[i], bfr[j]);
@@ -496,6 +503,15 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
     }
   }
   cp_async_wait<0>();
+  if constexpr (DT == 3) {
+    // int8: the exact s32 sums (|sum| <= K * 128 * 128 < 2^31 for K < 2^17) to f32.
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+      for (int j = 0; j < NI; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[i][j][r] = (float)__float_as_int(acc[i][j][r]);
+  }
 
   if constexpr (WK > 1) {
     // Sum the K-split warps' partial tiles through shared memory.
@@ -596,4 +612,8 @@ FM_TILES(fm_gemm_mxfp4f8, 2, false, 1, FM_PTILE_)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 9
 FM_TILES(fm_gemm_w4a8, 2, false, 3, FM_PTILE_)
+#endif
+// INT8 W8A8 on int8 tensor cores (per-channel weight scales, per-token activation scales).
+#if !defined(FM_VARIANT) || FM_VARIANT == 10
+FM_TILES(fm_gemm_i8, 3, false, 0, FM_TILE_)
 #endif

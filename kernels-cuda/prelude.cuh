@@ -111,6 +111,16 @@ __device__ __forceinline__ void mma_32B(float* d, const u32* a, const u32* b) {
   }
 }
 
+// int8 tensor cores (sm_80+): d += a · b with s8 operands in the byte layout of the k32
+// instructions above and exact s32 accumulators (the m16n8 accumulator layout).
+__device__ __forceinline__ void mma_s8_32B(int* d, const u32* a, const u32* b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
 // Non-negative float max through integer compare (valid for values >= 0).
 __device__ __forceinline__ void atomic_max_nonneg(u32* addr, float v) {
   atomicMax(addr, __float_as_uint(v));

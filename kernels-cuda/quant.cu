@@ -41,7 +41,9 @@ __device__ __forceinline__ float scale_from_amax(float amax) {
 }
 
 // One block per row. mode: 0 = per tensor (scale from amax[0]), 1 = per row, 2 = per row
-// per 128 columns, 3 = static (scale `static_scale`). Writes codes [rows, cols] and scales:
+// per 128 columns, 3 = static (scale `static_scale`), 4 = int8 per row (INT8 W8A8, as the
+// emulation's `Int8PerToken`: scale = amax / 127, q = clamp(rint(x / scale), -128, 127) as
+// s8 bytes, all zeros with scale 0 for a zero row). Writes codes [rows, cols] and scales:
 // mode 0/3 -> scales[0]; mode 1 -> scales[row]; mode 2 -> scales[row * ceil(cols/128) + g].
 extern "C" __global__ void __launch_bounds__(Q_THREADS)
 fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __restrict__ num_rows,
@@ -82,7 +84,7 @@ fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __rest
   }
 
   float s;
-  if (mode == 1) {
+  if (mode == 1 || mode == 4) {
     float m = 0.0f;
     for (int c = tid; c < cols; c += Q_THREADS) m = fmaxf(m, fabsf(bf16_to_f32(x[c])));
     m = warp_max(m);
@@ -91,13 +93,18 @@ fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __rest
     if (tid < 32) {
       float v = tid < Q_THREADS / 32 ? red[tid] : 0.0f;
       v = warp_max(v);
-      if (tid == 0) row_scale = scale_from_amax(v);
+      if (tid == 0) row_scale = mode == 4 ? v / 127.0f : scale_from_amax(v);
     }
     __syncthreads();
     s = row_scale;
     if (tid == 0) scales[row] = s;
   } else {
     s = mode == 0 ? scale_from_amax(__uint_as_float(amax[0])) : static_scale;
+  }
+  if (mode == 4) {
+    for (int c = tid; c < cols; c += Q_THREADS)
+      q[c] = s > 0.0f ? (u8)(signed char)min(max(__float2int_rn(bf16_to_f32(x[c]) / s), -128), 127) : 0;
+    return;
   }
   for (int c = tid; c < cols; c += Q_THREADS)
     q[c] = f32_to_e4m3(fminf(fmaxf(bf16_to_f32(x[c]) / s, -FM_E4M3_MAX), FM_E4M3_MAX));
@@ -164,5 +171,96 @@ fm_clamp_slots(const int* __restrict__ src, int n, int adapters, int* __restrict
 #else
     dst[i] = a >= 0 && a < adapters ? a : -1;
 #endif
+  }
+}
+
+// GPTQ act-order: each expert's weights were laid out with K sorted by group (packed.rs
+// `act_order_perm`, Marlin's per-expert `g_idx` sort), so its GEMM input must be gathered
+// the same way: dst[slot, k] = src[row, perm[e, k]] for every slot in use, e = the slot's
+// expert and row = its token (`by_slot` = 0: the hidden states) or the slot itself (`by_slot`
+// = 1: the intermediate). One block per slot; padding slots are left alone (the GEMMs never
+// read them). The copy is exact: a permutation of bf16 values.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_gather_cols(const u16* __restrict__ src, int cols, int by_slot, const int* __restrict__ sorted,
+               const int* __restrict__ num_slots, const int* __restrict__ block_expert, int bt,
+               int pairs, int top_k, const int* __restrict__ perm, u16* __restrict__ dst) {
+  const int slot = blockIdx.x;
+  if (slot >= num_slots[0]) return;
+  const int pair = sorted[slot];
+  if (pair >= pairs) return;
+  const int e = block_expert[slot / bt];
+  if (e < 0) return;
+  const u16* s = src + (long)(by_slot ? slot : pair / top_k) * cols;
+  const int* pe = perm + (long)e * cols;
+  u16* d = dst + (long)slot * cols;
+  for (int c = threadIdx.x; c < cols; c += Q_THREADS) d[c] = s[pe[c]];
+}
+
+// e4m3fn byte (sign ignored: block scales are >= 0) -> f32, exactly.
+__device__ __forceinline__ float e4m3_to_f32_abs(u8 b) {
+  const u32 ex = (b >> 3) & 0xfu, man = b & 7u;
+  return ex == 0 ? (float)man * 0.001953125f : __uint_as_float(((ex + 120u) << 23) | (man << 20));
+}
+
+// Nearest e2m1 value (0, 0.5, 1, 1.5, 2, 3, 4, 6) of v, ties to the even code, sign kept
+// (-0 for a negative value that rounds to zero), as `F4E2M1::from_f32`; |v| <= 6 here.
+__device__ __forceinline__ float e2m1_round(float v) {
+  const float a = fabsf(v);
+  const float q = a <= 0.25f ? 0.0f
+                  : a < 0.75f ? 0.5f
+                  : a <= 1.25f ? 1.0f
+                  : a < 1.75f ? 1.5f
+                  : a <= 2.5f ? 2.0f
+                  : a < 3.5f ? 3.0f
+                  : a <= 5.0f ? 4.0f
+                  : 6.0f;
+  return copysignf(q, v);
+}
+
+// NVFP4 W4A4: the activation quantize-dequantize of the emulation (quant/activation.rs
+// `nvfp4_block_qdq`, compressed-tensors' rule) per 16-element block of bf16 rows: block scale
+// s = e4m3(min(global * (amax / 6), 448)), 0.125 where it is 0; step = s / global; q =
+// e2m1(clamp(x / step, -6, 6)). The emulation's value is q * step; this writes q * s, which
+// bf16 holds exactly (a 2-bit e2m1 significand times a 4-bit e4m3 one; 2^-10 .. 2688), and
+// `factor_out[0]` = `step_factor` (the host's 1 / global), which the GEMM epilogue applies
+// per tensor (`ascale` with stride 0): so the bf16 GEMM input carries no rounding and the
+// only difference from the emulation is where f32 rounds the one per-tensor product.
+// Divisions are IEEE (NVRTC's default -prec-div=true), as in Rust. Rows past `num_rows` or
+// whose `sorted` entry is padding are skipped.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_nvfp4_qdq_rows(const u16* __restrict__ src, int rows, int cols, const int* __restrict__ num_rows,
+                  const int* __restrict__ sorted, int pairs, float global, float step_factor,
+                  u16* __restrict__ dst, float* __restrict__ factor_out) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) factor_out[0] = step_factor;
+  const int nr = num_rows ? min(rows, num_rows[0]) : rows;
+  const int bpr = cols / 16;  // cols % 16 == 0
+  const long total = (long)nr * bpr;
+  for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+       i += (long)gridDim.x * blockDim.x) {
+    if (sorted && sorted[i / bpr] >= pairs) continue;
+    const uint4* s = reinterpret_cast<const uint4*>(src + i * 16);
+    const uint4 v0 = s[0], v1 = s[1];
+    const u32 w[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+    float x[16];
+    float amax = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      x[2 * j] = bf16_to_f32((u16)(w[j] & 0xffffu));
+      x[2 * j + 1] = bf16_to_f32((u16)(w[j] >> 16));
+      amax = fmaxf(amax, fmaxf(fabsf(x[2 * j]), fabsf(x[2 * j + 1])));
+    }
+    float sc = e4m3_to_f32_abs(f32_to_e4m3(fminf(global * (amax / 6.0f), FM_E4M3_MAX)));
+    if (sc == 0.0f) sc = 0.125f;
+    const float step = sc / global;
+    u32 o[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float lo = e2m1_round(fminf(fmaxf(x[2 * j] / step, -6.0f), 6.0f)) * sc;
+      const float hi = e2m1_round(fminf(fmaxf(x[2 * j + 1] / step, -6.0f), 6.0f)) * sc;
+      o[j] = (u32)f32_to_bf16(lo) | ((u32)f32_to_bf16(hi) << 16);
+    }
+    uint4* d = reinterpret_cast<uint4*>(dst + i * 16);
+    d[0] = uint4{o[0], o[1], o[2], o[3]};
+    d[1] = uint4{o[4], o[5], o[6], o[7]};
   }
 }

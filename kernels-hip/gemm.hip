@@ -13,6 +13,10 @@
 // Stage 1 (gemm1) reads activation row `token` (= pair / top_k) and writes f32
 // [slots, N] with the bias added; stage 2 (gemm2) reads activation row `slot` and adds
 // router weight * (y + bias) into out[token, N] (the weighted combine, fused).
+// LoRA (lora.hip): where `lora_delta` is given, a slot whose token has an adapter
+// (token_adapter[token] >= 0) adds its delta row in the epilogue, as the emulation does:
+// in stage 1 before the activation (fm_act reads the stored rows), in stage 2 before the
+// router weight.
 //
 // Variants (FM_V):
 //   0 bf16, 1 f16: 16x16x16 bf16 / f16 MFMA.
@@ -89,14 +93,18 @@ FM_INLINE u64 load8(const u8* p) {
   return v;
 }
 
-// The epilogue: stage 1 stores f32 + bias, stage 2 adds the weighted result into out.
+// The epilogue: stage 1 stores f32 + bias (+ LoRA delta), stage 2 adds the weighted
+// result (+ LoRA delta) into out.
 FM_INLINE void store(const Ctx& x, v4f acc, int stage, const float* bias, int N, int top_k,
-                     const float* topk_w, int weight_on_input, float* out) {
+                     const float* topk_w, int weight_on_input, const float* lora_delta,
+                     const int* token_adapter, float* out) {
   if (x.arow < 0) return;
+  const float* delta =
+      lora_delta && token_adapter[x.pair / top_k] >= 0 ? lora_delta + (long)x.slot * N : nullptr;
   for (int r = 0; r < 4; ++r) {
     const int n = x.n0 + 4 * x.g + r;
     if (n >= N) continue;
-    const float y = acc[r] + (bias ? bias[(long)x.e * N + n] : 0.0f);
+    const float y = acc[r] + (bias ? bias[(long)x.e * N + n] : 0.0f) + (delta ? delta[n] : 0.0f);
     if (stage == 1) {
       out[(long)x.slot * N + n] = y;
     } else {
@@ -134,7 +142,8 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
                     float a_static, const int* __restrict__ sorted,
                     const int* __restrict__ block_expert, const float* __restrict__ topk_w,
                     float* __restrict__ out, int N, int K, int top_k, int pairs, int fnuz,
-                    int is_f16, int fmt_w, int fmt_a, int weight_on_input) {
+                    int is_f16, int fmt_w, int fmt_a, int weight_on_input,
+                    const float* __restrict__ lora_delta, const int* __restrict__ token_adapter) {
   Ctx x;
   x.lane = tid_x() % FM_WAVE;
   x.g = x.lane / 16;
@@ -237,7 +246,7 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
     FM_TRAP();  // the scaled MFMA exists on gfx950 only; the oracle never picks it elsewhere
 #endif
   }
-  store(x, acc, stage, bias, N, top_k, topk_w, weight_on_input, out);
+  store(x, acc, stage, bias, N, top_k, topk_w, weight_on_input, lora_delta, token_adapter, out);
 }
 
 #define FM_GEMM_KERNEL(NAME, V, STAGE)                                                        \
@@ -245,10 +254,11 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       const u8* w, const float* wscale, int wscale_mode, const u8* wmx, const float* bias,     \
       const u8* act, const void* ascale, int ascale_mode, float a_static, const int* sorted,   \
       const int* block_expert, const float* topk_w, float* out, int N, int K, int top_k,       \
-      int pairs, int fnuz, int is_f16, int fmt_w, int fmt_a, int weight_on_input) {           \
+      int pairs, int fnuz, int is_f16, int fmt_w, int fmt_a, int weight_on_input,             \
+      const float* lora_delta, const int* token_adapter) {                                     \
     gemm<V>(STAGE, w, wscale, wscale_mode, wmx, bias, act, ascale, ascale_mode, a_static,      \
             sorted, block_expert, topk_w, out, N, K, top_k, pairs, fnuz, is_f16, fmt_w, fmt_a, \
-            weight_on_input);                                                                  \
+            weight_on_input, lora_delta, token_adapter);                                       \
   }
 
 FM_GEMM_KERNEL(fm_gemm_bf16_up, 0, 1)

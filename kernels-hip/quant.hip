@@ -231,11 +231,16 @@ fm_finalize(float* __restrict__ acc, long n, int is_f16, u16* __restrict__ out) 
   }
 }
 
-// Adapter slots from the caller's memory: a slot outside 0..adapters becomes -1 (none).
+// Adapter slots from the caller's memory, which the host never reads: a slot outside
+// 0..adapters becomes -1 (no adapter), so no LoRA kernel indexes past the resident ones.
 extern "C" __global__ void __launch_bounds__(Q_THREADS)
 fm_clamp_slots(const int* __restrict__ src, int n, int adapters, int* __restrict__ dst) {
   for (int i = bid_x() * Q_THREADS + tid_x(); i < n; i += gdim_x() * Q_THREADS) {
     const int a = src[i];
+#ifdef FM_FAULT_LORA_WRONG_SLOT  // a planted bug for the mutation tests (src/fault.rs)
+    dst[i] = a >= 0 && a < adapters ? (a + 1) % adapters : -1;
+#else
     dst[i] = a >= 0 && a < adapters ? a : -1;
+#endif
   }
 }

@@ -4,7 +4,8 @@
 # must pass without one. A fault a suite misses is a hole in that suite.
 #
 #   scripts/mutants.sh cpu        layout suites (cuda_packed, cuda_layout, rocm_layout); CI
-#   scripts/mutants.sh sim        the AMD layer on the HIP simulator (rocm_sim); CI (.ci/rocm)
+#   scripts/mutants.sh sim        the AMD layer on the HIP simulator (rocm_sim, rocm_sim_lora);
+#                                 CI (.ci/rocm)
 #   scripts/mutants.sh gpu DIR    DIR/cuda_parity, built by scripts/gpu-check.sh, on an
 #                                 NVIDIA GPU
 #
@@ -16,8 +17,8 @@ cd "$(dirname "$0")/.."
 mode=${1:?usage: scripts/mutants.sh cpu|sim|gpu DIR}
 
 # Which suites must catch which fault. "-": the fault has no code to live in there (AMD
-# has no zero-point or LoRA path; fnuz exists only on gfx942; the CPU layout suites run no
-# kernels and no launch geometry).
+# has no zero-point path; fnuz exists only on gfx942; the CPU layout suites run no kernels
+# and no launch geometry).
 #  fault                 cpu sim gpu
 table="
    nibble-order          y   y   y
@@ -26,7 +27,7 @@ table="
    dropped-zero-point    y   -   y
    missed-tail-tile      -   y   y
    expert-id-off-by-one  -   y   y
-   lora-wrong-slot       -   -   y
+   lora-wrong-slot       -   y   y
    fnuz-as-fn            y   y   -
 "
 column=$(case $mode in cpu) echo 2 ;; sim) echo 3 ;; gpu) echo 4 ;; *) echo 0 ;; esac)
@@ -57,7 +58,7 @@ case $mode in
     cpu) mapfile -t bins < <(build faults cuda_packed cuda_layout rocm_layout) ;;
     sim)
         export FLEETMOE_REQUIRE_HIP_CLANG=1
-        mapfile -t bins < <(build rocm,faults rocm_sim)
+        mapfile -t bins < <(build rocm,faults rocm_sim rocm_sim_lora)
         ;;
     gpu) bins=("${2:?gpu mode needs the folder of scripts/gpu-check.sh}/cuda_parity") ;;
 esac

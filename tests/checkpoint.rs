@@ -289,6 +289,7 @@ fn modelopt_fp8_static() {
         tokens: 4,
         seed: 1,
         backend: None,
+        reps: 0,
     })
     .unwrap();
     assert!(ok, "{report}");

@@ -59,9 +59,13 @@ fn inspect_and_run_model() {
     ] {
         assert!(out.contains(want), "missing '{want}' in:\n{out}");
     }
-    let (ok, out) = fleetmoe(&["run", "--model", d, "--layer", "1", "--tokens", "3"]);
+    let (ok, out) = fleetmoe(&[
+        "run", "--model", d, "--layer", "1", "--tokens", "3", "--reps", "2",
+    ]);
     assert!(
-        ok && out.contains("error ") && out.contains("backend "),
+        ok && out.contains("error ")
+            && out.contains("backend ")
+            && out.contains("ms for 3 tokens (median of 2, after one warm-up)"),
         "{out}"
     );
     let (ok, out) = fleetmoe(&["run", "--model", d, "--layer", "0"]);

@@ -181,6 +181,7 @@ fn peft_adapter_loads_into_slots_and_changes_the_output() {
         tokens: 4,
         seed: 0,
         backend: None,
+        reps: 0,
     })
     .unwrap();
     assert!(ok && report.contains("lora"), "{report}");
@@ -306,6 +307,7 @@ fn adapter_on_the_shared_expert_only() {
         tokens: 3,
         seed: 2,
         backend: None,
+        reps: 0,
     })
     .unwrap();
     assert!(ok, "{report}");

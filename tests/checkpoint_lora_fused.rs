@@ -328,6 +328,7 @@ fn runs_with(base: &Path, adapter: &Path) {
         tokens: 5,
         seed: 1,
         backend: None,
+        reps: 0,
     })
     .unwrap();
     assert!(ok && report.contains("lora"), "{report}");

@@ -10,6 +10,15 @@ fn fleetmoe(args: &[&str]) -> Output {
         .expect("the fleetmoe binary runs")
 }
 
+/// The binary with extra environment variables.
+fn fleetmoe_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fleetmoe"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the fleetmoe binary runs")
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -100,10 +109,6 @@ fn flags_a_mode_would_ignore_are_refused() {
         ),
         (
             vec!["run", "--model", d, "--experts", "0"],
-            "cannot be used with",
-        ),
-        (
-            vec!["run", "--model", d, "--reps", "5"],
             "cannot be used with",
         ),
         (vec!["run", "--layer", "1"], "--model"),
@@ -366,4 +371,258 @@ fn explain_into_a_closed_pipe_does_not_panic() {
     let status = child.wait().unwrap();
     assert!(!err.contains("panicked"), "{err}");
     assert!(status.code().is_some(), "killed by a signal: {status:?}");
+}
+
+/// The features this test binary (and so the `fleetmoe` binary beside it) was built with.
+fn features() -> String {
+    let on: Vec<&str> = [
+        ("cuda", cfg!(feature = "cuda")),
+        ("rocm", cfg!(feature = "rocm")),
+        ("faults", cfg!(feature = "faults")),
+    ]
+    .into_iter()
+    .filter_map(|(f, on)| on.then_some(f))
+    .collect();
+    if on.is_empty() {
+        "none (CPU emulation only)".into()
+    } else {
+        on.join(", ")
+    }
+}
+
+/// `info` names every feature of the build (it said `cuda` for a "cuda rocm" build,
+/// `none` for rocm alone, and never named `faults`); a rocm build whose HIP code objects
+/// were not built (no clang-22 when it was compiled) says in `info`, and under an AITER
+/// choice in `explain`, that the AMD backends run emulated. Run it under each build:
+/// `cargo test --test cli`, `--features rocm,faults` (with and without
+/// `FLEETMOE_HIP_CLANG=none`), `--features cuda`.
+#[test]
+fn info_and_explain_tell_the_truth_about_the_build() {
+    let o = fleetmoe(&["info"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info = stdout(&o);
+    assert_eq!(
+        info.lines().next().unwrap(),
+        format!(
+            "fleetmoe {} (features: {})",
+            env!("CARGO_PKG_VERSION"),
+            features()
+        )
+    );
+    assert_eq!(
+        info.contains("FLEETMOE_FAULT plants a bug"),
+        cfg!(feature = "faults"),
+        "{info}"
+    );
+    let emulated = cfg!(feature = "rocm") && !fleetmoe::backends::rocm::kernels::built();
+    let caveat = "no HIP code objects";
+    assert_eq!(info.contains(caveat), emulated, "{info}");
+    if emulated {
+        assert!(
+            info.contains(fleetmoe::backends::rocm::kernels::BUILD_NOTE)
+                && info.contains("aiter-* backends will run emulated")
+                && info.contains("clang-22"),
+            "{info}"
+        );
+    }
+    let o = fleetmoe(&["explain", "--platform", "mi300x", "--scheme", "bf16"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(
+        out.contains("backend   aiter-bf16"),
+        cfg!(feature = "rocm"),
+        "{out}"
+    );
+    assert_eq!(out.contains(caveat), emulated, "{out}");
+    if emulated {
+        let lines: Vec<&str> = out.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("backend "))
+            .unwrap();
+        assert!(
+            lines[at + 1].starts_with("caveat    this rocm build has no HIP code objects"),
+            "the caveat sits under the choice:\n{out}"
+        );
+    }
+    // An NVIDIA choice never carries it.
+    let o = fleetmoe(&["explain", "--platform", "h100", "--scheme", "bf16"]);
+    assert!(!stdout(&o).contains(caveat), "{}", stdout(&o));
+}
+
+/// The lines of `FLEETMOE_PROGRESS=lines` output that count: `what pos/len`.
+fn counts(err: &str) -> Vec<String> {
+    err.lines()
+        .filter_map(|l| l.strip_prefix("progress  "))
+        .filter(|l| {
+            l.rsplit(' ').next().is_some_and(|c| {
+                c.split_once('/')
+                    .is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
+            })
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The steps a person waits for count their work (position / length) where it can be
+/// counted: random weights per expert matrix, each timed forward, each f64 reference, each
+/// bench and parity cell. `FLEETMOE_PROGRESS=lines` writes the counts as lines (what a
+/// terminal shows as bars); `--quiet` silences them, and a pipe without it gets nothing.
+#[test]
+fn progress_counts_the_work_a_person_waits_for() {
+    let lines = [("FLEETMOE_PROGRESS", "lines")];
+    let o = fleetmoe_env(&["run", "--tokens", "2", "--reps", "2"], &lines);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = counts(&stderr(&o));
+    for want in [
+        "random weights of 8 experts, matrix 1/16",
+        "random weights of 8 experts, matrix 16/16",
+        "forward: one warm-up and 2 timed 3/3",
+        "f64 reference of the quantized weights 1/2",
+        "f64 reference of the weights before quantization 2/2",
+    ] {
+        assert!(c.iter().any(|l| l == want), "no '{want}' in {c:#?}");
+    }
+    // Setup steps that are one library call show as steps, without a count.
+    assert!(stderr(&o).contains("progress  quantizing to fp8, calibrating\n"));
+
+    let o = fleetmoe_env(
+        &[
+            "bench",
+            "--cpu",
+            "--shapes",
+            "small",
+            "--schemes",
+            "bf16,fp8",
+            "--tokens",
+            "1,4",
+            "--reps",
+            "1",
+        ],
+        &lines,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = counts(&stderr(&o));
+    let ends: Vec<&str> = c.iter().map(|l| l.rsplit(' ').next().unwrap()).collect();
+    assert_eq!(ends, ["1/4", "2/4", "3/4", "4/4"], "{c:#?}");
+    assert_eq!(c[3], "small fp8: timing M = 4 4/4");
+
+    let o = fleetmoe_env(
+        &[
+            "parity",
+            "--shapes",
+            "small",
+            "--schemes",
+            "bf16,w4a16",
+            "--tokens",
+            "2",
+        ],
+        &lines,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = counts(&stderr(&o));
+    assert_eq!(c.len(), 2, "{c:#?}");
+    assert!(c[1].ends_with(" 2/2"), "{c:#?}");
+
+    let o = fleetmoe_env(&["--quiet", "run", "--tokens", "2", "--reps", "1"], &lines);
+    assert!(o.status.success());
+    assert!(stderr(&o).trim().is_empty(), "--quiet: {}", stderr(&o));
+    let o = fleetmoe(&["run", "--tokens", "2", "--reps", "1"]);
+    assert!(stderr(&o).trim().is_empty(), "piped: {}", stderr(&o));
+}
+
+/// `--tokens 0` is a bad argument (exit 2, the flag named), not "an invalid layer
+/// configuration", in both modes of `run`.
+#[test]
+fn zero_tokens_is_a_usage_error() {
+    for args in [
+        &["run", "--tokens", "0"][..],
+        &["run", "--model", "/nonexistent", "--tokens", "0"][..],
+    ] {
+        let o = fleetmoe(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("invalid value '0' for '--tokens")
+                && !stderr(&o).contains("layer configuration"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+/// `run --model` checks the size from `config.json` before it loads or allocates (a
+/// token count that cannot fit once aborted on a failed allocation).
+#[test]
+fn a_model_run_too_large_for_memory_is_refused_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"architectures": ["MixtralForCausalLM"], "num_local_experts": 8,
+            "num_experts_per_tok": 2, "hidden_size": 4096, "intermediate_size": 14336,
+            "num_hidden_layers": 2}"#,
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let o = fleetmoe(&["run", "--model", d, "--tokens", "99999999999"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("this run needs about")
+            && stderr(&o).contains("GiB is available: fewer --tokens"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `fleetmoe run | head -3` and the like: every command's results go through one writer
+/// that treats a reader gone away as the end, not a panic (`run`, `bench`, `parity`
+/// once panicked in `println!`).
+#[test]
+fn results_into_a_closed_pipe_do_not_panic() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    for args in [
+        &["run", "--tokens", "2", "--reps", "1"][..],
+        &[
+            "bench",
+            "--cpu",
+            "--shapes",
+            "small",
+            "--schemes",
+            "bf16,fp8",
+            "--tokens",
+            "1,2",
+            "--reps",
+            "1",
+        ][..],
+        &[
+            "parity",
+            "--shapes",
+            "small",
+            "--schemes",
+            "bf16,fp8",
+            "--tokens",
+            "1,2",
+        ][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fleetmoe"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The reader is gone: every later line meets a closed pipe.
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            out.status.code().is_some(),
+            "{args:?}: killed: {:?}",
+            out.status
+        );
+        assert!(!first.is_empty(), "{args:?}");
+    }
 }

@@ -24,7 +24,15 @@ fn prepared_weights_are_the_checkpoint_reordered() {
             ..LayerConfig::new(E, 2, H, I)
         };
         let dense = DenseExperts::random(&config, 5);
-        for name in ["bf16", "f16", "fp8", "fp8-channel", "fp8-block128"] {
+        // w8a8-int8 (issue 18): s8 = code − 128, the per-channel scale per prepared row.
+        for name in [
+            "bf16",
+            "f16",
+            "fp8",
+            "fp8-channel",
+            "fp8-block128",
+            "w8a8-int8",
+        ] {
             let w = ExpertWeights::quantize(&dense, QuantScheme::parse(name).unwrap()).unwrap();
             let truth = w.dequantize().unwrap();
             let p = prepare(&w, act).unwrap();

@@ -5,7 +5,9 @@
 //! int weight-only, whose scales go to bf16).
 
 use fleetmoe::backends::cuda::layout::{prepare, w13_row_order, GemmWeights};
-use fleetmoe::backends::cuda::packed::{entry, unpack_codes, Code, NVFP4_ROW_FACTOR};
+use fleetmoe::backends::cuda::packed::{
+    act_order_perm, entry, unpack_codes, Code, NVFP4_ROW_FACTOR,
+};
 use fleetmoe::formats::{unpack_fp4, unpack_int4_i32};
 use fleetmoe::moe::{Activation, LayerConfig};
 use fleetmoe::quant::{DenseExperts, ExpertWeights, QuantScheme, QuantTensor, WeightData};
@@ -20,6 +22,8 @@ fn cases() -> Vec<(&'static str, usize, usize)> {
         ("mxfp4", 256, 160),
         ("mxfp4-a-fp8", 192, 256),
         ("nvfp4-a16", 272, 176),
+        // W4A4 packs the same weights (its activations are QDQ'd to bf16 on the device).
+        ("nvfp4", 160, 96),
         ("w4a16", 384, 256),
         ("w4a16-g32-zp", 160, 96),
         ("w4a16-g64", 320, 192),
@@ -165,16 +169,167 @@ fn every_lane_owns_distinct_bits_of_a_fragment_tile() {
 }
 
 #[test]
-fn act_order_and_groups_the_fragments_cannot_use_are_refused() {
+fn groups_the_fragments_cannot_use_are_refused() {
     let config = LayerConfig::new(2, 1, 256, 128);
     let dense = DenseExperts::random(&config, 3);
-    let w =
+    for name in ["w4a16-g8", "w4a16-g8-actorder"] {
+        let w = ExpertWeights::quantize(&dense, QuantScheme::parse(name).unwrap()).unwrap();
+        let err = prepare(&w, Activation::SiluAndMul).unwrap_err().to_string();
+        assert!(err.contains("group 8"), "{name}: {err}");
+    }
+}
+
+/// The act-order int weights of `t`, with their g_idx.
+fn int_weights(t: &QuantTensor) -> &fleetmoe::quant::IntWeights {
+    match &t.data {
+        WeightData::Int(iw) => iw,
+        _ => unreachable!("int schemes only"),
+    }
+}
+
+/// GPTQ act-order (issue 18): each expert's K is sorted by group at load time. The
+/// permutation is one per expert and sorts the groups into consecutive runs of `group`
+/// columns; the packed codes read back in prepared order are the checkpoint's codes at the
+/// permuted columns; every weight the kernel multiplies by is the emulation's weight (the
+/// bf16 kernel dequantization) at that column, so the permuted grouped dot product of a
+/// gathered activation equals the act-order one.
+#[test]
+fn act_order_layout_is_the_checkpoint_with_k_sorted_by_group() {
+    for (name, hidden, inter) in [
+        ("w4a16-g64-actorder", 320, 192),
+        ("w4a16-g32-zp-actorder", 160, 96),
+        ("w4a16-actorder", 384, 256),
+        ("w4a16-channel-actorder", 200, 136),
+        ("w8a16-g64-zp-actorder", 256, 128),
+        ("w8a16-actorder", 384, 128),
+    ] {
+        for act in [Activation::SiluAndMul, Activation::Relu2] {
+            let config = LayerConfig::new(E, 2, hidden, inter);
+            let config = LayerConfig {
+                activation: act,
+                ..config
+            };
+            let dense = DenseExperts::random(&config, 21);
+            let scheme = QuantScheme::parse(name).unwrap();
+            let w = ExpertWeights::quantize(&dense, scheme).unwrap();
+            let p = prepare(&w, act).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let order13 = w13_row_order(act, inter).unwrap();
+            let order2: Vec<usize> = (0..hidden).collect();
+            let kernels: Vec<(Vec<f32>, Vec<f32>)> = (0..E)
+                .map(|e| w.dequantize_expert_as_kernels(e).unwrap())
+                .collect();
+            for (what, t, prep, order) in [
+                ("w13", &w.w13, &p.w13, &order13),
+                ("w2", &w.w2, &p.w2, &order2),
+            ] {
+                let iw = int_weights(t);
+                let g_idx = iw.g_idx.as_ref().expect("act-order weights carry g_idx");
+                let packing = prep.packing.as_ref().unwrap();
+                let perm = packing
+                    .k_perm
+                    .as_ref()
+                    .expect("act-order layout has a K permutation");
+                let (rows, cols) = (t.rows, t.cols);
+                assert_eq!(perm.len(), E * cols);
+                let got = unpack_codes(&prep.data, packing, E, rows, cols);
+                let want = checkpoint_codes(t);
+                let mut rng = 0x2545_f491_4f6c_dd1du64;
+                let x: Vec<f32> = (0..cols)
+                    .map(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                    })
+                    .collect();
+                for e in 0..E {
+                    let pe = &perm[e * cols..][..cols];
+                    let ge = &g_idx[e * cols..][..cols];
+                    // A permutation whose groups are consecutive runs of `group` columns.
+                    let mut seen = vec![false; cols];
+                    for (k, &c) in pe.iter().enumerate() {
+                        assert!(!seen[c as usize], "{name} {what}: column {c} twice");
+                        seen[c as usize] = true;
+                        assert_eq!(
+                            ge[c as usize] as usize,
+                            k / iw.group.min(cols),
+                            "{name} {what}"
+                        );
+                    }
+                    // Act-order must actually reorder, or this test would not be testing it.
+                    if iw.group < cols {
+                        assert!(
+                            pe.iter().enumerate().any(|(k, &c)| k != c as usize),
+                            "{name}"
+                        );
+                    }
+                    let truth = if what == "w13" {
+                        &kernels[e].0
+                    } else {
+                        &kernels[e].1
+                    };
+                    let gathered: Vec<f32> = pe.iter().map(|&c| x[c as usize]).collect();
+                    for (pr, &cr) in order.iter().enumerate() {
+                        let row_got = &got[(e * rows + pr) * cols..][..cols];
+                        let row_want = &want[(e * rows + cr) * cols..][..cols];
+                        for k in 0..cols {
+                            assert_eq!(
+                                row_got[k], row_want[pe[k] as usize],
+                                "{name} {what}: code of e{e} r{pr} k{k}"
+                            );
+                        }
+                        if pr % 7 != 0 {
+                            continue;
+                        }
+                        // The weights the kernel multiplies by, at the permuted columns.
+                        let mut dot_perm = 0f64;
+                        for (k, &xk) in gathered.iter().enumerate() {
+                            let v = prep.value(e, pr, k);
+                            assert_eq!(
+                                v,
+                                truth[cr * cols + pe[k] as usize],
+                                "{name} {what}: weight of e{e} r{pr} k{k}"
+                            );
+                            dot_perm += v as f64 * xk as f64;
+                        }
+                        let dot: f64 = (0..cols)
+                            .map(|c| truth[cr * cols + c] as f64 * x[c] as f64)
+                            .sum();
+                        assert!(
+                            (dot_perm - dot).abs() <= 1e-9 * dot.abs().max(1e-3),
+                            "{name} {what}: permuted dot {dot_perm} vs act-order {dot}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A g_idx whose groups are not all `group` columns wide cannot be sorted into the
+/// grouped layout; it is refused (the emulation runs it) rather than laid out wrong.
+#[test]
+fn act_order_with_uneven_groups_is_refused() {
+    let config = LayerConfig::new(2, 1, 256, 128);
+    let dense = DenseExperts::random(&config, 4);
+    let mut w =
         ExpertWeights::quantize(&dense, QuantScheme::parse("w4a16-g64-actorder").unwrap()).unwrap();
+    if let WeightData::Int(iw) = &mut w.w13.data {
+        let g = iw.g_idx.as_mut().unwrap();
+        // Move one column of group 0 into group 1.
+        let c = g.iter().position(|&v| v == 0).unwrap();
+        g[c] = 1;
+    }
     let err = prepare(&w, Activation::SiluAndMul).unwrap_err().to_string();
-    assert!(err.contains("act-order"), "{err}");
-    let w = ExpertWeights::quantize(&dense, QuantScheme::parse("w4a16-g8").unwrap()).unwrap();
-    let err = prepare(&w, Activation::SiluAndMul).unwrap_err().to_string();
-    assert!(err.contains("group 8"), "{err}");
+    assert!(
+        err.contains("act-order") && err.contains("not all 64 columns"),
+        "{err}"
+    );
+    assert_eq!(
+        act_order_perm(&[1, 0, 1, 0], 1, 4, 2).unwrap(),
+        [1, 3, 0, 2],
+        "stable sort by group"
+    );
 }
 
 /// The NVFP4 row factor is written as a decimal literal (the MSRV has no const
@@ -182,4 +337,44 @@ fn act_order_and_groups_the_fragments_cannot_use_are_refused() {
 #[test]
 fn nvfp4_row_factor_is_exactly_two_to_the_119() {
     assert_eq!(NVFP4_ROW_FACTOR, 2f32.powi(119));
+}
+
+/// `fm_nvfp4_qdq_rows` (kernels-cuda/quant.cu) rounds to e2m1 by a threshold table instead
+/// of the bit-exact codec; the same table here against `F4E2M1::from_f32` (ties to the even
+/// code, sign kept) over every multiple of 2^-12 in [-6, 6] and the exact ties.
+#[test]
+fn the_kernels_e2m1_threshold_table_is_round_to_nearest_even() {
+    use fleetmoe::formats::{MiniFloat, F4E2M1};
+    let table = |v: f32| -> f32 {
+        let a = v.abs();
+        let q: f32 = if a <= 0.25 {
+            0.0
+        } else if a < 0.75 {
+            0.5
+        } else if a <= 1.25 {
+            1.0
+        } else if a < 1.75 {
+            1.5
+        } else if a <= 2.5 {
+            2.0
+        } else if a < 3.5 {
+            3.0
+        } else if a <= 5.0 {
+            4.0
+        } else {
+            6.0
+        };
+        q.copysign(v)
+    };
+    let n = 6 * 4096;
+    for i in -n..=n {
+        let v = i as f32 / 4096.0;
+        let want = F4E2M1::from_f32(v).to_f32();
+        let got = table(v);
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "{v}: table {got}, codec {want}"
+        );
+    }
 }

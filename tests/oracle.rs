@@ -5,7 +5,7 @@ use fleetmoe::device::{Capabilities, Vendor};
 use fleetmoe::moe::{Activation, LayerConfig};
 use fleetmoe::oracle::{
     backends, select, spec, Assessment, Availability, BackendId, Conversion, Rejection, Selection,
-    Unmet, AMD_LORA,
+    Unmet,
 };
 use fleetmoe::quant::{Fp8Flavor, QuantScheme};
 use fleetmoe::Error;
@@ -351,16 +351,20 @@ fn weight_only_fp4_needs_ampere_not_mx() {
         assert_only_availability(&caps, "mxfp4", &gpt_oss_layer(), BackendId::CudaMxfp4W4a16);
         assert_only_availability(&caps, "nvfp4-a16", &layer(), BackendId::CudaNvfp4W4a16);
     }
-    // W4A4 quantizes activations: the weight-only path would give other numbers, and no
-    // native NVFP4 W4A4 backend exists yet, so even a B200 emulates it.
+    // W4A4 (issue 18): its activation quantize-dequantize is exact in bf16, so the NVFP4
+    // weight path runs it after a QDQ kernel on every sm_80+, B200 included (whose fp4
+    // tensor cores are not used yet); the other CUDA backends say what they run.
     let b200 = Capabilities::b200();
-    for id in BackendId::ALL.iter().copied().filter(|id| id.is_cuda()) {
+    for caps in [a100(), Capabilities::h100(), b200.clone()] {
+        assert_only_availability(&caps, "nvfp4", &layer(), BackendId::CudaNvfp4W4a16);
+    }
+    for id in BackendId::ALL
+        .iter()
+        .copied()
+        .filter(|id| id.is_cuda() && *id != BackendId::CudaNvfp4W4a16)
+    {
         assert_scheme_refused(&b200, "nvfp4", id);
     }
-    assert_eq!(
-        choose(&b200, "nvfp4", &layer()).chosen,
-        BackendId::Emulation
-    );
 }
 
 #[test]
@@ -418,9 +422,20 @@ fn integer_weight_only_and_w4a8() {
             assert_only_availability(&caps, scheme, &layer(), BackendId::CudaMarlin);
         }
     }
-    // No 16-wide groups (a k16 fragment would straddle two), no act-order gather yet.
-    for scheme in ["w4a16-g16", "w4a16-g64-actorder"] {
+    // No 16-wide groups (a k16 fragment would straddle two).
+    for scheme in ["w4a16-g16", "w4a16-g16-actorder"] {
         assert_scheme_refused(&Capabilities::h100(), scheme, BackendId::CudaMarlin);
+    }
+    // Act-order (issue 18): K permuted at load time, activations gathered in that order.
+    for scheme in [
+        "w4a16-actorder",
+        "w4a16-g64-actorder",
+        "w4a16-g32-zp-actorder",
+        "w8a16-channel-actorder",
+    ] {
+        for caps in [Capabilities::h100(), a100()] {
+            assert_only_availability(&caps, scheme, &layer(), BackendId::CudaMarlin);
+        }
     }
 
     assert_only_availability(&Capabilities::h100(), "w4a8", &layer(), BackendId::CudaW4a8);
@@ -429,6 +444,10 @@ fn integer_weight_only_and_w4a8() {
         found: Some((8, 9)),
     };
     assert_unmet(&l40s(), "w4a8", &layer(), BackendId::CudaW4a8, &hopper);
+    // INT8 W8A8 (issue 18): int8 tensor cores, sm_80+.
+    for caps in [Capabilities::h100(), a100(), l40s(), Capabilities::b200()] {
+        assert_only_availability(&caps, "w8a8-int8", &layer(), BackendId::CudaW8a8Int8);
+    }
 
     // No AMD backend runs integer weights.
     for scheme in ["w4a16", "w8a16", "w4a8", "w8a8-int8"] {
@@ -454,8 +473,16 @@ fn layer_features_are_needs_too() {
         lora: true,
         ..layer()
     };
-    let no_lora = Unmet::NotImplemented(&AMD_LORA);
-    assert_unmet(&mi300x, "fp8", &lora, BackendId::AiterFp8, &no_lora);
+    // The AITER backends take LoRA (kernels-hip/lora.hip), with every scheme they run.
+    assert_only_availability(&mi300x, "fp8", &lora, BackendId::AiterFp8);
+    assert_only_availability(&mi300x, "bf16", &lora, BackendId::AiterBf16);
+    assert_only_availability(&mi300x, "fp8-block128", &lora, BackendId::AiterFp8Block128);
+    assert_only_availability(
+        &Capabilities::mi355x(),
+        "mxfp4-a-mxfp4",
+        &lora,
+        BackendId::AiterMxNative,
+    );
     let gpt_oss = gpt_oss_layer();
     assert_unmet(
         &mi300x,
@@ -512,7 +539,6 @@ fn layer_features_are_needs_too() {
         },
         Unmet::Activation(Activation::GPT_OSS),
         Unmet::Bias,
-        Unmet::NotImplemented(&AMD_LORA),
     ] {
         assert!(a.unmet.contains(&wanted), "{wanted}: {}", reasons(&a));
     }
@@ -529,9 +555,13 @@ fn layer_features_are_needs_too() {
     ] {
         assert_eq!(u.to_string(), text);
     }
-    assert!(Unmet::NotImplemented(&AMD_LORA)
-        .to_string()
-        .starts_with("LoRA on the AITER (AMD) backends not implemented yet ("));
+    assert!(
+        !a.unmet
+            .iter()
+            .any(|u| matches!(u, Unmet::NotImplemented(_))),
+        "LoRA is no unmet need of an AITER backend: {}",
+        reasons(&a)
+    );
 }
 
 #[test]
@@ -645,11 +675,12 @@ fn explain_shows_the_choice_and_every_reason() {
             }
         }
     }
-    // No native backend runs int8 W8A8: a GPU falls back, visibly; the CPU just emulates.
-    let sel = choose(&Capabilities::h100(), "w8a8-int8", &layer());
+    // No backend runs MXFP6 with MX activations on gfx942 (no MX there): a GPU falls back,
+    // visibly; the CPU just emulates.
+    let sel = choose(&Capabilities::mi300x(), "mxfp6-e3m2", &layer());
     assert!(sel.is_fallback());
     assert!(sel.to_string().contains("fallback"), "{sel}");
-    let sel = choose(&Capabilities::cpu_only(), "w8a8-int8", &layer());
+    let sel = choose(&Capabilities::cpu_only(), "mxfp6-e3m2", &layer());
     assert!(!sel.is_fallback());
     assert!(!sel.to_string().contains("fallback"), "{sel}");
 }
@@ -744,7 +775,7 @@ fn low_bit_schemes_on_every_preset() {
         (
             "w4a16-g64-actorder",
             [
-                Emulation, Emulation, Emulation, Emulation, Emulation, Emulation,
+                CudaMarlin, CudaMarlin, CudaMarlin, Emulation, Emulation, Emulation,
             ],
         ),
         (
@@ -762,7 +793,12 @@ fn low_bit_schemes_on_every_preset() {
         (
             "nvfp4",
             [
-                Emulation, Emulation, Emulation, Emulation, Emulation, Emulation,
+                CudaNvfp4W4a16,
+                CudaNvfp4W4a16,
+                CudaNvfp4W4a16,
+                Emulation,
+                Emulation,
+                Emulation,
             ],
         ),
     ];

@@ -195,7 +195,7 @@ fn scaled_gemm(
     let wscales = scale_shuffle::shuffle_e8m0(sw.as_flattened(), 16, 4).unwrap();
     let act: Vec<u8> = x.iter().flat_map(pack).collect();
     // Slots 0 and 1 hold tokens 0 and 1 (top-1), the other 14 are padding (pair >= 2).
-    let sorted: Vec<u8> = (0..16i32).flat_map(|s| s.min(2).to_le_bytes()).collect();
+    let sorted: Vec<i32> = (0..16i32).map(|s| s.min(2)).collect();
     let buf = |bytes: &[u8]| Buffer::<HipDevice>::from_slice(dev, bytes).unwrap();
     let (wb, sb, ab, asb) = (
         buf(&wdata),
@@ -203,8 +203,11 @@ fn scaled_gemm(
         buf(&act),
         buf(sx.as_flattened()),
     );
-    let (sortb, blockb) = (buf(&sorted), buf(&0i32.to_le_bytes()));
-    let topw = buf(&[1f32.to_le_bytes(), 1f32.to_le_bytes()].concat());
+    let (sortb, blockb) = (
+        buf(bytemuck::cast_slice(&sorted)),
+        buf(bytemuck::bytes_of(&0i32)),
+    );
+    let topw = buf(bytemuck::cast_slice(&[1f32, 1f32]));
     let out = Buffer::<HipDevice>::alloc(dev, 16 * 16 * 4).unwrap();
     let gemm = dev.load(&kernels::module("gemm")).unwrap();
     let (null, i) = (Arg::Ptr(0), Arg::I32);
@@ -231,6 +234,8 @@ fn scaled_gemm(
         i(4),   // weight format: fp4
         i(4),   // activation format: fp4
         i(0),   // weight on input
+        null,   // LoRA delta rows: none
+        null,   // token adapters
     ];
     let launch = LaunchConfig {
         grid: (1, 1, 1),
@@ -239,12 +244,10 @@ fn scaled_gemm(
     };
     dev.launch(&gemm, "fm_gemm_mx_up", launch, &args, dev.stream())
         .unwrap();
-    let mut bytes = vec![0u8; 2 * 16 * 4];
-    dev.download(out.addr(), &mut bytes, dev.stream()).unwrap();
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
+    let mut y = vec![0f32; 2 * 16];
+    dev.download(out.addr(), bytemuck::cast_slice_mut(&mut y), dev.stream())
+        .unwrap();
+    y
 }
 
 /// The scaled MFMA as the ISA defines it, in f64: per block, the dot product of the
@@ -334,8 +337,7 @@ fn the_scaled_mfma_scales_block_dot_products_not_products() {
 fn mx_quant(x: &[u16], fmt: i32, bits: usize) -> (Vec<u8>, Vec<u8>) {
     let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
     let dev = target.hip_device().unwrap();
-    let src: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let sb = Buffer::<HipDevice>::from_slice(dev, &src).unwrap();
+    let sb = Buffer::<HipDevice>::from_slice(dev, bytemuck::cast_slice::<u16, u8>(x)).unwrap();
     let blocks = x.len() / 32;
     let (codes, scales) = (
         Buffer::<HipDevice>::alloc(dev, x.len() * bits / 8).unwrap(),

@@ -7,6 +7,7 @@
 // -DFM_SIM_GFX=942 (or 950, 90) -I kernels-hip kernels-hip/sim/fakehip.cpp -o libfakehip.so
 #include "../align.hip"
 #include "../gemm.hip"
+#include "../lora.hip"
 #include "../quant.hip"
 #include "../route.hip"
 
@@ -44,7 +45,8 @@ const Kernel kKernels[] = {
     FM_K(fm_gemm_f16_up),    FM_K(fm_gemm_f16_down),   FM_K(fm_gemm_fp8_up),
     FM_K(fm_gemm_fp8_down),  FM_K(fm_gemm_mxfp4a16_up), FM_K(fm_gemm_mxfp4a16_down),
     FM_K(fm_gemm_mx_up),     FM_K(fm_gemm_mx_down),   FM_K(fm_shared_gate),
-    FM_K(fm_finalize),       FM_K(fm_clamp_slots),
+    FM_K(fm_finalize),       FM_K(fm_clamp_slots),     FM_K(fm_lora_shrink),
+    FM_K(fm_lora_expand),
 };
 
 // Runs the grid one workgroup at a time on `dim` host threads that live for the whole

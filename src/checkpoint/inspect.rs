@@ -5,9 +5,7 @@ use super::{load_adapter, Checkpoint, LoadedLayer};
 use crate::device::Capabilities;
 use crate::error::{Error, Result};
 use crate::moe::reference::{forward_f64, rel_l2};
-use crate::moe::{
-    LayerConfig, LayerExtras, Lora, MoeLayer, Router, Routing, RoutingInput, Target, TopK,
-};
+use crate::moe::{LayerConfig, LayerExtras, Lora, MoeLayer, Router, RoutingInput, Target, TopK};
 use crate::oracle;
 use crate::quant::dense::gaussian;
 use crate::quant::QuantScheme;
@@ -101,6 +99,17 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         }
     }
     let _ = writeln!(s, "experts      {}", ck.experts.describe());
+    // Fused experts: the dtypes and shapes of the weight and scale tensors, from the first
+    // MoE layer's headers, so the scheme below can be checked against what is stored.
+    if let Some(&first) = ck.moe_layers().first() {
+        match super::fused::storage(&ck, first) {
+            Ok(Some(line)) => {
+                let _ = writeln!(s, "stored       layer {first}: {line}");
+            }
+            Ok(None) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
     for set in &c.settings {
         let from = match set.default {
             Some(src) => format!("default of {src}"),
@@ -218,6 +227,8 @@ pub struct RunModel {
     pub seed: u64,
     /// Force this backend instead of the oracle's choice.
     pub backend: Option<String>,
+    /// Timed forwards after the first (the warm-up); the median is printed. 0: not timed.
+    pub reps: usize,
 }
 
 /// The f64 output of the routed experts plus the (gated) shared expert: what `run --model`
@@ -225,15 +236,7 @@ pub struct RunModel {
 pub fn reference(l: &LoadedLayer, x: &[f32], topk: &TopK) -> Result<Vec<f64>> {
     let mut out = forward_f64(&l.weights, &l.config, x, topk, true)?;
     if let (Some(sh), Some(i)) = (&l.shared, l.config.shared_intermediate) {
-        let one = LayerConfig {
-            num_experts: 1,
-            top_k: 1,
-            intermediate: i,
-            routing: Routing::Given,
-            shared_intermediate: None,
-            apply_router_weight_on_input: false,
-            ..l.config.clone()
-        };
+        let one = l.config.shared_expert(i);
         let n = topk.tokens();
         let everyone = TopK::new(n, 1, vec![0; n], vec![1.0; n], 1)?;
         let y = forward_f64(&sh.weights, &one, x, &everyone, true)?;
@@ -321,6 +324,22 @@ pub fn run_model(opts: &RunModel) -> Result<(String, bool)> {
     let routing = RoutingInput::Logits(&logits);
     let slots = vec![None; opts.tokens];
     let y = layer.forward(&x, routing, with_lora.then_some(&slots[..]))?;
+    if opts.reps > 0 {
+        let mut ms = Vec::with_capacity(opts.reps);
+        for _ in 0..opts.reps {
+            let t0 = std::time::Instant::now();
+            layer.forward(&x, routing, with_lora.then_some(&slots[..]))?;
+            ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        ms.sort_by(f64::total_cmp);
+        let _ = writeln!(
+            s,
+            "forward   {:.3} ms for {} tokens (median of {}, after one warm-up)",
+            ms[ms.len() / 2],
+            opts.tokens,
+            opts.reps
+        );
+    }
     let topk = Router::new(&l.config)?.route(&logits, opts.tokens)?;
     let err = rel_l2(&y, &reference(&l, &x, &topk)?);
     let tol = l.weights.scheme.parity_tolerance();

@@ -1,5 +1,6 @@
-//! Loading one MoE layer: router, routed experts (split per expert, or fused as GPT-OSS
-//! and Llama 4 store them), the shared expert and its gate.
+//! Loading one MoE layer: router, routed experts (split per expert, or fused as
+//! transformers 5 holds them: bf16 / f16 / f32, GPT-OSS mxfp4, fine-grained fp8 in
+//! `fused`), the shared expert and its gate.
 
 use super::arch::{proj_name, Arch, Proj};
 use super::assemble::{concat_rows, stack};
@@ -74,7 +75,7 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
     }
     let scheme = ck.stored_scheme(n)?;
     let activation = arch.activation(c);
-    let mut config = LayerConfig {
+    let config = LayerConfig {
         activation,
         routing,
         has_bias: arch == Arch::GptOss,
@@ -106,12 +107,14 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
         w
     } else if let ExpertLayout::Fused { transposed } = ck.experts.layout {
         // `[E, out, in]` (transformers 5's `F.linear`) or `[E, in, out]` (`x @ W`).
-        if quant != QuantFormat::Unquantized {
-            return Err(Error::checkpoint(
-                ck.dir.display(),
-                &fused,
-                format!("fused experts in {} are not supported", quant.describe()),
-            ));
+        match quant {
+            QuantFormat::Unquantized => {}
+            QuantFormat::NativeFp8 { .. } => {
+                let w = super::fused::fp8(ck, &block, scheme, (e, h, i))?;
+                w.validate()?;
+                return finish(ck, n, &block, config, w, router, router_bias);
+            }
+            q => return Err(super::fused::refuse(ck, &fused, &q)),
         }
         let mut w = fused_weights(
             scheme,
@@ -138,12 +141,27 @@ pub(super) fn load(ck: &Checkpoint, n: usize) -> Result<LoadedLayer> {
         let base = |ex: usize, p: Proj| format!("{block}.{}", ck.experts.expert_proj(arch, ex, p));
         split_weights(ck, &quant, &scheme, e, h, i, base)?
     };
+    weights.validate()?;
+    finish(ck, n, &block, config, weights, router, router_bias)
+}
+
+/// The rest of layer `n` once its routed experts are read: the shared expert and the
+/// layer's final config.
+fn finish(
+    ck: &Checkpoint,
+    n: usize,
+    block: &str,
+    mut config: LayerConfig,
+    weights: ExpertWeights,
+    router: Vec<f32>,
+    router_bias: Option<Vec<f32>>,
+) -> Result<LoadedLayer> {
+    let c = &ck.config;
     if config.has_bias && weights.w13_bias.is_none() {
         config.has_bias = false;
     }
-    weights.validate()?;
-    let shared = match (arch.shared_module(), c.shared_intermediate) {
-        (Some(m), Some(si)) => shared_expert(ck, &block, m, si, &mut config)?,
+    let shared = match (c.arch.shared_module(), c.shared_intermediate) {
+        (Some(m), Some(si)) => shared_expert(ck, block, m, si, &mut config)?,
         _ => None,
     };
     config.validate()?;

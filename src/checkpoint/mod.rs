@@ -16,6 +16,7 @@ pub mod config;
 mod ct_config;
 pub mod fields;
 mod formats;
+mod fused;
 pub mod inspect;
 mod layer;
 pub mod lora;

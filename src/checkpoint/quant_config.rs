@@ -130,6 +130,9 @@ fn parse_awq(q: &Fields) -> Result<QuantFormat> {
 fn parse_fp8(q: &Fields) -> Result<QuantFormat> {
     let scheme = q.choice_or("activation_scheme", &["dynamic", "static"], "dynamic", FP8)?;
     q.choice_or("fmt", &["e4m3"], "e4m3", FP8)?;
+    // How the scales are held: f32 values, or UE8M0 exponents (DeepSeek-V3.1 / V4, which
+    // ships them as F8_E8M0 or as f32 powers of two); the stored dtype says which.
+    q.choice_or("scale_fmt", &["float", "ue8m0"], "float", FP8)?;
     let block = match q.get("weight_block_size") {
         None => {
             q.note("weight_block_size", "none: per-tensor", "vLLM Fp8Config");

@@ -73,7 +73,7 @@ pub(crate) fn notes(ck: &Checkpoint, n: usize, scheme: &QuantScheme) -> Result<L
     let mut out = LayerNotes::default();
     let c = &ck.config;
     if ck.experts.fused() {
-        return Ok(out);
+        return super::fused::notes(ck, n, scheme);
     }
     let block = ck.block(n);
     let base = |e: usize, p: Proj| format!("{block}.{}", ck.experts.expert_proj(c.arch, e, p));

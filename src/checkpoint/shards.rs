@@ -311,22 +311,10 @@ impl RawTensor {
         use crate::formats::{MiniFloat, F8E4M3};
         let d = &self.data;
         Ok(match self.dtype {
-            Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
-            Dtype::F16 => d
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => d
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+            Dtype::F32 => values::<f32>(d),
+            Dtype::F64 => values::<f64>(d).into_iter().map(|v| v as f32).collect(),
+            Dtype::F16 => values::<half::f16>(d).into_iter().map(f32::from).collect(),
+            Dtype::BF16 => values::<half::bf16>(d).into_iter().map(f32::from).collect(),
             Dtype::F8_E4M3 => d.iter().map(|&b| F8E4M3::from_bits(b).to_f32()).collect(),
             other => return Err(self.err(format!("dtype {other:?} is not a float type"))),
         })
@@ -336,18 +324,9 @@ impl RawTensor {
     pub fn ints(&self) -> Result<Vec<i64>> {
         let d = &self.data;
         Ok(match self.dtype {
-            Dtype::I32 => d
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect(),
-            Dtype::I64 => d
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect(),
-            Dtype::I16 => d
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
-                .collect(),
+            Dtype::I32 => values::<i32>(d).into_iter().map(i64::from).collect(),
+            Dtype::I64 => values::<i64>(d),
+            Dtype::I16 => values::<i16>(d).into_iter().map(i64::from).collect(),
             Dtype::I8 => d.iter().map(|&b| b as i8 as i64).collect(),
             Dtype::U8 => d.iter().map(|&b| b as i64).collect(),
             other => return Err(self.err(format!("dtype {other:?} is not an integer type"))),
@@ -357,11 +336,7 @@ impl RawTensor {
     /// The words of an int32-packed tensor.
     pub fn i32s(&self) -> Result<Vec<i32>> {
         self.expect_dtype(&[Dtype::I32])?;
-        Ok(self
-            .data
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        Ok(values::<i32>(&self.data))
     }
 
     /// The single value of a per-tensor scale.
@@ -428,4 +403,15 @@ fn repeated_key(json: &[u8], inner: Option<&str>) -> Option<String> {
     }
     let mut de = serde_json::Deserializer::from_slice(json);
     Keys { inner }.deserialize(&mut de).ok().flatten()
+}
+
+/// The values of type `T` in `bytes`, copied out (tensor data need not be aligned for
+/// `T`); a trailing partial value is dropped. safetensors stores little-endian, which is
+/// what these native-endian casts read on the little-endian hosts fleetmoe runs on.
+fn values<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    let mut v = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>()];
+    let out: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
+    let n = out.len();
+    out.copy_from_slice(&bytes[..n]);
+    v
 }

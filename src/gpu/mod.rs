@@ -7,6 +7,7 @@
 
 pub mod io;
 pub mod layer;
+pub mod lora;
 pub mod router;
 pub mod vendor;
 

@@ -181,6 +181,22 @@ impl LayerConfig {
         }
     }
 
+    /// The one-expert layer a shared expert of intermediate size `intermediate` runs as
+    /// beside this (routed) layer: every token to expert 0 with weight 1 (`Routing::Given`),
+    /// the same hidden size, activation, biases and LoRA flag, the router weight never on
+    /// the input, and no shared expert of its own.
+    pub fn shared_expert(&self, intermediate: usize) -> LayerConfig {
+        LayerConfig {
+            num_experts: 1,
+            top_k: 1,
+            intermediate,
+            routing: Routing::Given,
+            apply_router_weight_on_input: false,
+            shared_intermediate: None,
+            ..self.clone()
+        }
+    }
+
     /// Checks that the sizes and options describe a layer that can exist.
     pub fn validate(&self) -> Result<()> {
         if self.num_experts == 0 || self.hidden == 0 || self.intermediate == 0 {

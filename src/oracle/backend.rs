@@ -45,6 +45,8 @@ backend_ids! {
     CudaMarlin => "cuda-marlin",
     /// 4-bit weights (int4 W4A8, or MXFP4) expanded to fp8 e4m3, fp8 activations.
     CudaW4a8 => "cuda-w4a8",
+    /// INT8 W8A8: per-channel s8 weights, per-token s8 activations, int8 tensor cores.
+    CudaW8a8Int8 => "cuda-w8a8-int8",
     /// AITER unquantized fused MoE.
     AiterBf16 => "aiter-bf16",
     /// AITER FP8 with per-tensor or per-channel weight scales (gfx942 fnuz or gfx950).

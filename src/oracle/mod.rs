@@ -21,7 +21,7 @@ mod tests;
 pub use backend::BackendId;
 pub use conversion::Conversion;
 pub use fit::{Fit, Support};
-pub use gap::{Gap, ACT_ORDER, AMD_LORA, GAPS, NVFP4_W4A4};
+pub use gap::{Gap, GAPS};
 pub use needs::{Assessment, Availability, Hardware, Needs};
 pub use no_native::NoNative;
 pub use priority::{backends, spec, BackendSpec};

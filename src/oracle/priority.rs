@@ -4,8 +4,10 @@
 //! Where a backend's code has not landed yet its needs are the contract it is being written
 //! to: the CUDA backends run gemm1, the activation and gemm2 as separate stages (so every
 //! activation, biases and LoRA deltas fit between them); the AITER backends fuse the
-//! activation into stage 1 (SiLU or GELU only, no LoRA, no biases), except the MXFP4
-//! weight-only path, which is there for GPT-OSS and so takes swigluoai and biases.
+//! activation into stage 1 (SiLU or GELU only, no biases), except the MXFP4 weight-only
+//! path, which is there for GPT-OSS and so takes swigluoai and biases. Every AITER backend
+//! takes LoRA: the HIP stage 1 adds the gate/up deltas before the activation reads its
+//! rows, stage 2 the down delta before the router weight (`kernels-hip/lora.hip`).
 //!
 //! Every refusal is data here: `runs` says in words what a backend's `schemes` takes, a
 //! scheme of its kind it cannot run yet names its `Gap` (`schemes.rs`), as does a layer
@@ -13,11 +15,10 @@
 
 use super::backend::BackendId;
 use super::fit::Support;
-use super::gap::AMD_LORA;
 use super::needs::{Availability, Hardware, Needs};
 use super::schemes::{
-    every_scheme, fp8_any_block, fp8_block128, fp8_tensor_or_channel, marlin,
-    mx_quantized_activations, mxfp4_weight_only, none, nvfp4_weight_only, unquantized, w4a8,
+    every_scheme, fp8_any_block, fp8_block128, fp8_tensor_or_channel, int8_w8a8, marlin,
+    mx_quantized_activations, mxfp4_weight_only, none, nvfp4_weights, unquantized, w4a8,
 };
 use crate::moe::Activation;
 
@@ -105,12 +106,12 @@ const AITER_BASE: Needs = Needs {
     mx: false,
     activations: aiter_fused_activation,
     bias: false,
-    lora: Support::NotYet(&AMD_LORA),
+    lora: Support::Yes,
     weight_on_input: true,
     availability: rocm(true),
 };
 
-static BACKENDS: [BackendSpec; 13] = [
+static BACKENDS: [BackendSpec; 14] = [
     // NVIDIA. Hopper-only paths first, then fp8 (sm_89+), then the sm_80 weight-only ones.
     BackendSpec {
         id: BackendId::CudaFp8Block128,
@@ -146,10 +147,20 @@ static BACKENDS: [BackendSpec; 13] = [
         },
     },
     BackendSpec {
+        id: BackendId::CudaW8a8Int8,
+        needs: Needs {
+            schemes: int8_w8a8,
+            runs: "w8a8-int8 (int8 weights per channel, int8 activations per token)",
+            availability: cuda(true),
+            ..NVIDIA_BASE
+        },
+    },
+    BackendSpec {
         id: BackendId::CudaNvfp4W4a16,
         needs: Needs {
-            schemes: nvfp4_weight_only,
-            runs: "nvfp4-a16 (NVFP4 weights, bf16 activations)",
+            schemes: nvfp4_weights,
+            runs: "nvfp4-a16 and nvfp4 (NVFP4 weights; W4A4's activations quantize-dequantized \
+                   to bf16 exactly, not on sm_100's fp4 tensor cores yet)",
             availability: cuda(true),
             ..NVIDIA_BASE
         },
@@ -167,7 +178,8 @@ static BACKENDS: [BackendSpec; 13] = [
         id: BackendId::CudaMarlin,
         needs: Needs {
             schemes: marlin,
-            runs: "int4 / int8 weight-only (w4a16, w8a16) per channel or in groups of 32, 64 or 128",
+            runs: "int4 / int8 weight-only (w4a16, w8a16) per channel or in groups of 32, 64 or 128, \
+                   with or without act-order",
             availability: cuda(true),
             ..NVIDIA_BASE
         },

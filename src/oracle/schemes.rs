@@ -4,7 +4,6 @@
 //! in each of them.
 
 use super::fit::Fit;
-use super::gap::{ACT_ORDER, NVFP4_W4A4};
 use crate::quant::QuantScheme as S;
 use crate::quant::{ActScale, FloatDtype, Fp8WeightScale, IntBits, IntGroup, MxAct, MxElem};
 
@@ -135,11 +134,26 @@ pub(super) fn w4a8(s: &S) -> Fit {
     }
 }
 
-/// NVFP4 weights with bf16 activations; W4A4 would need the activations quantized too.
-pub(super) fn nvfp4_weight_only(s: &S) -> Fit {
+/// INT8 W8A8 (int8 weights per channel, int8 activations per token): int8 tensor cores
+/// with exact s32 accumulators.
+pub(super) fn int8_w8a8(s: &S) -> Fit {
     match s {
-        S::Nvfp4 { w4a4: false } => Fit::Runs,
-        S::Nvfp4 { w4a4: true } => Fit::NotYet(&NVFP4_W4A4),
+        S::Int8W8A8 => Fit::Runs,
+        S::Unquantized(_)
+        | S::Fp8 { .. }
+        | S::Nvfp4 { .. }
+        | S::Mx { .. }
+        | S::IntWeightOnly { .. }
+        | S::W4A8 => Fit::Other,
+    }
+}
+
+/// NVFP4 weights, with bf16 activations or W4A4: W4A4's activation quantize-dequantize is
+/// exact in bf16 (an e2m1 value times an e4m3 block scale; the per-tensor global goes to
+/// the GEMM epilogue), so the weight-only GEMM runs it after a QDQ kernel, on any sm_80+.
+pub(super) fn nvfp4_weights(s: &S) -> Fit {
+    match s {
+        S::Nvfp4 { w4a4: false | true } => Fit::Runs,
         S::Unquantized(_)
         | S::Fp8 { .. }
         | S::Mx { .. }
@@ -190,15 +204,15 @@ pub(super) fn mx_quantized_activations(s: &S) -> Fit {
 }
 
 /// Marlin's weight types — int4 and int8, with or without zero points, in groups of 32, 64
-/// or 128 or per channel. Act-order (GPTQ `g_idx`) on those is a gap: the kernels do not
-/// gather yet.
+/// or 128 or per channel, with or without act-order (GPTQ `g_idx`: K is sorted by group at
+/// load time and the activations are gathered in that order, as Marlin does).
 pub(super) fn marlin(s: &S) -> Fit {
     match s {
         S::IntWeightOnly {
             bits,
             group,
             zero_point: _,
-            act_order,
+            act_order: _,
         } => {
             let group_ok = match group {
                 IntGroup::Channel => true,
@@ -207,11 +221,7 @@ pub(super) fn marlin(s: &S) -> Fit {
             let bits_ok = match bits {
                 IntBits::Int4 | IntBits::Int8 => true,
             };
-            match (group_ok && bits_ok, act_order) {
-                (false, _) => Fit::Other,
-                (true, true) => Fit::NotYet(&ACT_ORDER),
-                (true, false) => Fit::Runs,
-            }
+            Fit::runs_if(group_ok && bits_ok)
         }
         S::Unquantized(_)
         | S::Fp8 { .. }

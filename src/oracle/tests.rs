@@ -46,31 +46,22 @@ fn every_gap_is_named_by_a_backend() {
 #[test]
 fn the_gaps_are_where_the_work_is_missing() {
     let fit = |id, s: &str| (spec(id).unwrap().needs.schemes)(&scheme(s));
-    assert_eq!(
-        fit(BackendId::CudaNvfp4W4a16, "nvfp4"),
-        Fit::NotYet(&NVFP4_W4A4)
-    );
+    // Issue 18: NVFP4 W4A4 (QDQ + the NVFP4 weight path) and act-order (K permuted at
+    // load time) are no longer gaps.
+    assert_eq!(fit(BackendId::CudaNvfp4W4a16, "nvfp4"), Fit::Runs);
     assert_eq!(fit(BackendId::CudaNvfp4W4a16, "nvfp4-a16"), Fit::Runs);
     for s in [
         "w4a16-actorder",
         "w4a16-g64-actorder",
         "w8a16-channel-actorder",
     ] {
-        assert_eq!(
-            fit(BackendId::CudaMarlin, s),
-            Fit::NotYet(&ACT_ORDER),
-            "{s}"
-        );
+        assert_eq!(fit(BackendId::CudaMarlin, s), Fit::Runs, "{s}");
     }
     // A group Marlin's fragments cannot take is another kind, not work left to do.
     assert_eq!(fit(BackendId::CudaMarlin, "w4a16-g16-actorder"), Fit::Other);
+    // Every native backend, AITER included, takes LoRA.
     for b in native() {
-        let want = if b.id.is_aiter() {
-            Support::NotYet(&AMD_LORA)
-        } else {
-            Support::Yes
-        };
-        assert_eq!(b.needs.lora, want, "{}", b.id);
+        assert_eq!(b.needs.lora, Support::Yes, "{}", b.id);
     }
 }
 
@@ -81,13 +72,11 @@ fn schemes_with_no_native_backend_anywhere() {
         .filter(|s| NoNative::of(s).is_some())
         .map(ToString::to_string)
         .collect();
-    assert_eq!(nowhere, ["nvfp4", "w4a16-g64-actorder", "w8a8-int8"]);
-    assert_eq!(NoNative::of(&scheme("nvfp4")).unwrap().gaps, [&NVFP4_W4A4]);
-    assert_eq!(
-        NoNative::of(&scheme("w4a16-actorder")).unwrap().gaps,
-        [&ACT_ORDER]
-    );
-    assert!(NoNative::of(&scheme("w8a8-int8")).unwrap().gaps.is_empty());
+    // Since issue 18 (NVFP4 W4A4, act-order, INT8 W8A8 on CUDA) every scheme has one.
+    assert!(nowhere.is_empty(), "{nowhere:?}");
+    for s in ["nvfp4", "w4a16-actorder", "w8a8-int8"] {
+        assert!(NoNative::of(&scheme(s)).is_none(), "{s}");
+    }
 }
 
 #[test]
@@ -114,26 +103,24 @@ fn no_refusal_is_circular() {
 }
 
 #[test]
-fn a_gap_every_backend_shares_is_said_once() {
-    let b200 = Capabilities::b200();
+fn the_issue_18_schemes_run_natively_on_nvidia() {
+    // No gap is shared by every backend any more: NVFP4 W4A4, act-order and INT8 W8A8 run
+    // natively (issue 18), so no fallback line names a scheme as native nowhere.
     let layer = LayerConfig::new(8, 2, 256, 128);
-    let sel = select(&scheme("nvfp4"), &b200, &layer, None).unwrap();
-    assert_eq!(sel.chosen, BackendId::Emulation);
-    assert!(sel
-        .rejected
-        .iter()
-        .all(|r| !r.unmet.contains(&Unmet::NotImplemented(&NVFP4_W4A4))));
-    let shown = sel.to_string();
-    assert_eq!(shown.matches(NVFP4_W4A4.what).count(), 1, "{shown}");
-    assert!(
-        shown.contains("nvfp4 has no native backend on any platform yet; it runs emulated"),
-        "{shown}"
-    );
-    // The backend's own assessment still names it: only the selection folds it.
-    let own =
-        spec(BackendId::CudaNvfp4W4a16)
-            .unwrap()
-            .needs
-            .assess(&scheme("nvfp4"), &b200, &layer);
-    assert!(own.unmet.contains(&Unmet::NotImplemented(&NVFP4_W4A4)));
+    for (s, id) in [
+        ("nvfp4", BackendId::CudaNvfp4W4a16),
+        ("w4a16-actorder", BackendId::CudaMarlin),
+        ("w8a8-int8", BackendId::CudaW8a8Int8),
+    ] {
+        for caps in [Capabilities::h100(), Capabilities::b200()] {
+            let sel = select(&scheme(s), &caps, &layer, None).unwrap();
+            assert!(sel.no_native.is_none(), "{s}");
+            let own = spec(id).unwrap().needs.assess(&scheme(s), &caps, &layer);
+            assert!(own.unmet.iter().all(Unmet::is_availability), "{s}: {own:?}");
+            assert!(!sel.to_string().contains("no native backend"), "{sel}");
+        }
+    }
+    // NVFP4 W4A4 on a B200 is the sm_80 path; its fp4 tensor cores are not used yet.
+    let cuda = spec(BackendId::CudaNvfp4W4a16).unwrap();
+    assert!(cuda.needs.runs.contains("sm_100's fp4 tensor cores"));
 }

@@ -101,9 +101,15 @@ pub fn check_tol(dir: &Path, layer: usize, want: &Expected, scheme: &str, w13_to
         tokens: 5,
         seed: 3,
         backend: None,
+        reps: 1,
     })
     .unwrap();
     assert!(ok, "forward off its reference:\n{report}");
+    // `run --model` times its forward too (issue 19).
+    assert!(
+        report.contains("forward   ") && report.contains("ms for 5 tokens (median of 1"),
+        "no forward time:\n{report}"
+    );
     let text = inspect(dir).unwrap().report;
     assert!(text.contains(scheme), "{text}");
 }

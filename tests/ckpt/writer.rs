@@ -19,26 +19,25 @@ impl Writer {
     }
     pub fn floats(&mut self, name: &str, dtype: Dtype, shape: &[usize], v: &[f32]) {
         let data: Vec<u8> = match dtype {
-            Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Dtype::BF16 => v
-                .iter()
-                .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-                .collect(),
-            Dtype::F16 => v
-                .iter()
-                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-                .collect(),
+            Dtype::F32 => bytemuck::cast_slice(v).to_vec(),
+            Dtype::BF16 => bytemuck::cast_slice(
+                &v.iter()
+                    .map(|&x| half::bf16::from_f32(x))
+                    .collect::<Vec<_>>(),
+            )
+            .to_vec(),
+            Dtype::F16 => bytemuck::cast_slice(
+                &v.iter()
+                    .map(|&x| half::f16::from_f32(x))
+                    .collect::<Vec<_>>(),
+            )
+            .to_vec(),
             _ => panic!("not a float dtype"),
         };
         self.bytes(name, dtype, shape, data);
     }
     pub fn i32s(&mut self, name: &str, shape: &[usize], v: &[i32]) {
-        self.bytes(
-            name,
-            Dtype::I32,
-            shape,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        );
+        self.bytes(name, Dtype::I32, shape, bytemuck::cast_slice(v).to_vec());
     }
 
     /// Writes `model.safetensors`, or `shards` files plus `model.safetensors.index.json`.

@@ -50,7 +50,7 @@ fn random_projection(
                         pair.copy_from_slice(&bits.to_le_bytes());
                     }
                 }
-                Elem::Fp8 => {
+                Elem::Fp8 | Elem::Int8 => {
                     for b in chunk.iter_mut() {
                         // Exponent field ≤ 0b0111: every code finite and ≤ 1.875 in magnitude.
                         *b = rng.random::<u8>() & 0xbf;
@@ -59,7 +59,7 @@ fn random_projection(
             }
         });
     let (row_scales, block_scales) = match (elem, blocked) {
-        (Elem::Fp8, false) => (Some(vec![1.0 / 64.0; experts * rows]), None),
+        (Elem::Fp8 | Elem::Int8, false) => (Some(vec![1.0 / 64.0; experts * rows]), None),
         (Elem::Fp8, true) => (
             None,
             Some(vec![1.0 / 64.0; experts * rows / 8 * cols.div_ceil(128)]),
@@ -247,6 +247,7 @@ pub fn bench_shape(
     } else {
         let elem = match scheme {
             QuantScheme::Fp8 { .. } => Elem::Fp8,
+            QuantScheme::Int8W8A8 => Elem::Int8,
             QuantScheme::Unquantized(crate::quant::FloatDtype::F16) => Elem::F16,
             _ => Elem::Bf16,
         };

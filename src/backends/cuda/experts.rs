@@ -60,6 +60,9 @@ struct DeviceWeights {
     cols: usize,
     /// Packed low-bit weights: the scale chunks and their geometry.
     packed: Option<PackedScales>,
+    /// Act-order: `[E, cols]` i32, the checkpoint column of each prepared K column; the
+    /// GEMM's input is gathered by it (`fm_gather_cols`).
+    k_perm: Option<Buffer<CudaDevice>>,
 }
 
 struct PackedScales {
@@ -82,6 +85,12 @@ impl DeviceWeights {
             bias: opt(&w.bias)?,
             rows: w.rows,
             cols: w.cols,
+            k_perm: w
+                .packing
+                .as_ref()
+                .and_then(|p| p.k_perm.as_ref())
+                .map(|perm| Buffer::from_slice(dev, perm))
+                .transpose()?,
             packed: w
                 .packing
                 .as_ref()
@@ -123,7 +132,12 @@ impl DeviceWeights {
 /// The experts' scratch for a maximum batch: quantized activations, the intermediate,
 /// the per-tensor amax pair, and the LoRA shrink / delta rows.
 pub struct Scratch {
+    /// fp8 codes of the hidden states, or (NVFP4 W4A4) their bf16 quantize-dequantize.
     x_codes: Buffer<CudaDevice>,
+    /// Act-order: the hidden states gathered per slot in w13's K order, and the
+    /// intermediate in w2's.
+    x_perm: Buffer<CudaDevice>,
+    inter_perm: Buffer<CudaDevice>,
     x_scales: Buffer<CudaDevice>,
     inter: Buffer<CudaDevice>,
     inter_codes: Buffer<CudaDevice>,
@@ -287,11 +301,19 @@ impl VendorExperts for CudaExperts {
         let rank = self.lora.as_ref().map_or(0, |l| l.rank);
         // LoRA buffers only when adapters are resident.
         let lora_floats = |n: usize| if self.lora.is_some() { n * 4 } else { 4 };
+        // NVFP4 W4A4 keeps its quantize-dequantized inputs in bf16.
+        let code_bytes = match self.acts {
+            Some((ActMode::Nvfp4 { .. }, _)) => 2,
+            _ => 1,
+        };
+        let perm_bytes = |w: &DeviceWeights, n: usize| if w.k_perm.is_some() { n } else { 4 };
         Ok(Scratch {
-            x_codes: alloc(tokens * h)?,
+            x_codes: alloc(tokens * h * code_bytes)?,
+            x_perm: alloc(perm_bytes(&self.w13, slots * h * 2))?,
+            inter_perm: alloc(perm_bytes(&self.w2, slots * i * 2))?,
             x_scales: alloc(tokens * h.div_ceil(128) * 4)?,
             inter: alloc(slots * i * 2)?,
-            inter_codes: alloc(slots * i)?,
+            inter_codes: alloc(slots * i * code_bytes)?,
             inter_scales: alloc(slots * i.div_ceil(128) * 4)?,
             amax: alloc(8)?,
             lora_t: alloc(lora_floats(slots * 2 * rank))?,
@@ -338,6 +360,22 @@ impl VendorExperts for CudaExperts {
         let amax1 = ws.amax.addr();
         let amax2 = ws.amax.addr() + 4;
         let (act1, x_scales) = match self.acts {
+            Some((ActMode::Nvfp4 { global }, _)) => {
+                m.nvfp4_qdq_rows(
+                    x,
+                    tokens,
+                    h,
+                    0,
+                    0,
+                    pairs,
+                    global,
+                    1.0 / global,
+                    ws.x_codes.addr(),
+                    ws.x_scales.addr(),
+                    stream,
+                )?;
+                (ws.x_codes.addr(), ws.x_scales.addr())
+            }
             Some((mode, _)) => {
                 if mode == ActMode::PerTensor {
                     m.amax_rows(x, tokens, h, 0, 0, pairs, amax1, stream)?;
@@ -370,6 +408,23 @@ impl VendorExperts for CudaExperts {
             top_k,
             token_adapter: io.token_adapter,
             experts: e,
+        };
+        // Act-order: the input gathered per slot in the expert's sorted K order (the LoRA
+        // shrink below still reads `x` itself, in checkpoint order, as its A expects).
+        let (act1, act1_by_slot) = match &self.w13.k_perm {
+            Some(perm) => {
+                m.gather_cols(
+                    act1,
+                    h,
+                    false,
+                    &route,
+                    perm.addr(),
+                    ws.x_perm.addr(),
+                    stream,
+                )?;
+                (ws.x_perm.addr(), 1)
+            }
+            None => (act1, 0),
         };
         let is_f16 = self.is_f16();
         if let Some(l) = lora {
@@ -435,6 +490,8 @@ impl VendorExperts for CudaExperts {
             kpad: 0,
             group_log2: 0,
             spc_log2: 0,
+            act_by_slot: act1_by_slot,
+            pad_: 0,
         };
         let stage1 = if self.activation.is_gated() { 'g' } else { 's' };
         m.gemm(
@@ -470,6 +527,22 @@ impl VendorExperts for CudaExperts {
             )?;
         }
         let (act2, inter_scales) = match self.acts {
+            Some((_, ActMode::Nvfp4 { global })) => {
+                m.nvfp4_qdq_rows(
+                    ws.inter.addr(),
+                    slots,
+                    i,
+                    io.num_slots,
+                    io.sorted,
+                    pairs,
+                    global,
+                    1.0 / global,
+                    ws.inter_codes.addr(),
+                    ws.inter_scales.addr(),
+                    stream,
+                )?;
+                (ws.inter_codes.addr(), ws.inter_scales.addr())
+            }
             Some((_, mode)) => {
                 m.quant_rows(
                     ws.inter.addr(),
@@ -488,6 +561,26 @@ impl VendorExperts for CudaExperts {
                 (ws.inter_codes.addr(), ws.inter_scales.addr())
             }
             None => (ws.inter.addr(), 0),
+        };
+        // Act-order: w2's K is the intermediate, gathered per slot the same way. (Folding
+        // this permutation into w13's output rows instead would save the copy, but the
+        // intermediate would then be in permuted feature order, which the LoRA down shrink
+        // (lora.rs, checkpoint order) and w13's per-feature bias/LoRA delta do not expect;
+        // one copy of slots × I bf16 is small beside the weights.)
+        let act2 = match &self.w2.k_perm {
+            Some(perm) => {
+                m.gather_cols(
+                    act2,
+                    i,
+                    true,
+                    &route,
+                    perm.addr(),
+                    ws.inter_perm.addr(),
+                    stream,
+                )?;
+                ws.inter_perm.addr()
+            }
+            None => act2,
         };
         let (as_row2, as_k2) = self.acts.map_or((0, 0), |(_, a)| a.strides(i));
         // Split K of gemm2 until the grid covers the GPU about twice.
@@ -517,6 +610,8 @@ impl VendorExperts for CudaExperts {
             k_split: k_split as i32,
             weight_on_input: self.weight_on_input as i32,
             lora_delta: if lora.is_some() { ws.delta2.addr() } else { 0 },
+            // gemm2 reads its input by slot whatever this says.
+            act_by_slot: 0,
             ..gemm1
         };
         let gemm2 = self.w2.with_packed(gemm2);

@@ -77,6 +77,9 @@ pub enum GemmVariant {
     Mxfp4Fp8 = 8,
     /// uint4 weights expanded to e4m3 (code − 8), fp8 activations, group scale folded.
     W4a8 = 9,
+    /// INT8 W8A8: s8 weights and per-token s8 activations on int8 tensor cores, exact s32
+    /// accumulators, per-channel × per-token scales in the epilogue.
+    Int8 = 10,
 }
 
 impl GemmVariant {
@@ -93,9 +96,10 @@ impl GemmVariant {
             GemmVariant::W8a16 => "fm_gemm_w8a16",
             GemmVariant::Mxfp4Fp8 => "fm_gemm_mxfp4f8",
             GemmVariant::W4a8 => "fm_gemm_w4a8",
+            GemmVariant::Int8 => "fm_gemm_i8",
         }
     }
-    pub const ALL: [GemmVariant; 10] = [
+    pub const ALL: [GemmVariant; 11] = [
         GemmVariant::Bf16,
         GemmVariant::F16,
         GemmVariant::Fp8,
@@ -106,6 +110,7 @@ impl GemmVariant {
         GemmVariant::W8a16,
         GemmVariant::Mxfp4Fp8,
         GemmVariant::W4a8,
+        GemmVariant::Int8,
     ];
 
     /// Whether the tensor cores take fp8 e4m3 activations.
@@ -120,7 +125,8 @@ impl GemmVariant {
             | GemmVariant::Mxfp4
             | GemmVariant::Nvfp4
             | GemmVariant::W4a16
-            | GemmVariant::W8a16 => false,
+            | GemmVariant::W8a16
+            | GemmVariant::Int8 => false,
         }
     }
 
@@ -138,9 +144,11 @@ impl GemmVariant {
     fn packed_stage_bytes(self) -> Option<usize> {
         const CHUNK: usize = 256;
         let lane = match self {
-            GemmVariant::Bf16 | GemmVariant::F16 | GemmVariant::Fp8 | GemmVariant::Fp8Block => {
-                return None
-            }
+            GemmVariant::Bf16
+            | GemmVariant::F16
+            | GemmVariant::Fp8
+            | GemmVariant::Fp8Block
+            | GemmVariant::Int8 => return None,
             GemmVariant::Mxfp4 | GemmVariant::Nvfp4 | GemmVariant::W4a16 => 4,
             GemmVariant::W8a16 | GemmVariant::Mxfp4Fp8 | GemmVariant::W4a8 => 8,
         };

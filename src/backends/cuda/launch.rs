@@ -47,6 +47,9 @@ pub struct GemmArgs {
     pub kpad: i32,
     pub group_log2: i32,
     pub spc_log2: i32,
+    /// gemm1's activations are `[slots, K]` (gathered per slot for act-order), not `[tokens, K]`.
+    pub act_by_slot: i32,
+    pub pad_: i32,
 }
 
 /// Where the expert-sorted slots are, for the LoRA kernels.
@@ -169,6 +172,80 @@ impl Modules {
         ];
         self.dev
             .launch(&self.quant, "fm_quant_rows", cfg, &args, stream)
+    }
+
+    /// Act-order: `dst[slot] = src[row][perm[e]]` for every slot in use (`fm_gather_cols`;
+    /// `row` is the slot's token, or the slot itself with `by_slot`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gather_cols(
+        &self,
+        src: u64,
+        cols: usize,
+        by_slot: bool,
+        route: &LoraRoute,
+        perm: u64,
+        dst: u64,
+        stream: &Stream,
+    ) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid: (route.slots.max(1) as u32, 1, 1),
+            block: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = [
+            Arg::Ptr(src),
+            Arg::I32(cols as i32),
+            Arg::I32(by_slot as i32),
+            Arg::Ptr(route.sorted),
+            Arg::Ptr(route.num_slots),
+            Arg::Ptr(route.block_expert),
+            Arg::I32(route.bt as i32),
+            Arg::I32(route.pairs as i32),
+            Arg::I32(route.top_k as i32),
+            Arg::Ptr(perm),
+            Arg::Ptr(dst),
+        ];
+        self.dev
+            .launch(&self.quant, "fm_gather_cols", cfg, &args, stream)
+    }
+
+    /// NVFP4 W4A4 activation quantize-dequantize of bf16 rows into bf16 `q · block scale`,
+    /// `step_factor` (1 / global) written to `factor` for the GEMM (`fm_nvfp4_qdq_rows`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn nvfp4_qdq_rows(
+        &self,
+        src: u64,
+        rows: usize,
+        cols: usize,
+        num_rows: u64,
+        sorted: u64,
+        pairs: usize,
+        global: f32,
+        step_factor: f32,
+        dst: u64,
+        factor: u64,
+        stream: &Stream,
+    ) -> Result<()> {
+        let blocks = (rows * cols / 16).div_ceil(256).clamp(1, 4096) as u32;
+        let cfg = LaunchConfig {
+            grid: (blocks, 1, 1),
+            block: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = [
+            Arg::Ptr(src),
+            Arg::I32(rows as i32),
+            Arg::I32(cols as i32),
+            Arg::Ptr(num_rows),
+            Arg::Ptr(sorted),
+            Arg::I32(pairs as i32),
+            Arg::F32(global),
+            Arg::F32(step_factor),
+            Arg::Ptr(dst),
+            Arg::Ptr(factor),
+        ];
+        self.dev
+            .launch(&self.quant, "fm_nvfp4_qdq_rows", cfg, &args, stream)
     }
 
     /// `t = A · x` for every slot whose token has an adapter (`lora.cu`), one block of

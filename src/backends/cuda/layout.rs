@@ -21,13 +21,15 @@ pub enum Elem {
     F16,
     /// OCP e4m3fn codes.
     Fp8,
+    /// Signed int8 (INT8 W8A8: the checkpoint's unsigned code − 128).
+    Int8,
 }
 
 impl Elem {
     pub fn bytes(self) -> usize {
         match self {
             Elem::Bf16 | Elem::F16 => 2,
-            Elem::Fp8 => 1,
+            Elem::Fp8 | Elem::Int8 => 1,
         }
     }
 }
@@ -179,6 +181,20 @@ fn prepare_tensor(
                 }
             }
         }
+        (WeightData::Int(iw), QuantScheme::Int8W8A8) => {
+            // Symmetric per channel only: the s8 MMA takes code − 128 as it is.
+            if iw.zeros.is_some() || iw.g_idx.is_some() || iw.group != cols {
+                return Err(unsupported());
+            }
+            let data = permute_rows(&iw.bytes, e, rows, cols, order)
+                .iter()
+                .map(|c| c ^ 0x80)
+                .collect();
+            let mut scales = iw.scales.clone();
+            crate::fault::shift_scales(&mut scales, e * rows, 1);
+            let per_row = permute_per_row(&scales, e, rows, order);
+            (Elem::Int8, data, Some(per_row), None)
+        }
         (WeightData::Mx { .. } | WeightData::Nvfp4 { .. } | WeightData::Int(_), _) => {
             let fp8_act = fp8_activations(scheme);
             let (data, packing, row_scales) = packed::pack(scheme, t, order, fp8_act)?;
@@ -229,11 +245,8 @@ fn le_bytes(v: &[u16]) -> Vec<u8> {
 /// (16-byte asynchronous copies) and, when gated, I a multiple of 8.
 pub fn prepare(weights: &ExpertWeights, activation: Activation) -> Result<PreparedLayer> {
     weights.validate_weights()?;
-    let elem_bytes = if fp8_activations(&weights.scheme) {
-        1
-    } else {
-        2
-    };
+    let one_byte = fp8_activations(&weights.scheme) || weights.scheme == QuantScheme::Int8W8A8;
+    let elem_bytes = if one_byte { 1 } else { 2 };
     for (what, k) in [
         ("hidden size", weights.hidden),
         ("intermediate size", weights.intermediate),
@@ -282,6 +295,7 @@ impl GemmWeights {
                     .to_f32()
             }
             Elem::Fp8 => crate::quant::fp8::decode(crate::quant::Fp8Flavor::E4M3Fn, self.data[i]),
+            Elem::Int8 => self.data[i] as i8 as f32,
         };
         let row = self
             .row_scales

@@ -68,6 +68,9 @@ pub struct Packing {
     pub entry_bytes: usize,
     /// `[E, rows_pad/16, chunks, 16 rows, sc_k/group entries]`.
     pub chunks: Vec<u8>,
+    /// GPTQ act-order: `[E, cols]`, the checkpoint column of each prepared K column (see
+    /// [`act_order_perm`]); the GEMM's activations must be gathered in the same order.
+    pub k_perm: Option<Vec<u32>>,
 }
 
 impl Packing {
@@ -93,6 +96,7 @@ impl Packing {
             sc_k: 0,
             entry_bytes,
             chunks: Vec::new(),
+            k_perm: None,
         };
         let (kf, ks) = (p.kf(), p.ks());
         // A power-of-two group no longer than the padded K is kept (the kernel shifts by
@@ -218,6 +222,8 @@ struct Codes {
     group: usize,
     /// Per (expert, row) epilogue scale, if any.
     row_scales: Option<Vec<f32>>,
+    /// Act-order: the group of each column, `[E, cols]`.
+    g_idx: Option<Vec<u32>>,
 }
 
 fn bf16_bits(v: f32) -> [u8; 2] {
@@ -258,16 +264,19 @@ fn read_codes(scheme: &QuantScheme, t: &QuantTensor, fp8_act: bool) -> Result<(C
                     entries: scales.iter().map(|&s| [s, 0, 0, 0]).collect(),
                     group: 32,
                     row_scales: None,
+                    g_idx: None,
                 },
             ))
         }
+        // W4A4 runs the same weights: its activations are quantize-dequantized to bf16
+        // before the GEMM (`fm_nvfp4_qdq_rows`).
         (
             WeightData::Nvfp4 {
                 packed,
                 block_scales,
                 global_scales,
             },
-            QuantScheme::Nvfp4 { w4a4: false },
+            QuantScheme::Nvfp4 { .. },
         ) => {
             if let Some(&s) = block_scales.iter().find(|&&s| s & 0x7f == 0x7f) {
                 return Err(unsupported(
@@ -289,14 +298,15 @@ fn read_codes(scheme: &QuantScheme, t: &QuantTensor, fp8_act: bool) -> Result<(C
                     entries: block_scales.iter().map(|&s| [s, 0, 0, 0]).collect(),
                     group: 16,
                     row_scales: Some(row_scales),
+                    g_idx: None,
                 },
             ))
         }
         (WeightData::Int(iw), QuantScheme::IntWeightOnly { .. } | QuantScheme::W4A8) => {
-            if iw.g_idx.is_some() {
+            if iw.g_idx.is_some() && fp8_act {
                 return Err(unsupported(
                     scheme,
-                    "act-order (g_idx) is not in the CUDA kernels yet",
+                    "act-order (g_idx) with fp8 activations is not in the CUDA kernels",
                 ));
             }
             let codes = match iw.bits {
@@ -337,6 +347,7 @@ fn read_codes(scheme: &QuantScheme, t: &QuantTensor, fp8_act: bool) -> Result<(C
                     entries,
                     group: iw.group,
                     row_scales: iw.channel_scales.clone(),
+                    g_idx: iw.g_idx.clone(),
                 },
             ))
         }
@@ -358,6 +369,12 @@ pub fn pack(
     fault::shift_scales(&mut src.entries, e * rows, groups_src);
     let mut p = Packing::geometry(code, fp8_act, src.group, cols)
         .map_err(|why| unsupported(scheme, &why))?;
+    let perm = src
+        .g_idx
+        .as_ref()
+        .map(|g| act_order_perm(g, e, cols, src.group.min(cols)))
+        .transpose()
+        .map_err(|why| unsupported(scheme, &why))?;
     let (kf, ks) = (p.kf(), p.ks());
     let kpad = cols.div_ceil(ks) * ks;
     let group = p.group;
@@ -373,7 +390,9 @@ pub fn pack(
         for (pr, &cr) in order.iter().enumerate() {
             let (g16, r) = (pr / 16, pr % 16);
             let row_codes = &src.codes[(ex * rows + cr) * cols..][..cols];
-            for (k, &c) in row_codes.iter().enumerate() {
+            let col_of = |k: usize| perm.as_ref().map_or(k, |pm| pm[ex * cols + k] as usize);
+            for k in 0..cols {
+                let c = row_codes[col_of(k)];
                 let (lane, bit) = p.position(r, k % kf);
                 let bit = fault::nibble_bit(bit, code.bits());
                 let tile = (ex * rg + g16) * tiles + k / kf;
@@ -391,12 +410,53 @@ pub fn pack(
         }
     }
     p.chunks = chunks;
+    p.k_perm = perm;
     let row_scales = src.row_scales.map(|s| {
         let mut s = super::layout::permute_per_row(&s, e, rows, order);
         fault::shift_scales(&mut s, e * rows, 1);
         s
     });
     Ok((data, p, row_scales))
+}
+
+/// GPTQ act-order at load time, as Marlin does it (vLLM
+/// `quantization/utils/marlin_utils.py` `marlin_sort_g_idx`: `g_idx_sort_indices =
+/// torch.argsort(g_idx)`; for MoE, `gptq_marlin.py`'s `GPTQMarlinMoEMethod` sorts w13's and
+/// w2's `g_idx` per expert and repacks the weights with that `perm`, and the kernel
+/// gathers the activations by it): per expert, the checkpoint columns
+/// sorted by group (stable, so ties keep their order), `[E, cols]` prepared column →
+/// checkpoint column. Each group then occupies `group` consecutive prepared columns, so
+/// the grouped int4 / int8 path reads its scale by position as without act-order. A
+/// `g_idx` whose groups are not all `group` columns (no GPTQ checkpoint makes one) cannot
+/// be laid out that way and is refused; the emulation runs it.
+pub fn act_order_perm(
+    g_idx: &[u32],
+    experts: usize,
+    cols: usize,
+    group: usize,
+) -> std::result::Result<Vec<u32>, String> {
+    if g_idx.len() != experts * cols || group == 0 {
+        return Err(format!(
+            "act-order g_idx of {} entries for {experts} experts × {cols} columns",
+            g_idx.len()
+        ));
+    }
+    let mut perm = Vec::with_capacity(experts * cols);
+    for ex in 0..experts {
+        let g = &g_idx[ex * cols..][..cols];
+        let mut cs: Vec<u32> = (0..cols as u32).collect();
+        cs.sort_by_key(|&c| g[c as usize]);
+        if let Some(k) = (0..cols).find(|&k| g[cs[k] as usize] as usize != k / group) {
+            return Err(format!(
+                "act-order g_idx of expert {ex}: sorted column {k} is in group {}, not {} \
+                 (the groups are not all {group} columns)",
+                g[cs[k] as usize],
+                k / group
+            ));
+        }
+        perm.extend(cs);
+    }
+    Ok(perm)
 }
 
 /// Reads the packed codes back, one per byte, `[E, rows, cols]` in prepared row order.

@@ -8,13 +8,21 @@ use crate::quant::{
     ActScale, FloatDtype, Fp8Flavor, InputScales, IntBits, MxAct, MxElem, QuantScheme,
 };
 
-/// How an fp8 activation is quantized (the `mode` of `fm_quant_rows`).
+/// How a GEMM input is quantized: fp8 (the `mode` of `fm_quant_rows`), or NVFP4's
+/// quantize-dequantize to bf16.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ActMode {
     PerTensor,
     PerRow,
     PerRowGroup128,
     Static(f32),
+    /// INT8 W8A8: s8 codes per row, scale amax / 127 (`fm_quant_rows` mode 4).
+    Int8PerRow,
+    /// NVFP4 W4A4: 16-element blocks quantize-dequantized to bf16 (`fm_nvfp4_qdq_rows`),
+    /// `global` = 1 / the static input scale, as the emulation computes it.
+    Nvfp4 {
+        global: f32,
+    },
 }
 
 impl ActMode {
@@ -24,6 +32,9 @@ impl ActMode {
             ActMode::PerRow => 1,
             ActMode::PerRowGroup128 => 2,
             ActMode::Static(_) => 3,
+            ActMode::Int8PerRow => 4,
+            // Not an fp8 mode: `fm_nvfp4_qdq_rows` runs it, never `fm_quant_rows`.
+            ActMode::Nvfp4 { .. } => -1,
         }
     }
 
@@ -31,15 +42,20 @@ impl ActMode {
     pub(super) fn static_scale(self) -> f32 {
         match self {
             ActMode::Static(s) => s,
-            ActMode::PerTensor | ActMode::PerRow | ActMode::PerRowGroup128 => 0.0,
+            ActMode::PerTensor
+            | ActMode::PerRow
+            | ActMode::PerRowGroup128
+            | ActMode::Int8PerRow
+            | ActMode::Nvfp4 { .. } => 0.0,
         }
     }
 
     /// Strides of the scale array (per row, per 128-column group) for `cols` columns.
     pub(super) fn strides(self, cols: usize) -> (i32, i32) {
         match self {
-            ActMode::PerTensor | ActMode::Static(_) => (0, 0),
-            ActMode::PerRow => (1, 0),
+            // NVFP4: the per-tensor 1 / global, applied by the GEMM epilogue.
+            ActMode::PerTensor | ActMode::Static(_) | ActMode::Nvfp4 { .. } => (0, 0),
+            ActMode::PerRow | ActMode::Int8PerRow => (1, 0),
             ActMode::PerRowGroup128 => (cols.div_ceil(128) as i32, 1),
         }
     }
@@ -64,6 +80,20 @@ pub fn act_modes(
             }
         }),
         QuantScheme::W4A8 => Some((ActMode::PerRow, ActMode::PerRow)),
+        QuantScheme::Int8W8A8 => Some((ActMode::Int8PerRow, ActMode::Int8PerRow)),
+        QuantScheme::Nvfp4 { w4a4: true } => {
+            let s = input_scales.ok_or_else(|| Error::Missing {
+                what: "static input scales".into(),
+                why: format!("{scheme} quantizes activations with calibrated global scales"),
+            })?;
+            // quant/activation.rs: `global = 1 / input_scale`, in f32.
+            Some((
+                ActMode::Nvfp4 {
+                    global: 1.0 / s.w13,
+                },
+                ActMode::Nvfp4 { global: 1.0 / s.w2 },
+            ))
+        }
         QuantScheme::Mx {
             act: MxAct::Fp8Static,
             ..
@@ -108,7 +138,8 @@ pub(super) fn variant_for(backend: BackendId, scheme: &QuantScheme) -> Result<Ge
                 act: MxAct::Bf16,
             },
         ) => GemmVariant::Mxfp4,
-        (B::CudaNvfp4W4a16, QuantScheme::Nvfp4 { w4a4: false }) => GemmVariant::Nvfp4,
+        // W4A4 too: its activations are quantize-dequantized to bf16 first (exactly).
+        (B::CudaNvfp4W4a16, QuantScheme::Nvfp4 { .. }) => GemmVariant::Nvfp4,
         (
             B::CudaMarlin,
             QuantScheme::IntWeightOnly {
@@ -124,6 +155,7 @@ pub(super) fn variant_for(backend: BackendId, scheme: &QuantScheme) -> Result<Ge
             },
         ) => GemmVariant::W8a16,
         (B::CudaW4a8, QuantScheme::W4A8) => GemmVariant::W4a8,
+        (B::CudaW8a8Int8, QuantScheme::Int8W8A8) => GemmVariant::Int8,
         (
             B::CudaW4a8,
             QuantScheme::Mx {

@@ -2,17 +2,22 @@
 //! runs them. Weights are prepared once (`layout`: fnuz normalisation on gfx942, AITER's
 //! 16×16 shuffle, e8m0 scale shuffle) and uploaded; each forward queues activation
 //! quantization → gemm1 (+ bias) → the activation → quantization of the intermediate →
-//! gemm2 with the router-weighted sum fused, on the caller's stream.
+//! gemm2 with the router-weighted sum fused, on the caller's stream. With LoRA adapters
+//! resident, `lora.hip` computes each slot's gate/up and down delta rows first and the
+//! GEMM epilogues add them where the emulation does (before the activation, before the
+//! router weight).
 //!
 //! This is the host side of the AITER backends the oracle names. It has run on the CPU
 //! simulator (tests/rocm_sim.rs), never on an AMD GPU: none was available.
 
 use super::kernels;
 use super::layout::{self, HipGemmWeights};
+use super::lora::{self, Route};
 use super::plan::{fp8_mode, plan, static_of, ActPlan, Variant};
 use crate::device::hip::{HipDevice, HipKernels};
 use crate::device::{Arg, Buffer, LaunchConfig, Runtime};
 use crate::error::{Error, Result};
+use crate::gpu::lora::DeviceLora;
 use crate::gpu::{activation_code, ExpertsIo, KernelFile, Vendor, VendorExperts};
 use crate::moe::{Activation, LayerConfig, Lora};
 use crate::oracle::{BackendId, Conversion, Selection};
@@ -47,13 +52,11 @@ impl Vendor for Rocm {
         selection: &Selection,
         lora: Option<&Lora>,
     ) -> Result<HipExperts> {
-        if lora.is_some_and(|l| !l.adapters.is_empty()) {
-            return Err(Error::BackendUnavailable {
-                backend: selection.chosen.name().into(),
-                reasons: "LoRA is not supported by the AMD backends yet".into(),
-            });
+        let mut experts = HipExperts::prepare(rt, weights, config, selection)?;
+        if let Some(l) = lora {
+            experts.attach_lora(l)?;
         }
-        HipExperts::prepare(rt, weights, config, selection)
+        Ok(experts)
     }
 }
 
@@ -106,6 +109,7 @@ pub struct HipExperts {
     variant: Variant,
     quant: HipKernels,
     gemm: HipKernels,
+    lora_kernels: HipKernels,
     w13: DeviceWeights,
     w2: DeviceWeights,
     num_experts: usize,
@@ -119,6 +123,8 @@ pub struct HipExperts {
     /// `fm_quant_rows`' fp8_mode: 0 e4m3fn codes, 1 e4m3fnuz codes of an e4m3fnuz
     /// checkpoint, 2 the e4m3fn rule re-read as e4m3fnuz (an e4m3fn checkpoint on gfx942).
     fp8_mode: i32,
+    /// Resident LoRA adapters, if the layer has any.
+    lora: Option<DeviceLora<HipDevice>>,
 }
 
 fn ptr(b: &Buffer<HipDevice>) -> Arg<'static> {
@@ -188,6 +194,7 @@ impl HipExperts {
             variant,
             quant: load("quant")?,
             gemm: load("gemm")?,
+            lora_kernels: load("lora")?,
             w13: DeviceWeights::upload(dev, &prepared.w13)?,
             w2: DeviceWeights::upload(dev, &prepared.w2)?,
             num_experts: config.num_experts,
@@ -199,7 +206,22 @@ impl HipExperts {
             a2,
             is_f16: variant == Variant::F16,
             fp8_mode: fp8_mode(&weights.scheme, fp8)?,
+            lora: None,
         })
+    }
+
+    /// Makes `lora`'s adapters resident (replacing any before). Scratch reserved earlier
+    /// lacks the LoRA buffers: reserve again after this.
+    pub fn attach_lora(&mut self, lora: &Lora) -> Result<()> {
+        self.lora = Some(lora::upload(
+            &self.dev,
+            lora,
+            self.num_experts,
+            self.hidden,
+            self.intermediate,
+            self.activation,
+        )?);
+        Ok(())
     }
 
     fn launch(
@@ -319,7 +341,7 @@ impl HipExperts {
         act: (u64, u64, i32),
         a_static: f32,
         io: &ExpertsIo,
-        out: u64,
+        (out, lora_delta): (u64, u64),
         stream: &Stream,
     ) -> Result<()> {
         let pairs = io.tokens * io.top_k;
@@ -356,6 +378,9 @@ impl HipExperts {
             Arg::I32(fmt_w),
             Arg::I32(fmt_a),
             Arg::I32(self.weight_on_input as i32),
+            // The LoRA delta rows (0: none) and the adapter each token's rows take.
+            Arg::Ptr(lora_delta),
+            Arg::Ptr(io.token_adapter),
         ];
         self.launch(
             &self.gemm,
@@ -376,6 +401,10 @@ pub struct Scratch {
     inter: Buffer<HipDevice>,
     i_codes: Buffer<HipDevice>,
     i_scales: Buffer<HipDevice>,
+    /// LoRA: the shrink's rows and the gate/up and down delta rows per slot.
+    lora_t: Buffer<HipDevice>,
+    delta13: Buffer<HipDevice>,
+    delta2: Buffer<HipDevice>,
 }
 
 impl VendorExperts for HipExperts {
@@ -403,13 +432,16 @@ impl VendorExperts for HipExperts {
     }
 
     fn adapters(&self) -> Option<usize> {
-        None
+        self.lora.as_ref().map(|l| l.adapters)
     }
 
     fn reserve(&self, tokens: usize, _top_k: usize, slots: usize) -> Result<Scratch> {
         let dev = &*self.dev;
         let (h, i) = (self.hidden, self.intermediate);
         let alloc = |bytes: usize| Buffer::alloc(dev, bytes.max(4));
+        let rank = self.lora.as_ref().map_or(0, |l| l.rank);
+        // LoRA buffers only when adapters are resident.
+        let lora_floats = |n: usize| if self.lora.is_some() { n * 4 } else { 4 };
         Ok(Scratch {
             amax: alloc(4)?,
             x_codes: alloc(tokens * h)?,
@@ -418,24 +450,55 @@ impl VendorExperts for HipExperts {
             inter: alloc(slots * i * 2)?,
             i_codes: alloc(slots * i)?,
             i_scales: alloc(slots * i.div_ceil(32) * 4)?,
+            lora_t: alloc(lora_floats(slots * 2 * rank))?,
+            delta13: alloc(lora_floats(slots * self.w13.rows))?,
+            delta2: alloc(lora_floats(slots * h))?,
         })
     }
 
     fn enqueue(&self, io: &ExpertsIo, ws: &Scratch, stream: &Stream) -> Result<()> {
-        if io.token_adapter != 0 {
-            return Err(Error::BackendUnavailable {
-                backend: self.backend.name().into(),
-                reasons: "LoRA is not supported by the AMD backends yet".into(),
-            });
-        }
-        let i = self.intermediate;
+        let lora = match (io.token_adapter != 0, &self.lora) {
+            (true, Some(l)) => Some(l),
+            (true, None) => {
+                return Err(Error::Config(
+                    "LoRA requested but no adapters are resident".into(),
+                ))
+            }
+            (false, _) => None,
+        };
+        let (h, i) = (self.hidden, self.intermediate);
         let slots = io.max_blocks * TILE_T;
         let pairs = io.tokens * io.top_k;
+        let route = Route {
+            blocks: io.max_blocks,
+            sorted: io.sorted,
+            num_slots: io.num_slots,
+            block_expert: io.block_expert,
+            bt: TILE_T,
+            pairs,
+            top_k: io.top_k,
+            token_adapter: io.token_adapter,
+            experts: self.num_experts,
+        };
+        if let Some(l) = lora {
+            // Gate and up read the unquantized (scaled) hidden states, as in the emulation.
+            lora::shrink_expand(
+                &self.dev,
+                &self.lora_kernels,
+                (io.x, false, self.is_f16, h),
+                &route,
+                (l.a13.addr(), l.b13.addr(), 2 * l.rank),
+                ws.lora_t.addr(),
+                (self.w13.rows, ws.delta13.addr()),
+                stream,
+            )?;
+        }
+        let delta = |b: &Buffer<HipDevice>| if lora.is_some() { b.addr() } else { 0 };
         let act1 = self.quantize(
             self.a1,
             io.x,
             io.tokens,
-            self.hidden,
+            h,
             None,
             (&ws.amax, &ws.x_codes, &ws.x_scales),
             stream,
@@ -446,7 +509,7 @@ impl VendorExperts for HipExperts {
             act1,
             static_of(self.a1),
             io,
-            ws.g.addr(),
+            (ws.g.addr(), delta(&ws.delta13)),
             stream,
         )?;
         let (kind, alpha, limit) = activation_code(self.activation);
@@ -470,6 +533,19 @@ impl VendorExperts for HipExperts {
             &args,
             stream,
         )?;
+        if let Some(l) = lora {
+            // Down reads the activation before its quantization.
+            lora::shrink_expand(
+                &self.dev,
+                &self.lora_kernels,
+                (ws.inter.addr(), true, self.is_f16, i),
+                &route,
+                (l.a2.addr(), l.b2.addr(), l.rank),
+                ws.lora_t.addr(),
+                (h, ws.delta2.addr()),
+                stream,
+            )?;
+        }
         let act2 = self.quantize(
             self.a2,
             ws.inter.addr(),
@@ -479,6 +555,14 @@ impl VendorExperts for HipExperts {
             (&ws.amax, &ws.i_codes, &ws.i_scales),
             stream,
         )?;
-        self.gemm_launch(2, &self.w2, act2, static_of(self.a2), io, io.out, stream)
+        self.gemm_launch(
+            2,
+            &self.w2,
+            act2,
+            static_of(self.a2),
+            io,
+            (io.out, delta(&ws.delta2)),
+            stream,
+        )
     }
 }

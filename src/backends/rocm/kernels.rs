@@ -9,7 +9,7 @@ pub type CodeObject = (&'static str, &'static [u8]);
 
 include!(concat!(env!("OUT_DIR"), "/hip/code_objects.rs"));
 
-/// The module of kernels-hip file `file` (`align`, `route`, `quant`, `gemm`).
+/// The module of kernels-hip file `file` (`align`, `route`, `quant`, `gemm`, `lora`).
 pub fn module(file: &'static str) -> ModuleSource<'static> {
     let code_objects = CODE_OBJECTS
         .iter()

@@ -77,7 +77,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             source: e,
         })?;
         if !args.json {
-            println!("plot      {} ({} cells)", path.display(), rows.len());
+            outln!("plot      {} ({} cells)", path.display(), rows.len());
         }
     }
     Ok(())
@@ -113,22 +113,23 @@ fn gpu(args: &BenchArgs) -> Result<(Vec<BenchRow>, String)> {
     let copy = copy_bandwidth(dev)?;
     let ceilings = Ceilings::for_device(name, copy, args.bf16_tflops, args.fp8_tflops)?;
     if !args.json {
-        println!("{}", target.capabilities());
-        println!("ceilings: {}", ceilings.describe());
-        println!("copy measured now: {:.2} TB/s", copy / 1e12);
-        println!("floor = max(weight bytes of the experts hit / copy, 2*M*k*3*H*I / matrix rate)");
-        println!(
+        outln!("{}", target.capabilities());
+        outln!("ceilings: {}", ceilings.describe());
+        outln!("copy measured now: {:.2} TB/s", copy / 1e12);
+        outln!("floor = max(weight bytes of the experts hit / copy, 2*M*k*3*H*I / matrix rate)");
+        outln!(
             "{}",
             peers::source(name).unwrap_or("no peer figures measured on this GPU")
         );
-        println!("{}", BenchRow::header());
+        outln!("{}", BenchRow::header());
     }
     let mut all = Vec::new();
+    let mut bar = progress::bar("bench", cells.pairs.len());
     for &(shape, scheme) in &cells.pairs {
         // A shape a scheme cannot take (GPT-OSS's 2880 in groups of 128, say) is
         // reported and the rest of the table still runs.
         let timed = {
-            let _step = progress::step(format!(
+            bar.working_on(format!(
                 "{} {scheme}: preparing and timing M = {}",
                 shape.name(),
                 args.tokens
@@ -144,6 +145,7 @@ fn gpu(args: &BenchArgs) -> Result<(Vec<BenchRow>, String)> {
                 args.api,
             )
         };
+        bar.inc();
         report(args, shape, scheme, timed, &mut all)?;
     }
     Ok((all, name.clone()))

@@ -45,27 +45,26 @@ pub fn bench(args: &BenchArgs) -> Result<(Vec<BenchRow>, String)> {
         source: "copy measured now".into(),
     };
     if !args.json {
-        println!("{}", target.capabilities());
-        println!("copy measured now: {:.1} GB/s", copy / 1e9);
-        println!("floor = f32 weight bytes of the experts hit / copy (the emulation's own; no matrix-rate term)");
-        println!("{}", BenchRow::header());
+        outln!("{}", target.capabilities());
+        outln!("copy measured now: {:.1} GB/s", copy / 1e9);
+        outln!("floor = f32 weight bytes of the experts hit / copy (the emulation's own; no matrix-rate term)");
+        outln!("{}", BenchRow::header());
     }
     let m_max = cells.tokens.iter().copied().max().unwrap_or(1);
     let mut all = Vec::new();
-    for &(shape, scheme) in &cells.pairs {
+    let mut bar = progress::bar("bench", cells.pairs.len() * cells.tokens.len());
+    for (done, &(shape, scheme)) in cells.pairs.iter().enumerate() {
         let timed = (|| -> Result<Vec<BenchRow>> {
             let experts = match args.experts {
                 Some(n) => n,
                 None => fewest_experts(shape)?,
             };
             check_memory(shape, m_max, Some(experts))?;
-            let p = {
-                let _step = progress::step(format!(
-                    "{} {scheme}: random weights ({experts} experts), quantization",
-                    shape.name()
-                ));
-                problem(shape, scheme, m_max, 0, Some(experts))?
-            };
+            bar.working_on(format!(
+                "{} {scheme}: random weights ({experts} experts), quantization",
+                shape.name()
+            ));
+            let p = problem(shape, scheme, m_max, 0, Some(experts), false)?;
             let c = &p.config;
             let extras = LayerExtras {
                 shared: p.shared.clone().map(|weights| SharedExpertWeights {
@@ -77,7 +76,7 @@ pub fn bench(args: &BenchArgs) -> Result<(Vec<BenchRow>, String)> {
             let layer = MoeLayer::new(c.clone(), &p.weights, &target, extras)?;
             let mut rows = Vec::new();
             for &m in &cells.tokens {
-                let _step = progress::step(format!("{} {scheme}: timing M = {m}", shape.name()));
+                bar.working_on(format!("{} {scheme}: timing M = {m}", shape.name()));
                 let x = &p.x[..m * c.hidden];
                 let logits = &p.logits[..m * c.num_experts];
                 let routing = RoutingInput::Logits(logits);
@@ -115,9 +114,12 @@ pub fn bench(args: &BenchArgs) -> Result<(Vec<BenchRow>, String)> {
                     host_us: None,
                     peers: Vec::new(),
                 });
+                bar.inc();
             }
             Ok(rows)
         })();
+        // A pair that did not run still counts its cells as done.
+        bar.advance_to((done + 1) * cells.tokens.len());
         report(args, shape, scheme, timed, &mut all)?;
     }
     Ok((all, name))

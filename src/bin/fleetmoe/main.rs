@@ -3,6 +3,15 @@
 //! checked against an f64 reference), `bench`, `inspect` and `parity` (the emulation-parity
 //! suite as a node check). One file per command; this one parses and dispatches.
 
+/// `println!` for results on stdout: the line goes above any progress bar
+/// (`progress::println`), and a reader that went away (`fleetmoe run | head -3`) is not a
+/// panic. Only in functions that return `Result`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        crate::progress::println(&format!($($arg)*))?
+    };
+}
+
 mod bench;
 mod bench_cpu;
 mod parity;
@@ -27,7 +36,8 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// No progress spinners (they are drawn only when stderr is a terminal anyway).
+    /// No progress bars or spinners (drawn only when stderr is a terminal anyway;
+    /// `FLEETMOE_PROGRESS=lines` writes them as plain lines instead).
     #[arg(long, global = true)]
     quiet: bool,
 }
@@ -65,17 +75,16 @@ enum Command {
         /// The scheme of the random weights (a checkpoint's own with --model).
         #[arg(long, default_value = "fp8", conflicts_with = "model")]
         scheme: String,
-        /// Tokens in the batch.
-        #[arg(long, default_value_t = 16)]
-        tokens: usize,
+        /// Tokens in the batch (at least 1).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+        tokens: u64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Use fewer routed experts than the model has (emulation holds every expert in f32).
         #[arg(long, conflicts_with = "model")]
         experts: Option<usize>,
         /// Timed repetitions after one warm-up (at least 1); the median is printed.
-        #[arg(long, default_value_t = 3, conflicts_with = "model",
-              value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
         reps: u32,
         /// Ask for this backend instead of the oracle's choice.
         #[arg(long)]
@@ -179,19 +188,21 @@ fn main() -> ExitCode {
             layer,
             lora,
         } => {
-            let _ = (shape, scheme, experts, reps);
-            let _step = progress::step(format!("loading and running a layer of {}", dir.display()));
-            fleetmoe::checkpoint::inspect::run_model(&fleetmoe::checkpoint::inspect::RunModel {
-                dir,
-                layer,
-                loras: lora,
-                tokens,
-                seed,
-                backend,
-            })
-            .map(|(report, ok)| {
-                print!("{report}");
-                ok
+            let _ = (shape, scheme, experts);
+            let tokens = usize::try_from(tokens).unwrap_or(usize::MAX);
+            problem::check_model_memory(&dir, tokens).and_then(|()| {
+                let _step =
+                    progress::step(format!("loading and running a layer of {}", dir.display()));
+                fleetmoe::checkpoint::inspect::run_model(&fleetmoe::checkpoint::inspect::RunModel {
+                    dir,
+                    layer,
+                    loras: lora,
+                    tokens,
+                    seed,
+                    backend,
+                    reps: reps as usize,
+                })
+                .and_then(|(report, ok)| print_out(&report).map(|()| ok))
             })
         }
         Command::Run {
@@ -206,35 +217,20 @@ fn main() -> ExitCode {
         } => run::run(
             &shape,
             &scheme,
-            tokens,
+            usize::try_from(tokens).unwrap_or(usize::MAX),
             seed,
             experts,
             reps as usize,
             backend,
         ),
-        // Under --json even a failure is one JSON object, on stdout, for fleet tooling.
-        Command::Bench(args) if args.json => match bench::bench(&args) {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                println!("{}", serde_json::json!({ "error": e.to_string() }));
-                Ok(false)
-            }
-        },
-        Command::Bench(args) => bench::bench(&args).map(|()| true),
-        Command::Parity(args) if args.json => match parity::parity(&args) {
-            Ok(ok) => Ok(ok),
-            Err(e) => {
-                println!("{}", serde_json::json!({ "error": e.to_string() }));
-                Ok(false)
-            }
-        },
-        Command::Parity(args) => parity::parity(&args),
+        Command::Bench(args) => json_errors(args.json, bench::bench(&args).map(|()| true)),
+        Command::Parity(args) => json_errors(args.json, parity::parity(&args)),
         Command::Inspect { dir } => {
             let _step = progress::step(format!("reading {}", dir.display()));
             fleetmoe::checkpoint::inspect::inspect(&dir)
         }
-        .map(|r| {
-            print!("{}", r.report);
+        .and_then(|r| {
+            print_out(&r.report)?;
             if !r.problems.is_empty() {
                 eprintln!(
                     "error: {} cannot be loaded as it is ({} problem(s) above)",
@@ -242,7 +238,7 @@ fn main() -> ExitCode {
                     r.problems.len()
                 );
             }
-            r.problems.is_empty()
+            Ok(r.problems.is_empty())
         }),
     };
     match result {
@@ -255,6 +251,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Under `--json` even a failure is one JSON object, on stdout, for fleet tooling: an
+/// error becomes `{"error": …}` and a failed exit; without `--json` it is left as it is.
+fn json_errors(json: bool, result: Result<bool>) -> Result<bool> {
+    match result {
+        Err(e) if json => {
+            print_out(&format!(
+                "{}\n",
+                serde_json::json!({ "error": e.to_string() })
+            ))?;
+            Ok(false)
+        }
+        other => other,
+    }
+}
+
 fn info() -> Result<()> {
     use std::fmt::Write as _;
     let mut s = String::new();
@@ -264,6 +275,15 @@ fn info() -> Result<()> {
         env!("CARGO_PKG_VERSION"),
         built_features()
     );
+    if let Some(caveat) = hip_caveat() {
+        let _ = writeln!(s, "note: {caveat}");
+    }
+    if cfg!(feature = "faults") {
+        let _ = writeln!(
+            s,
+            "note: built with `faults`: FLEETMOE_FAULT plants a bug, for the mutation tests only"
+        );
+    }
     let _ = writeln!(s, "devices:");
     let _ = writeln!(s, "  {}", Target::detect().capabilities());
     let _ = writeln!(s, "presets for `explain --platform`:");
@@ -317,13 +337,34 @@ fn list<T>(s: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
         .collect()
 }
 
-fn built_features() -> &'static str {
-    match (cfg!(feature = "cuda"), cfg!(feature = "rocm")) {
-        (true, true) => "cuda, rocm",
-        (true, false) => "cuda",
-        (false, true) => "rocm",
-        (false, false) => "none (CPU emulation only)",
+/// Every cargo feature this binary was built with, or that there are none.
+fn built_features() -> String {
+    let on: Vec<&str> = [
+        ("cuda", cfg!(feature = "cuda")),
+        ("rocm", cfg!(feature = "rocm")),
+        ("faults", cfg!(feature = "faults")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    if on.is_empty() {
+        "none (CPU emulation only)".into()
+    } else {
+        on.join(", ")
     }
+}
+
+/// For a `rocm` build whose HIP code objects were not built (`build.rs` found no clang
+/// with AMDGPU support): that the AMD backends will run emulated, and why.
+fn hip_caveat() -> Option<String> {
+    use fleetmoe::backends::rocm::kernels;
+    (cfg!(feature = "rocm") && !kernels::built()).then(|| {
+        format!(
+            "this rocm build has no HIP code objects ({}; build.rs needs clang-22 and lld-22, \
+             or $FLEETMOE_HIP_CLANG): the aiter-* backends will run emulated",
+            kernels::BUILD_NOTE
+        )
+    })
 }
 
 fn explain(
@@ -346,5 +387,17 @@ fn explain(
         ..LayerConfig::new(8, 2, 4096, 14336)
     };
     let forced = backend.as_deref().map(BackendId::parse).transpose()?;
-    print_out(&oracle::select(&scheme, &caps, &config, forced)?.to_string())
+    let selection = oracle::select(&scheme, &caps, &config, forced)?;
+    let mut out = String::new();
+    for line in selection.to_string().lines() {
+        out.push_str(line);
+        out.push('\n');
+        // Right under the choice: an AITER backend this build cannot load runs emulated.
+        if line.starts_with("backend ") && selection.chosen.is_aiter() {
+            if let Some(caveat) = hip_caveat() {
+                out.push_str(&format!("caveat    {caveat}\n"));
+            }
+        }
+    }
+    print_out(&out)
 }

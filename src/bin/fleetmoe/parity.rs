@@ -152,6 +152,7 @@ fn check(
     layer: &Layer,
     tokens: &[usize],
     f64_reference: impl Fn(&[f32]) -> Result<Vec<f64>>,
+    bar: &mut progress::Bar,
 ) -> Result<Vec<Cell>> {
     let scheme = layer.weights.scheme;
     let (h, e) = (layer.config.hidden, layer.config.num_experts);
@@ -175,33 +176,27 @@ fn check(
         backend,
         outcome,
     };
-    let emulation = {
-        let _step = progress::step(format!("{} {scheme}: emulation layout", layer.shape));
-        build(&Target::cpu(), Some(BackendId::Emulation))?
-    };
+    bar.working_on(format!("{} {scheme}: emulation layout", layer.shape));
+    let emulation = build(&Target::cpu(), Some(BackendId::Emulation))?;
     let natives = native_backends(target, &scheme, layer.config);
     let mut cells = Vec::new();
     let mut emulated = Vec::new();
     for &m in tokens {
         let (x, logits) = (&layer.x[..m * h], &layer.logits[..m * e]);
-        let y = {
-            let _step = progress::step(format!("{} {scheme} M={m}: emulation", layer.shape));
-            emulation.forward(x, RoutingInput::Logits(logits), None)?
-        };
+        bar.working_on(format!("{} {scheme} M={m}: emulation", layer.shape));
+        let y = emulation.forward(x, RoutingInput::Logits(logits), None)?;
         if natives.is_empty() {
-            let _step = progress::step(format!("{} {scheme} M={m}: f64 reference", layer.shape));
+            bar.working_on(format!("{} {scheme} M={m}: f64 reference", layer.shape));
             let err = rel_l2(&y, &f64_reference(logits)?);
             cells.push(cell(m, "emulation".into(), Outcome::Checked { err, tol }));
         }
         emulated.push(y);
     }
     for b in natives {
-        let layer_b = {
-            let _step = progress::step(format!("{} {scheme}: {b} layout and upload", layer.shape));
-            build(target, Some(b))
-        };
+        bar.working_on(format!("{} {scheme}: {b} layout and upload", layer.shape));
+        let layer_b = build(target, Some(b));
         for (&m, want) in tokens.iter().zip(&emulated) {
-            let _step = progress::step(format!("{} {scheme} M={m}: {b}", layer.shape));
+            bar.working_on(format!("{} {scheme} M={m}: {b}", layer.shape));
             let (x, logits) = (&layer.x[..m * h], &layer.logits[..m * e]);
             let got = match &layer_b {
                 Ok(l) => l.forward(x, RoutingInput::Logits(logits), None),
@@ -234,6 +229,7 @@ fn random_cells(
     let schemes = crate::list(&args.schemes, QuantScheme::parse)?;
     let tokens = crate::list(&args.tokens, crate::token_count)?;
     let m_max = tokens.iter().copied().max().unwrap_or(1);
+    let mut bar = progress::bar("parity", shapes.len() * schemes.len());
     for &shape in &shapes {
         let experts = match args.experts {
             Some(n) => n,
@@ -241,12 +237,12 @@ fn random_cells(
         };
         crate::problem::check_memory(shape, m_max, Some(experts))?;
         for &scheme in &schemes {
+            bar.working_on(format!(
+                "{} {scheme}: random weights ({experts} experts), quantization",
+                shape.name()
+            ));
             let p: Problem = {
-                let _step = progress::step(format!(
-                    "{} {scheme}: random weights ({experts} experts), quantization",
-                    shape.name()
-                ));
-                match problem(shape, scheme, m_max, args.seed, Some(experts)) {
+                match problem(shape, scheme, m_max, args.seed, Some(experts), false) {
                     Ok(p) => p,
                     // A group that does not divide the shape (GPT-OSS's 2880 in 128s): no
                     // checkpoint can hold it, so there is nothing to check.
@@ -260,6 +256,7 @@ fn random_cells(
                                 outcome: Outcome::Skipped(e.to_string()),
                             })?;
                         }
+                        bar.inc();
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -281,9 +278,10 @@ fn random_cells(
                 let topk = router.route(logits, logits.len() / p.config.num_experts)?;
                 reference(&p, &topk, false)
             };
-            for c in check(target, &layer, &tokens, f64_reference)? {
+            for c in check(target, &layer, &tokens, f64_reference, &mut bar)? {
                 emit(c)?;
             }
+            bar.inc();
         }
     }
     Ok(())
@@ -302,11 +300,10 @@ fn model_cells(
     if layers.is_empty() {
         return Err(Error::Config(format!("{} has no MoE layer", dir.display())));
     }
+    let mut bar = progress::bar(format!("layers of {}", dir.display()), layers.len());
     for n in layers {
-        let l = {
-            let _step = progress::step(format!("loading layer {n} of {}", dir.display()));
-            ck.load_layer(n)?
-        };
+        bar.working_on(format!("loading layer {n} of {}", dir.display()));
+        let l = ck.load_layer(n)?;
         let m_max = tokens.iter().copied().max().unwrap_or(1);
         let mut rng = ChaCha8Rng::seed_from_u64(args.seed + n as u64);
         let x = gaussian(&mut rng, m_max * l.config.hidden, 1.0);
@@ -325,9 +322,10 @@ fn model_cells(
             let topk = router.route(logits, m)?;
             fleetmoe::checkpoint::inspect::reference(&l, &x[..m * l.config.hidden], &topk)
         };
-        for c in check(target, &layer, &tokens, f64_reference)? {
+        for c in check(target, &layer, &tokens, f64_reference, &mut bar)? {
             emit(c)?;
         }
+        bar.inc();
     }
     Ok(())
 }
@@ -337,10 +335,13 @@ pub fn parity(args: &ParityArgs) -> Result<bool> {
     let target = Target::detect();
     let json = args.json;
     if !json {
-        println!("device    {}", target.capabilities());
-        println!(
+        outln!("device    {}", target.capabilities());
+        outln!(
             "{:14} {:16} {:>5} {:20} result",
-            "shape", "scheme", "M", "backend"
+            "shape",
+            "scheme",
+            "M",
+            "backend"
         );
     }
     let (mut checked, mut failed, mut skipped) = (0usize, 0usize, 0usize);
@@ -357,12 +358,12 @@ pub fn parity(args: &ParityArgs) -> Result<bool> {
         None => random_cells(args, &target, &mut emit)?,
     }
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "passed": checked, "failed": failed, "skipped": skipped, "ok": failed == 0 })
         );
     } else {
-        println!(
+        outln!(
             "{}: {checked} passed, {failed} failed, {skipped} skipped (no checkpoint can hold them)",
             if failed == 0 { "ok" } else { "FAIL" }
         );

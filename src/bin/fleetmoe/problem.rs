@@ -1,6 +1,7 @@
 //! The layer `run` and `parity` build: seeded weights of a model's shape in a scheme, the
 //! input and router logits, and the f64 references it is checked against.
 
+use crate::progress;
 use fleetmoe::moe::reference::forward_f64;
 use fleetmoe::moe::shapes::ModelShape;
 use fleetmoe::moe::{calibrate, LayerConfig, Router, Routing, TopK};
@@ -24,16 +25,73 @@ pub struct Problem {
 /// Host bytes a `run` holds per routed-expert weight: the f32 dense draw, the quantized
 /// copy, the emulation's f32 experts and the f64 reference's bf16 copy and f32 dequant.
 const RUN_BYTES_PER_WEIGHT: u64 = 16;
+/// The same for `run --model`: the checkpoint is memory-mapped; the loaded (quantized)
+/// copy, the emulation's f32 experts and the reference's dequantized expert.
+const MODEL_BYTES_PER_WEIGHT: u64 = 8;
 
 /// Refuses a `run` that cannot fit in this machine's available memory (Linux
-/// `MemAvailable`), naming the figure and the `--experts` that would fit, before anything
-/// is allocated.
+/// `MemAvailable`), naming the figure and the `--experts` that would fit (for grouped
+/// routing: the counts that also split into its groups), before anything is allocated.
 pub fn check_memory(shape: ModelShape, tokens: usize, experts: Option<usize>) -> Result<()> {
     let config = match experts {
         Some(n) => shape.with_experts(n)?,
         None => shape.config(),
     };
-    let per_expert = 3 * config.hidden as u64 * config.intermediate as u64 * RUN_BYTES_PER_WEIGHT;
+    check_fits(&config, tokens, RUN_BYTES_PER_WEIGHT, |fits| {
+        experts_that_fit(shape, fits)
+    })
+}
+
+/// How to pass at most `fits` routed experts of `shape`: a range where every count in it
+/// works, else the counts its routing can split (DeepSeek-V3: multiples of 8 from 16);
+/// `None` if none fits.
+fn experts_that_fit(shape: ModelShape, fits: u64) -> Option<String> {
+    let full = shape.config().num_experts;
+    let work: Vec<usize> = (1..=fits.min(full as u64) as usize)
+        .filter(|&n| shape.with_experts(n).is_ok())
+        .collect();
+    match work.as_slice() {
+        [] => None,
+        [1, .., last] if work.len() == *last => Some(format!("pass --experts N with N ≤ {last}")),
+        [first, .., last] if work.len() == last - first + 1 => {
+            Some(format!("pass --experts N with {first} ≤ N ≤ {last}"))
+        }
+        _ => Some(format!(
+            "pass --experts N with N one of {}",
+            work.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// `run --model DIR`'s check, from `config.json` alone: the checkpoint fixes the experts,
+/// so only `--tokens` can shrink. A config that cannot be read is left to the loader,
+/// whose error names what is wrong.
+pub fn check_model_memory(dir: &std::path::Path, tokens: usize) -> Result<()> {
+    match fleetmoe::checkpoint::ModelConfig::read(dir) {
+        Ok(c) => check_fits(
+            &LayerConfig::new(c.num_experts, c.top_k, c.hidden, c.intermediate),
+            tokens,
+            MODEL_BYTES_PER_WEIGHT,
+            |_| None,
+        ),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The estimate and refusal behind both checks; `experts_hint(n)` says how to pass at
+/// most `n` routed experts, or `None` where that cannot help.
+fn check_fits(
+    config: &LayerConfig,
+    tokens: usize,
+    bytes_per_weight: u64,
+    experts_hint: impl Fn(u64) -> Option<String>,
+) -> Result<()> {
+    let per_expert = (3 * config.hidden as u64)
+        .saturating_mul(config.intermediate as u64)
+        .saturating_mul(bytes_per_weight);
     let per_token = (config.hidden as u64 * 32).saturating_add(config.num_experts as u64 * 8);
     let need = per_expert
         .saturating_mul(config.num_experts as u64)
@@ -50,28 +108,71 @@ pub fn check_memory(shape: ModelShape, tokens: usize, experts: Option<usize>) ->
         return Ok(());
     }
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let fits = avail.saturating_sub(per_token.saturating_mul(tokens as u64)) / per_expert;
+    let fits = avail.saturating_sub(per_token.saturating_mul(tokens as u64)) / per_expert.max(1);
+    let hint = match (fits, experts_hint(fits)) {
+        (0, _) | (_, None) => "fewer --tokens".to_string(),
+        (_, Some(h)) => format!("{h} (or fewer --tokens)"),
+    };
     Err(fleetmoe::Error::Config(format!(
-        "this run needs about {:.1} GiB ({} experts × {:.2} GiB, {tokens} tokens × {:.1} KiB) and {:.1} GiB is available: {}",
+        "this run needs about {:.1} GiB ({} experts × {:.2} GiB, {tokens} tokens × {:.1} KiB) and {:.1} GiB is available: {hint}",
         gib(need),
         config.num_experts,
         gib(per_expert),
         per_token as f64 / 1024.0,
         gib(avail),
-        if fits == 0 {
-            "fewer --tokens".to_string()
-        } else {
-            format!("pass --experts N with N ≤ {fits} (or fewer --tokens)")
-        }
     )))
 }
 
+/// `DenseExperts::random(config, seed)`, value for value, drawn one expert at a time so
+/// that a bar (when `shown`) can count them: the same Gaussian stream, w13 of every expert,
+/// then w2 of every expert, then the biases.
+pub fn random_dense(config: &LayerConfig, seed: u64, shown: bool) -> DenseExperts {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (e, h, i) = (config.num_experts, config.hidden, config.intermediate);
+    let rows = config.activation.w13_rows(i);
+    let mut bar =
+        shown.then(|| progress::bar(format!("random weights of {e} experts, matrix"), 2 * e));
+    let mut draw = |n: usize, std: f32| {
+        let mut w = Vec::with_capacity(e * n);
+        for _ in 0..e {
+            w.extend(gaussian(&mut rng, n, std));
+            if let Some(b) = &mut bar {
+                b.inc();
+            }
+        }
+        w
+    };
+    let w13 = draw(rows * h, 1.0 / (h as f32).sqrt());
+    let w2 = draw(h * i, 1.0 / (i as f32).sqrt());
+    let (w13_bias, w2_bias) = if config.has_bias {
+        (
+            Some(gaussian(&mut rng, e * rows, 0.1)),
+            Some(gaussian(&mut rng, e * h, 0.1)),
+        )
+    } else {
+        (None, None)
+    };
+    DenseExperts {
+        num_experts: e,
+        hidden: h,
+        intermediate: i,
+        gated: config.activation.is_gated(),
+        w13,
+        w2,
+        w13_bias,
+        w2_bias,
+    }
+}
+
+/// Seeded weights and inputs for `shape` in `scheme`; `shown`: with a bar over the random
+/// experts and a spinner over quantization (`run`; `bench` and `parity` count cells).
 pub fn problem(
     shape: ModelShape,
     scheme: QuantScheme,
     tokens: usize,
     seed: u64,
     experts: Option<usize>,
+    shown: bool,
 ) -> Result<Problem> {
     let mut config = match experts {
         Some(n) => shape.with_experts(n)?,
@@ -87,20 +188,21 @@ pub fn problem(
     }
     let x = gaussian(&mut rng, tokens * config.hidden, 1.0);
     let logits = gaussian(&mut rng, tokens * config.num_experts, 1.0);
-    let mut weights = ExpertWeights::quantize(&DenseExperts::random(&config, seed + 1), scheme)?;
-    let topk = Router::new(&config)?.route(&logits, tokens)?;
-    calibrate(&mut weights, &config, &x, &topk)?;
+    let dense = random_dense(&config, seed + 1, shown);
+    let step = |what: &str| shown.then(|| progress::step(what));
+    let weights = {
+        let _step = step(&format!("quantizing to {scheme}, calibrating"));
+        let mut w = ExpertWeights::quantize(&dense, scheme)?;
+        drop(dense);
+        let topk = Router::new(&config)?.route(&logits, tokens)?;
+        calibrate(&mut w, &config, &x, &topk)?;
+        w
+    };
     let shared = match config.shared_intermediate {
         Some(i) => {
-            let one = LayerConfig {
-                num_experts: 1,
-                top_k: 1,
-                intermediate: i,
-                routing: Routing::Given,
-                shared_intermediate: None,
-                ..config.clone()
-            };
-            let mut w = ExpertWeights::quantize(&DenseExperts::random(&one, seed + 2), scheme)?;
+            let _step = step("the shared expert: random weights, quantization, calibration");
+            let one = config.shared_expert(i);
+            let mut w = ExpertWeights::quantize(&random_dense(&one, seed + 2, false), scheme)?;
             calibrate(&mut w, &one, &x, &everyone_to_expert_0(tokens)?)?;
             Some(w)
         }
@@ -133,7 +235,7 @@ pub fn reference(p: &Problem, topk: &TopK, truth: bool) -> Result<Vec<f64>> {
         |w: &ExpertWeights, config: &LayerConfig, topk: &TopK, seed: u64| -> Result<Vec<f64>> {
             if truth {
                 let bf16 = ExpertWeights::quantize(
-                    &DenseExperts::random(config, seed),
+                    &random_dense(config, seed, false),
                     QuantScheme::Unquantized(FloatDtype::Bf16),
                 )?;
                 forward_f64(&bf16, config, x, topk, false)
@@ -143,14 +245,7 @@ pub fn reference(p: &Problem, topk: &TopK, truth: bool) -> Result<Vec<f64>> {
         };
     let mut out = f64_of(&p.weights, &p.config, topk, p.seed + 1)?;
     if let (Some(w), Some(i)) = (&p.shared, p.config.shared_intermediate) {
-        let one = LayerConfig {
-            num_experts: 1,
-            top_k: 1,
-            intermediate: i,
-            routing: Routing::Given,
-            shared_intermediate: None,
-            ..p.config.clone()
-        };
+        let one = p.config.shared_expert(i);
         let s = f64_of(w, &one, &everyone_to_expert_0(topk.tokens())?, p.seed + 2)?;
         out.iter_mut().zip(s).for_each(|(o, v)| *o += v);
     }
@@ -163,4 +258,46 @@ pub fn fewest_experts(shape: ModelShape) -> Result<usize> {
     (full.min(4)..=full)
         .find(|&n| shape.with_experts(n).is_ok())
         .ok_or_else(|| fleetmoe::Error::Config(format!("{} takes no expert count", shape.name())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal names only expert counts the routing takes (it once offered "N ≤ 34"
+    /// for DeepSeek-V3, whose 8 groups take multiples of 8 from 16).
+    #[test]
+    fn the_experts_offered_are_counts_that_work() {
+        assert_eq!(
+            experts_that_fit(ModelShape::DeepseekV3, 34).as_deref(),
+            Some("pass --experts N with N one of 16, 24, 32")
+        );
+        assert_eq!(experts_that_fit(ModelShape::DeepseekV3, 15), None);
+        assert_eq!(
+            experts_that_fit(ModelShape::Mixtral8x7b, 5).as_deref(),
+            Some("pass --experts N with 2 ≤ N ≤ 5")
+        );
+        assert_eq!(
+            experts_that_fit(ModelShape::Mixtral8x7b, 100).as_deref(),
+            Some("pass --experts N with 2 ≤ N ≤ 8")
+        );
+    }
+
+    /// Drawn expert by expert, the weights are the library's, value for value.
+    #[test]
+    fn random_dense_is_dense_experts_random() {
+        for config in [
+            LayerConfig::new(3, 2, 32, 48),
+            LayerConfig {
+                has_bias: true,
+                ..ModelShape::GptOss120b.config()
+            }
+            .shared_expert(64),
+        ] {
+            assert_eq!(
+                random_dense(&config, 7, false),
+                DenseExperts::random(&config, 7)
+            );
+        }
+    }
 }

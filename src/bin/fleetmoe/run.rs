@@ -24,19 +24,11 @@ pub fn run(
 ) -> Result<bool> {
     let shape = ModelShape::parse(shape)?;
     let scheme = QuantScheme::parse(scheme)?;
-    if tokens == 0 {
-        return Err(fleetmoe::Error::Config(
-            "--tokens must be at least 1".into(),
-        ));
-    }
     check_memory(shape, tokens, experts)?;
     let started = Instant::now();
-    let p = {
-        let _step = progress::step("random weights, quantization, calibration");
-        problem(shape, scheme, tokens, seed, experts)?
-    };
+    let p = problem(shape, scheme, tokens, seed, experts, true)?;
     let c = &p.config;
-    println!(
+    outln!(
         "shape     {}: {} experts, top-{}, H {}, I {}, {}, {}{}{}",
         shape.name(),
         c.num_experts,
@@ -50,7 +42,7 @@ pub fn run(
             .map(|i| format!(", shared expert I {i}"))
             .unwrap_or_default(),
     );
-    println!(
+    outln!(
         "scheme    {scheme} ({:.1} MiB of expert weights)",
         p.weights.bytes_per_expert() as f64 * c.num_experts as f64 / (1 << 20) as f64
     );
@@ -71,8 +63,8 @@ pub fn run(
         ));
         MoeLayer::new(c.clone(), &p.weights, &target, extras)?
     };
-    println!("device    {}", target.capabilities());
-    println!(
+    outln!("device    {}", target.capabilities());
+    outln!(
         "backend   {}{}",
         layer.selection().chosen,
         if layer.selection().is_fallback() {
@@ -82,28 +74,30 @@ pub fn run(
         }
     );
     if let Some(b) = layer.shared_backend() {
-        println!("shared    {b}");
+        outln!("shared    {b}");
     }
-    println!(
+    outln!(
         "setup     {:.2} s (random weights, quantization, calibration, layout)",
         started.elapsed().as_secs_f64()
     );
 
     let routing = RoutingInput::Logits(&p.logits);
     let (y, mut times) = {
-        let _step = progress::step(format!("forward: one warm-up and {reps} timed"));
+        let mut bar = progress::bar(format!("forward: one warm-up and {reps} timed"), reps + 1);
         let mut y = layer.forward(&p.x, routing, None)?;
+        bar.inc();
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps {
             let t = Instant::now();
             y = layer.forward(&p.x, routing, None)?;
             times.push(t.elapsed().as_secs_f64());
+            bar.inc();
         }
         (y, times)
     };
     times.sort_by(f64::total_cmp);
     if let Some(median) = times.get(times.len() / 2) {
-        println!(
+        outln!(
             "forward   {:.3} ms for {tokens} tokens (median of {reps}, after one warm-up)",
             median * 1e3
         );
@@ -111,14 +105,16 @@ pub fn run(
 
     let topk = Router::new(c)?.route(&p.logits, tokens)?;
     let (same, truth) = {
-        let _step = progress::step("f64 references (the quantized weights, then the originals)");
-        (
-            rel_l2(&y, &reference(&p, &topk, false)?),
-            rel_l2(&y, &reference(&p, &topk, true)?),
-        )
+        let mut bar = progress::bar("f64 reference of the quantized weights", 2);
+        let same = rel_l2(&y, &reference(&p, &topk, false)?);
+        bar.inc();
+        bar.working_on("f64 reference of the weights before quantization");
+        let truth = rel_l2(&y, &reference(&p, &topk, true)?);
+        bar.inc();
+        (same, truth)
     };
-    println!("error     {same:.2e} rel L2 vs an f64 forward of the same quantized weights and activation rounding (parity tolerance {:.0e})", scheme.parity_tolerance());
-    println!("          {truth:.2e} rel L2 vs an f64 forward of the weights before quantization (bf16) with exact activations (the cost of {scheme})");
+    outln!("error     {same:.2e} rel L2 vs an f64 forward of the same quantized weights and activation rounding (parity tolerance {:.0e})", scheme.parity_tolerance());
+    outln!("          {truth:.2e} rel L2 vs an f64 forward of the weights before quantization (bf16) with exact activations (the cost of {scheme})");
     let within = same <= scheme.parity_tolerance();
     if !within {
         eprintln!("FAIL: the forward is off its own reference by more than the scheme's tolerance");
