@@ -10,7 +10,7 @@
 //! each prepared w13 row, the gate projection's B row in columns `0..R` or the up
 //! projection's in `R..2R` (zeros elsewhere), exactly where the emulation adds each delta.
 
-use crate::device::{Buffer, Runtime};
+use crate::device::{Arg, Buffer, Runtime};
 use crate::error::{Error, Result};
 use crate::moe::{Activation, Lora, LoraProj};
 
@@ -28,6 +28,87 @@ pub struct LoraPack {
     /// Largest rank of any adapter (the padding of every A and B).
     pub rank: usize,
     pub adapters: usize,
+}
+
+/// Where the expert-sorted slots are, for the LoRA kernels: `lora.cu` and `lora.hip` take
+/// the same arguments, so both vendors build them here.
+pub struct LoraRoute {
+    /// Slots in the workspace (token blocks × `bt`).
+    pub slots: usize,
+    pub sorted: u64,
+    pub num_slots: u64,
+    pub block_expert: u64,
+    /// Slots per token block.
+    pub bt: usize,
+    pub pairs: usize,
+    pub top_k: usize,
+    pub token_adapter: u64,
+    pub experts: usize,
+}
+
+impl LoraRoute {
+    /// Token blocks in the workspace (the kernels' grid x).
+    pub fn blocks(&self) -> usize {
+        self.slots / self.bt
+    }
+
+    /// `fm_lora_shrink`'s arguments: `t = A · x` (`rows` rows of A, `k` wide; x rows by
+    /// token, or by slot with `x_by_slot`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn shrink_args(
+        &self,
+        x: u64,
+        x_by_slot: bool,
+        is_f16: bool,
+        k: usize,
+        a: u64,
+        rows: usize,
+        t: u64,
+    ) -> [Arg<'static>; 15] {
+        [
+            Arg::Ptr(x),
+            Arg::I32(x_by_slot as i32),
+            Arg::I32(is_f16 as i32),
+            Arg::I32(k as i32),
+            Arg::Ptr(self.sorted),
+            Arg::Ptr(self.num_slots),
+            Arg::Ptr(self.block_expert),
+            Arg::I32(self.bt as i32),
+            Arg::I32(self.pairs as i32),
+            Arg::I32(self.top_k as i32),
+            Arg::Ptr(self.token_adapter),
+            Arg::I32(self.experts as i32),
+            Arg::Ptr(a),
+            Arg::I32(rows as i32),
+            Arg::Ptr(t),
+        ]
+    }
+
+    /// `fm_lora_expand`'s arguments: `delta = B · t` (`rank` columns of t, `n` outputs).
+    pub fn expand_args(
+        &self,
+        t: u64,
+        rank: usize,
+        b: u64,
+        n: usize,
+        delta: u64,
+    ) -> [Arg<'static>; 13] {
+        [
+            Arg::Ptr(t),
+            Arg::I32(rank as i32),
+            Arg::Ptr(self.sorted),
+            Arg::Ptr(self.num_slots),
+            Arg::Ptr(self.block_expert),
+            Arg::I32(self.bt as i32),
+            Arg::I32(self.pairs as i32),
+            Arg::I32(self.top_k as i32),
+            Arg::Ptr(self.token_adapter),
+            Arg::I32(self.experts as i32),
+            Arg::Ptr(b),
+            Arg::I32(n as i32),
+            Arg::Ptr(delta),
+        ]
+    }
 }
 
 /// Which projection's delta lands on a checkpoint w13 row, per activation layout.

@@ -5,6 +5,7 @@ use super::kernels::{module_source, GemmVariant, Tile};
 use crate::device::cuda::{CudaDevice, CudaKernels};
 use crate::device::{Arg, LaunchConfig, ModuleSource, Runtime};
 use crate::error::{Error, Result};
+pub use crate::gpu::lora::LoraRoute;
 use std::sync::Arc;
 
 type Stream = <CudaDevice as Runtime>::Stream;
@@ -50,19 +51,6 @@ pub struct GemmArgs {
     /// gemm1's activations are `[slots, K]` (gathered per slot for act-order), not `[tokens, K]`.
     pub act_by_slot: i32,
     pub pad_: i32,
-}
-
-/// Where the expert-sorted slots are, for the LoRA kernels.
-pub struct LoraRoute {
-    pub slots: usize,
-    pub sorted: u64,
-    pub num_slots: u64,
-    pub block_expert: u64,
-    pub bt: usize,
-    pub pairs: usize,
-    pub top_k: usize,
-    pub token_adapter: u64,
-    pub experts: usize,
 }
 
 /// The loaded modules of one experts backend.
@@ -264,27 +252,11 @@ impl Modules {
         stream: &Stream,
     ) -> Result<()> {
         let cfg = LaunchConfig {
-            grid: ((route.slots / route.bt) as u32, rows as u32, 1),
+            grid: (route.blocks() as u32, rows as u32, 1),
             block: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = [
-            Arg::Ptr(x),
-            Arg::I32(x_by_slot as i32),
-            Arg::I32(is_f16 as i32),
-            Arg::I32(k as i32),
-            Arg::Ptr(route.sorted),
-            Arg::Ptr(route.num_slots),
-            Arg::Ptr(route.block_expert),
-            Arg::I32(route.bt as i32),
-            Arg::I32(route.pairs as i32),
-            Arg::I32(route.top_k as i32),
-            Arg::Ptr(route.token_adapter),
-            Arg::I32(route.experts as i32),
-            Arg::Ptr(a),
-            Arg::I32(rows as i32),
-            Arg::Ptr(t),
-        ];
+        let args = route.shrink_args(x, x_by_slot, is_f16, k, a, rows, t);
         self.dev
             .launch(&self.lora, "fm_lora_shrink", cfg, &args, stream)
     }
@@ -302,25 +274,11 @@ impl Modules {
         stream: &Stream,
     ) -> Result<()> {
         let cfg = LaunchConfig {
-            grid: ((route.slots / route.bt) as u32, n.div_ceil(256) as u32, 1),
+            grid: (route.blocks() as u32, n.div_ceil(256) as u32, 1),
             block: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = [
-            Arg::Ptr(t),
-            Arg::I32(rank as i32),
-            Arg::Ptr(route.sorted),
-            Arg::Ptr(route.num_slots),
-            Arg::Ptr(route.block_expert),
-            Arg::I32(route.bt as i32),
-            Arg::I32(route.pairs as i32),
-            Arg::I32(route.top_k as i32),
-            Arg::Ptr(route.token_adapter),
-            Arg::I32(route.experts as i32),
-            Arg::Ptr(b),
-            Arg::I32(n as i32),
-            Arg::Ptr(delta),
-        ];
+        let args = route.expand_args(t, rank, b, n, delta);
         self.dev
             .launch(&self.lora, "fm_lora_expand", cfg, &args, stream)
     }

@@ -12,12 +12,12 @@
 
 use super::kernels;
 use super::layout::{self, HipGemmWeights};
-use super::lora::{self, Route};
+use super::lora;
 use super::plan::{fp8_mode, plan, static_of, ActPlan, Variant};
 use crate::device::hip::{HipDevice, HipKernels};
 use crate::device::{Arg, Buffer, LaunchConfig, Runtime};
 use crate::error::{Error, Result};
-use crate::gpu::lora::DeviceLora;
+use crate::gpu::lora::{DeviceLora, LoraRoute};
 use crate::gpu::{activation_code, ExpertsIo, KernelFile, Vendor, VendorExperts};
 use crate::moe::{Activation, LayerConfig, Lora};
 use crate::oracle::{BackendId, Conversion, Selection};
@@ -469,8 +469,8 @@ impl VendorExperts for HipExperts {
         let (h, i) = (self.hidden, self.intermediate);
         let slots = io.max_blocks * TILE_T;
         let pairs = io.tokens * io.top_k;
-        let route = Route {
-            blocks: io.max_blocks,
+        let route = LoraRoute {
+            slots,
             sorted: io.sorted,
             num_slots: io.num_slots,
             block_expert: io.block_expert,

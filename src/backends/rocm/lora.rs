@@ -4,9 +4,9 @@
 //! expand launches that fill the delta rows gemm.hip's epilogues add.
 
 use crate::device::hip::{HipDevice, HipKernels};
-use crate::device::{Arg, LaunchConfig, Runtime};
+use crate::device::{LaunchConfig, Runtime};
 use crate::error::Result;
-use crate::gpu::lora::{DeviceLora, LoraPack};
+use crate::gpu::lora::{DeviceLora, LoraPack, LoraRoute};
 use crate::moe::{Activation, Lora};
 
 type Stream = <HipDevice as Runtime>::Stream;
@@ -28,20 +28,6 @@ pub(super) fn upload(
     DeviceLora::from_pack(dev, &pack)
 }
 
-/// Where the expert-sorted slots are, for the LoRA kernels.
-pub(super) struct Route {
-    /// Token blocks in the workspace (the grid's x).
-    pub blocks: usize,
-    pub sorted: u64,
-    pub num_slots: u64,
-    pub block_expert: u64,
-    pub bt: usize,
-    pub pairs: usize,
-    pub top_k: usize,
-    pub token_adapter: u64,
-    pub experts: usize,
-}
-
 fn grid(x: usize, y: usize) -> LaunchConfig {
     LaunchConfig {
         grid: (x.max(1) as u32, y.max(1) as u32, 1),
@@ -57,55 +43,25 @@ pub(super) fn shrink_expand(
     dev: &HipDevice,
     m: &HipKernels,
     (x, x_by_slot, is_f16, k): (u64, bool, bool, usize),
-    route: &Route,
+    route: &LoraRoute,
     (a, b, rows): (u64, u64, usize),
     t: u64,
     (n, delta): (usize, u64),
     stream: &Stream,
 ) -> Result<()> {
-    let shrink = [
-        Arg::Ptr(x),
-        Arg::I32(x_by_slot as i32),
-        Arg::I32(is_f16 as i32),
-        Arg::I32(k as i32),
-        Arg::Ptr(route.sorted),
-        Arg::Ptr(route.num_slots),
-        Arg::Ptr(route.block_expert),
-        Arg::I32(route.bt as i32),
-        Arg::I32(route.pairs as i32),
-        Arg::I32(route.top_k as i32),
-        Arg::Ptr(route.token_adapter),
-        Arg::I32(route.experts as i32),
-        Arg::Ptr(a),
-        Arg::I32(rows as i32),
-        Arg::Ptr(t),
-    ];
+    let shrink = route.shrink_args(x, x_by_slot, is_f16, k, a, rows, t);
     dev.launch(
         m,
         "fm_lora_shrink",
-        grid(route.blocks, rows),
+        grid(route.blocks(), rows),
         &shrink,
         stream,
     )?;
-    let expand = [
-        Arg::Ptr(t),
-        Arg::I32(rows as i32),
-        Arg::Ptr(route.sorted),
-        Arg::Ptr(route.num_slots),
-        Arg::Ptr(route.block_expert),
-        Arg::I32(route.bt as i32),
-        Arg::I32(route.pairs as i32),
-        Arg::I32(route.top_k as i32),
-        Arg::Ptr(route.token_adapter),
-        Arg::I32(route.experts as i32),
-        Arg::Ptr(b),
-        Arg::I32(n as i32),
-        Arg::Ptr(delta),
-    ];
+    let expand = route.expand_args(t, rows, b, n, delta);
     dev.launch(
         m,
         "fm_lora_expand",
-        grid(route.blocks, n.div_ceil(THREADS as usize)),
+        grid(route.blocks(), n.div_ceil(THREADS as usize)),
         &expand,
         stream,
     )
