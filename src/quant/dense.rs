@@ -32,11 +32,26 @@ impl DenseExperts {
     /// Seeded Gaussian weights with standard deviation 1/√fan_in (and small biases when
     /// the layer has them), so activations keep a realistic magnitude through the layer.
     pub fn random(config: &LayerConfig, seed: u64) -> Self {
+        Self::random_counted(config, seed, || {})
+    }
+
+    /// [`DenseExperts::random`], value for value, calling `matrix_done` after each
+    /// expert's w13 and w2 (2 E calls), so a caller can show progress over large layers.
+    pub fn random_counted(config: &LayerConfig, seed: u64, mut matrix_done: impl FnMut()) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (e, h, i) = (config.num_experts, config.hidden, config.intermediate);
         let rows = config.activation.w13_rows(i);
-        let w13 = gaussian(&mut rng, e * rows * h, 1.0 / (h as f32).sqrt());
-        let w2 = gaussian(&mut rng, e * h * i, 1.0 / (i as f32).sqrt());
+        // One Gaussian stream: w13 of every expert, then w2 of every expert, then biases.
+        let mut draw = |n: usize, std: f32| {
+            let mut w = Vec::with_capacity(e * n);
+            for _ in 0..e {
+                w.extend(gaussian(&mut rng, n, std));
+                matrix_done();
+            }
+            w
+        };
+        let w13 = draw(rows * h, 1.0 / (h as f32).sqrt());
+        let w2 = draw(h * i, 1.0 / (i as f32).sqrt());
         let (w13_bias, w2_bias) = if config.has_bias {
             (
                 Some(gaussian(&mut rng, e * rows, 0.1)),

@@ -123,45 +123,17 @@ fn check_fits(
     )))
 }
 
-/// `DenseExperts::random(config, seed)`, value for value, drawn one expert at a time so
-/// that a bar (when `shown`) can count them: the same Gaussian stream, w13 of every expert,
-/// then w2 of every expert, then the biases.
+/// `DenseExperts::random(config, seed)`, value for value, with a bar (when `shown`) over
+/// its 2 E matrices.
 pub fn random_dense(config: &LayerConfig, seed: u64, shown: bool) -> DenseExperts {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (e, h, i) = (config.num_experts, config.hidden, config.intermediate);
-    let rows = config.activation.w13_rows(i);
+    let e = config.num_experts;
     let mut bar =
         shown.then(|| progress::bar(format!("random weights of {e} experts, matrix"), 2 * e));
-    let mut draw = |n: usize, std: f32| {
-        let mut w = Vec::with_capacity(e * n);
-        for _ in 0..e {
-            w.extend(gaussian(&mut rng, n, std));
-            if let Some(b) = &mut bar {
-                b.inc();
-            }
+    DenseExperts::random_counted(config, seed, || {
+        if let Some(b) = &mut bar {
+            b.inc();
         }
-        w
-    };
-    let w13 = draw(rows * h, 1.0 / (h as f32).sqrt());
-    let w2 = draw(h * i, 1.0 / (i as f32).sqrt());
-    let (w13_bias, w2_bias) = if config.has_bias {
-        (
-            Some(gaussian(&mut rng, e * rows, 0.1)),
-            Some(gaussian(&mut rng, e * h, 0.1)),
-        )
-    } else {
-        (None, None)
-    };
-    DenseExperts {
-        num_experts: e,
-        hidden: h,
-        intermediate: i,
-        gated: config.activation.is_gated(),
-        w13,
-        w2,
-        w13_bias,
-        w2_bias,
-    }
+    })
 }
 
 /// Seeded weights and inputs for `shape` in `scheme`; `shown`: with a bar over the random
