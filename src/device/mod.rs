@@ -9,7 +9,7 @@
 pub mod caps;
 pub mod cpu;
 pub mod gfx;
-#[cfg(not(all(feature = "cuda", feature = "rocm")))]
+#[cfg(not(all(feature = "cuda", feature = "rocm", feature = "wgpu")))]
 mod stub;
 
 #[cfg(feature = "cuda")]
@@ -22,6 +22,11 @@ pub mod hip;
 #[cfg(not(feature = "rocm"))]
 #[path = "hip_stub.rs"]
 pub mod hip;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
+#[cfg(not(feature = "wgpu"))]
+#[path = "wgpu_stub.rs"]
+pub mod wgpu;
 
 pub use caps::{Capabilities, Vendor};
 
@@ -37,12 +42,17 @@ pub enum ModuleSource<'a> {
         name: &'a str,
         code_objects: &'a [(&'a str, &'a [u8])],
     },
+    /// WGSL, compiled by wgpu for the adapter (`kernels-wgsl/README.md` has the binding
+    /// convention every kernel follows).
+    Wgsl { name: &'a str, source: &'a str },
 }
 
 impl ModuleSource<'_> {
     pub fn name(&self) -> &str {
         match self {
-            ModuleSource::Cuda { name, .. } | ModuleSource::Hip { name, .. } => name,
+            ModuleSource::Cuda { name, .. }
+            | ModuleSource::Hip { name, .. }
+            | ModuleSource::Wgsl { name, .. } => name,
         }
     }
 }

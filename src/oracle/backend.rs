@@ -57,6 +57,9 @@ backend_ids! {
     AiterMxfp4 => "aiter-mxfp4",
     /// gfx950 `v_mfma_scale`: MXFP4 / MXFP6 weights with MX or fp8 activations.
     AiterMxNative => "aiter-mx-native",
+    /// Portable WGSL through wgpu (Vulkan, Metal, DX12): weights dequantized in the shader,
+    /// f32 accumulation, every scheme.
+    Wgpu => "wgpu",
 }
 
 impl BackendId {
@@ -68,6 +71,11 @@ impl BackendId {
     /// Whether this is one of the AMD experts backends (`HipExperts` runs them all).
     pub fn is_aiter(self) -> bool {
         self.name().starts_with("aiter-")
+    }
+
+    /// Whether this is the portable wgpu backend (`WgpuExperts` runs it).
+    pub fn is_wgpu(self) -> bool {
+        self == BackendId::Wgpu
     }
 
     /// Parses a backend name as [`BackendId::name`] prints it (case-insensitive).
