@@ -1,0 +1,1 @@
+//! `WgpuDevice`: the wgpu runtime (being written; issue 20).
