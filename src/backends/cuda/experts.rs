@@ -5,7 +5,7 @@
 //! the activation fused → fp8 quantization of the intermediate → gemm2 with the
 //! router-weighted sum fused, LoRA deltas added in both epilogues.
 
-use super::kernels::{gemm_kernel_name, GemmVariant, Tile};
+use super::kernels::{gemm_kernel_name, sm90_gemms, GemmVariant, Tile};
 use super::launch::{load_file, GemmArgs, LoraRoute, Modules};
 use super::layout::{self, GemmWeights, PreparedLayer};
 use super::lora::DeviceLora;
@@ -165,8 +165,10 @@ pub struct CudaExperts {
     acts: Option<(ActMode, ActMode)>,
     /// Resident LoRA adapters, if the layer has any.
     lora: Option<DeviceLora>,
-    /// The `wgmma` tiles that run the wide batches (`gemm_family`; empty: mma.sync only).
+    /// The `wgmma` tiles that run gemm2's wide batches (`gemm_family`; empty: mma.sync
+    /// only), and gemm1's (`sm90_gemms` may keep one GEMM on mma.sync).
     wide: Vec<Tile>,
+    wide1: Vec<Tile>,
 }
 
 /// Whether `dev` runs the Hopper `wgmma` GEMMs for the wide batches: by default on
@@ -239,6 +241,12 @@ impl CudaExperts {
         backend: BackendId,
     ) -> Result<Self> {
         let variant = variant_for(backend, scheme)?;
+        let wide = if gemm_family(dev)? {
+            variant.sm90_wide_tiles()?
+        } else {
+            Vec::new()
+        };
+        let (on1, on2) = sm90_gemms(variant)?;
         Ok(CudaExperts {
             dev: dev.clone(),
             backend,
@@ -253,11 +261,8 @@ impl CudaExperts {
             weight_on_input: config.apply_router_weight_on_input,
             acts,
             lora: None,
-            wide: if gemm_family(dev)? {
-                variant.sm90_wide_tiles()?
-            } else {
-                Vec::new()
-            },
+            wide1: if on1 { wide.clone() } else { Vec::new() },
+            wide: if on2 { wide } else { Vec::new() },
         })
     }
 
@@ -494,9 +499,11 @@ impl VendorExperts for CudaExperts {
             pad_: 0,
         };
         let stage1 = if self.activation.is_gated() { 'g' } else { 's' };
+        // Same slots per block as `tile` (wide tiles stand in by width), maybe the other family.
+        let tile1 = tile_for(self.variant, pairs, e, &self.wide1);
         m.gemm(
-            &gemm_kernel_name(self.variant, stage1, &tile),
-            &tile,
+            &gemm_kernel_name(self.variant, stage1, &tile1),
+            &tile1,
             self.w13.with_packed(gemm1),
             io.max_blocks,
             1,
