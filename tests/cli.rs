@@ -378,6 +378,7 @@ fn features() -> String {
     let on: Vec<&str> = [
         ("cuda", cfg!(feature = "cuda")),
         ("rocm", cfg!(feature = "rocm")),
+        ("wgpu", cfg!(feature = "wgpu")),
         ("faults", cfg!(feature = "faults")),
     ]
     .into_iter()

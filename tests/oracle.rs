@@ -202,7 +202,8 @@ fn every_preset_and_scheme_gets_an_explained_choice() {
                     }
                     // Every native backend of the other vendor says so.
                     let foreign = (r.backend.is_cuda() && caps.vendor != Vendor::Nvidia)
-                        || (r.backend.is_aiter() && caps.vendor != Vendor::Amd);
+                        || (r.backend.is_aiter() && caps.vendor != Vendor::Amd)
+                        || (r.backend.is_wgpu() && caps.vendor != Vendor::Other);
                     assert_eq!(
                         r.is_other_vendor(),
                         foreign,
@@ -817,4 +818,61 @@ fn low_bit_schemes_on_every_preset() {
             );
         }
     }
+}
+
+/// wgpu adapters (`Vendor::Other`, the `lavapipe` preset) get the wgpu backend for every
+/// scheme and layer feature once the feature is built; every vendor backend says it needs
+/// its vendor, and on other devices wgpu says it needs a device opened through wgpu.
+#[test]
+fn wgpu_runs_every_scheme_on_a_wgpu_adapter() {
+    let caps = Capabilities::preset("lavapipe").unwrap();
+    assert_eq!(caps.vendor, Vendor::Other);
+    let layers = [
+        layer(),
+        gpt_oss_layer(),
+        LayerConfig {
+            lora: true,
+            apply_router_weight_on_input: true,
+            top_k: 1,
+            ..layer()
+        },
+    ];
+    for scheme in QuantScheme::all_representative() {
+        for l in &layers {
+            for act in ACTIVATIONS {
+                let l = LayerConfig {
+                    activation: act,
+                    ..l.clone()
+                };
+                let sel = select(&scheme, &caps, &l, None).unwrap();
+                let wgpu = spec(BackendId::Wgpu).unwrap();
+                match wgpu.needs.availability {
+                    Availability::Built => assert_eq!(sel.chosen, BackendId::Wgpu, "{scheme}"),
+                    _ => {
+                        assert_eq!(sel.chosen, BackendId::Emulation);
+                        let r = rejection(&sel, BackendId::Wgpu);
+                        assert_eq!(
+                            r.reasons(),
+                            "built without feature `wgpu`: rebuild with --features wgpu"
+                        );
+                    }
+                }
+                for r in sel.rejected.iter().filter(|r| r.backend != BackendId::Wgpu) {
+                    assert!(r.is_other_vendor(), "{}: {}", r.backend, r.reasons());
+                }
+            }
+        }
+    }
+    let sel = choose(&Capabilities::h100(), "mxfp6-e3m2", &layer());
+    let r = rejection(&sel, BackendId::Wgpu);
+    assert!(
+        r.reasons()
+            .contains("needs a device opened through wgpu (`Target::wgpu`), this is an NVIDIA GPU"),
+        "{}",
+        r.reasons()
+    );
+    let sel = choose(&Capabilities::cpu_only(), "bf16", &layer());
+    assert!(rejection(&sel, BackendId::Wgpu)
+        .reasons()
+        .contains("this is the host CPU"));
 }

@@ -3,3 +3,4 @@
 
 pub mod cuda;
 pub mod rocm;
+pub mod wgpu;

@@ -58,8 +58,9 @@ const GIB: u64 = 1 << 30;
 
 impl Capabilities {
     /// Names accepted by [`Capabilities::preset`].
-    pub const PRESETS: &'static [&'static str] =
-        &["h100", "h200", "b200", "mi300x", "mi355x", "cpu"];
+    pub const PRESETS: &'static [&'static str] = &[
+        "h100", "h200", "b200", "mi300x", "mi355x", "lavapipe", "cpu",
+    ];
 
     /// A preset platform by name (see [`Capabilities::PRESETS`]).
     pub fn preset(name: &str) -> Result<Self> {
@@ -69,6 +70,7 @@ impl Capabilities {
             "b200" => Ok(Self::b200()),
             "mi300x" => Ok(Self::mi300x()),
             "mi355x" => Ok(Self::mi355x()),
+            "lavapipe" | "wgpu" => Ok(Self::lavapipe()),
             "cpu" | "cpu-only" => Ok(Self::cpu_only()),
             _ => Err(Error::UnknownPlatform {
                 name: name.to_string(),
@@ -141,6 +143,26 @@ impl Capabilities {
     pub fn mi355x() -> Self {
         Self::amd("AMD Instinct MI355X", "gfx950", 288, 256)
     }
+    /// Mesa's lavapipe (llvmpipe, a software Vulkan on the host CPU) through wgpu: what
+    /// CI runs the wgpu backend on. wgpu reports every adapter as `Vendor::Other`, so this
+    /// stands for any wgpu adapter when asking the oracle.
+    pub fn lavapipe() -> Self {
+        Capabilities {
+            vendor: Vendor::Other,
+            name: "llvmpipe (LLVM, 256 bits) through Vulkan (wgpu)".to_string(),
+            arch: "wgpu-vulkan".to_string(),
+            compute_capability: None,
+            fp8: None,
+            supports_mx: false,
+            fp4_tensor_cores: false,
+            bf16_tensor_cores: false,
+            memory_bytes: 0,
+            multiprocessors: 1,
+            shared_mem_per_block: 32 * 1024,
+            warp_size: 8,
+        }
+    }
+
     /// A machine with no accelerator.
     pub fn cpu_only() -> Self {
         Capabilities {

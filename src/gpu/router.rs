@@ -1,6 +1,6 @@
 //! `GpuRouter`: the layer's routing (`moe::Router`'s definition) in one launch of the
 //! routing kernel (`kernels-cuda/route.cu`, `kernels-hip/route.hip`, the same signature),
-//! four tokens per block, one warp or wavefront per token.
+//! four tokens per block, one warp or wavefront (`Vendor::route_lanes`) per token.
 
 use super::vendor::{KernelFile, Vendor};
 use crate::device::{addr_of, Arg, Buffer, LaunchConfig, Runtime};
@@ -37,19 +37,17 @@ impl<V: Vendor> GpuRouter<V> {
             return Ok(None);
         };
         let (e, k) = (config.num_experts, config.top_k);
-        // One choice per lane: the weights are written by lanes 0..k.
-        let warp = rt.capabilities().warp_size as usize;
-        if e > MAX_EXPERTS || k > warp || p.groups > MAX_GROUPS {
+        let (lanes, max_k) = V::route_lanes(rt);
+        if e > MAX_EXPERTS || k > max_k || p.groups > MAX_GROUPS {
             return Err(Error::Config(format!(
-                "the routing kernel takes at most {MAX_EXPERTS} experts, top-{warp} (the \
-                 warp size) and {MAX_GROUPS} expert groups, got {e} experts, top-{k} and {} \
-                 groups",
+                "the routing kernel takes at most {MAX_EXPERTS} experts, top-{max_k} and \
+                 {MAX_GROUPS} expert groups, got {e} experts, top-{k} and {} groups",
                 p.groups
             )));
         }
         Ok(Some(GpuRouter {
             module: V::module(rt, KernelFile::Route)?,
-            threads: (TOKENS_PER_BLOCK * warp) as u32,
+            threads: (TOKENS_PER_BLOCK * lanes) as u32,
             experts: e,
             top_k: k,
             mode: p.mode,

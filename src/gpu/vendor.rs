@@ -27,6 +27,13 @@ pub trait Vendor: Send + Sync + Sized + 'static {
     /// Loads `file`'s module for this vendor's devices.
     fn module(rt: &Self::R, file: KernelFile) -> Result<<Self::R as Runtime>::Module>;
 
+    /// The routing kernel's lanes per token and the largest top-k it takes: on CUDA and
+    /// HIP a warp / wavefront, one choice per lane, so top-k is at most the warp size.
+    fn route_lanes(rt: &Self::R) -> (usize, usize) {
+        let warp = rt.capabilities().warp_size as usize;
+        (warp, warp)
+    }
+
     /// The routed experts of `weights` for `selection`'s backend: the backend's layout,
     /// uploaded, its kernels loaded; `lora`'s adapters resident if given.
     fn prepare(

@@ -13,8 +13,10 @@ use super::target::Target;
 use super::topk::TopK;
 use crate::backends::cuda::Cuda;
 use crate::backends::rocm::Rocm;
+use crate::backends::wgpu::Wgpu;
 use crate::device::cuda::CudaDevice;
 use crate::device::hip::HipDevice;
+use crate::device::wgpu::WgpuDevice;
 use crate::device::Runtime;
 use crate::error::{check_len, Error, Result};
 use crate::gpu::layer::{HostRouting, SharedParts};
@@ -45,13 +47,16 @@ enum Engine {
     Host(Box<dyn Experts>),
     Cuda(Box<GpuLayer<Cuda>>),
     Hip(Box<GpuLayer<Rocm>>),
+    Wgpu(Box<GpuLayer<Wgpu>>),
 }
 
 /// The caller's stream for a device-resident forward: `Arc<cudarc::driver::CudaStream>`
-/// on NVIDIA, a `hipStream_t` (`device::hip::HipStream`) on AMD.
+/// on NVIDIA, a `hipStream_t` (`device::hip::HipStream`) on AMD, the device's queue
+/// (`device::wgpu::WgpuStream`) on wgpu.
 pub enum GpuStream<'a> {
     Cuda(&'a <CudaDevice as Runtime>::Stream),
     Hip(&'a <HipDevice as Runtime>::Stream),
+    Wgpu(&'a <WgpuDevice as Runtime>::Stream),
 }
 
 /// One MoE layer, ready to run.
@@ -137,6 +142,9 @@ impl MoeLayer {
             (Target::Hip(dev), id) if id.is_aiter() => Engine::Hip(Box::new(GpuLayer::new(
                 dev, &config, weights, &selection, lora, gpu_shared,
             )?)),
+            (Target::Wgpu(dev), id) if id.is_wgpu() => Engine::Wgpu(Box::new(GpuLayer::new(
+                dev, &config, weights, &selection, lora, gpu_shared,
+            )?)),
             (_, id) => {
                 return Err(Error::BackendUnavailable {
                     backend: id.name().to_string(),
@@ -150,7 +158,11 @@ impl MoeLayer {
         };
         // A native shared expert needs a GPU engine; otherwise it runs on the host.
         let host_shared = match (shared, &engine) {
-            (Some(s), Engine::Cuda(_) | Engine::Hip(_)) if s.native().is_some() => None,
+            (Some(s), Engine::Cuda(_) | Engine::Hip(_) | Engine::Wgpu(_))
+                if s.native().is_some() =>
+            {
+                None
+            }
             (Some(s), _) => Some(SharedExperts::prepare(
                 s.weights,
                 config.activation,
@@ -176,6 +188,7 @@ impl MoeLayer {
         match &self.engine {
             Engine::Cuda(g) => g.shared_backend(),
             Engine::Hip(g) => g.shared_backend(),
+            Engine::Wgpu(g) => g.shared_backend(),
             Engine::Host(_) => None,
         }
     }
@@ -186,6 +199,7 @@ impl MoeLayer {
         match &self.engine {
             Engine::Cuda(g) if g.routes_on_gpu() => g.route(logits, tokens),
             Engine::Hip(g) if g.routes_on_gpu() => g.route(logits, tokens),
+            Engine::Wgpu(g) if g.routes_on_gpu() => g.route(logits, tokens),
             _ => self.router.route(logits, tokens),
         }
     }
@@ -196,6 +210,7 @@ impl MoeLayer {
         match &self.engine {
             Engine::Cuda(g) => g.routes_on_gpu(),
             Engine::Hip(g) => g.routes_on_gpu(),
+            Engine::Wgpu(g) => g.routes_on_gpu(),
             Engine::Host(_) => false,
         }
     }
@@ -263,6 +278,7 @@ impl MoeLayer {
             }
             Engine::Cuda(g) => self.gpu_forward(g, x, tokens, routing, batch.as_ref())?,
             Engine::Hip(g) => self.gpu_forward(g, x, tokens, routing, batch.as_ref())?,
+            Engine::Wgpu(g) => self.gpu_forward(g, x, tokens, routing, batch.as_ref())?,
         };
         if let Some(s) = &self.host_shared {
             s.add_to(x, tokens, batch.as_ref(), &mut out)?;
@@ -304,6 +320,7 @@ impl MoeLayer {
             Engine::Host(_) => Ok(()),
             Engine::Cuda(g) => g.reserve(max_tokens),
             Engine::Hip(g) => g.reserve(max_tokens),
+            Engine::Wgpu(g) => g.reserve(max_tokens),
         }
     }
 
@@ -328,15 +345,18 @@ impl MoeLayer {
         match (&self.engine, stream) {
             (Engine::Cuda(g), GpuStream::Cuda(s)) => g.forward_device(batch, s),
             (Engine::Hip(g), GpuStream::Hip(s)) => g.forward_device(batch, s),
+            (Engine::Wgpu(g), GpuStream::Wgpu(s)) => g.forward_device(batch, s),
             (Engine::Host(_), _) => Err(Error::BackendUnavailable {
                 backend: self.selection.chosen.name().into(),
                 reasons: "the layer runs emulated on the host; forward_device needs a native \
                           GPU backend"
                     .into(),
             }),
-            (Engine::Cuda(_), GpuStream::Hip(_)) | (Engine::Hip(_), GpuStream::Cuda(_)) => Err(
-                Error::Handle("the stream is of another vendor's GPU than the layer's".into()),
-            ),
+            (Engine::Cuda(_), GpuStream::Hip(_) | GpuStream::Wgpu(_))
+            | (Engine::Hip(_), GpuStream::Cuda(_) | GpuStream::Wgpu(_))
+            | (Engine::Wgpu(_), GpuStream::Cuda(_) | GpuStream::Hip(_)) => Err(Error::Handle(
+                "the stream is of another vendor's GPU than the layer's".into(),
+            )),
         }
     }
 
@@ -344,7 +364,15 @@ impl MoeLayer {
     pub fn cuda_layer(&self) -> Option<&GpuLayer<Cuda>> {
         match &self.engine {
             Engine::Cuda(g) => Some(g),
-            Engine::Host(_) | Engine::Hip(_) => None,
+            Engine::Host(_) | Engine::Hip(_) | Engine::Wgpu(_) => None,
+        }
+    }
+
+    /// The wgpu side of the layer's GPU engine, for benchmarks and tests.
+    pub fn wgpu_layer(&self) -> Option<&GpuLayer<Wgpu>> {
+        match &self.engine {
+            Engine::Wgpu(g) => Some(g),
+            Engine::Host(_) | Engine::Cuda(_) | Engine::Hip(_) => None,
         }
     }
 }

@@ -17,6 +17,9 @@ pub enum Hardware {
     Nvidia { min_cc: (u32, u32) },
     /// AMD GPUs of one of these gfx architectures.
     Amd { archs: &'static [&'static str] },
+    /// A device opened through a portable API (wgpu: Vulkan, Metal, DX12), which reports
+    /// `Vendor::Other` whoever made the GPU; its kernels are written for no one vendor.
+    Portable,
 }
 
 /// Whether this binary contains the backend.
@@ -166,6 +169,10 @@ impl Hardware {
                     found: caps.arch.clone(),
                 }),
                 Vendor::Nvidia | Vendor::Cpu | Vendor::Other => Some(wrong_vendor(Vendor::Amd)),
+            },
+            Hardware::Portable => match caps.vendor {
+                Vendor::Other => None,
+                Vendor::Nvidia | Vendor::Amd | Vendor::Cpu => Some(wrong_vendor(Vendor::Other)),
             },
         }
     }

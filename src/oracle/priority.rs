@@ -111,7 +111,17 @@ const AITER_BASE: Needs = Needs {
     availability: rocm(true),
 };
 
-static BACKENDS: [BackendSpec; 14] = [
+#[allow(unexpected_cfgs)]
+const fn wgpu() -> Availability {
+    gated(
+        cfg!(feature = "wgpu"),
+        "wgpu",
+        true,
+        "wgpu backend: not implemented yet",
+    )
+}
+
+static BACKENDS: [BackendSpec; 15] = [
     // NVIDIA. Hopper-only paths first, then fp8 (sm_89+), then the sm_80 weight-only ones.
     BackendSpec {
         id: BackendId::CudaFp8Block128,
@@ -241,6 +251,24 @@ static BACKENDS: [BackendSpec; 14] = [
             schemes: unquantized,
             runs: "bf16 / f16",
             ..AITER_BASE
+        },
+    },
+    // Portable: any adapter wgpu opens (Vulkan, Metal, DX12), lavapipe included. WGSL
+    // with the weights decoded in the shader and f32 accumulation, so it runs every scheme
+    // and layer feature; no matrix units, so it comes after every vendor's own backend.
+    BackendSpec {
+        id: BackendId::Wgpu,
+        needs: Needs {
+            hardware: Hardware::Portable,
+            schemes: every_scheme,
+            runs: "every scheme (weights decoded in the shader, f32 accumulation)",
+            fp8_matrix: false,
+            mx: false,
+            activations: every_activation,
+            bias: true,
+            lora: Support::Yes,
+            weight_on_input: true,
+            availability: wgpu(),
         },
     },
     // Everywhere: the definition of right.

@@ -124,3 +124,31 @@ fn the_issue_18_schemes_run_natively_on_nvidia() {
     let cuda = spec(BackendId::CudaNvfp4W4a16).unwrap();
     assert!(cuda.needs.runs.contains("sm_100's fp4 tensor cores"));
 }
+
+#[test]
+fn wgpu_is_portable_runs_every_scheme_and_comes_just_before_emulation() {
+    let ids: Vec<BackendId> = backends().iter().map(|b| b.id).collect();
+    assert_eq!(ids[ids.len() - 2], BackendId::Wgpu);
+    let wgpu = spec(BackendId::Wgpu).unwrap();
+    assert_eq!(wgpu.needs.hardware, Hardware::Portable);
+    assert_eq!(wgpu.needs.lora, Support::Yes);
+    for s in QuantScheme::all_representative() {
+        assert_eq!((wgpu.needs.schemes)(&s), Fit::Runs, "{s}");
+    }
+    // On every preset but a wgpu adapter, the one reason is the device.
+    let layer = LayerConfig::new(8, 2, 256, 128);
+    for name in Capabilities::PRESETS {
+        let caps = Capabilities::preset(name).unwrap();
+        let a = wgpu.needs.assess(&scheme("fp8"), &caps, &layer);
+        let foreign = a.unmet.iter().any(Unmet::is_vendor);
+        assert_eq!(
+            foreign,
+            caps.vendor != crate::device::Vendor::Other,
+            "{name}"
+        );
+        assert!(
+            a.unmet.iter().all(|u| u.is_vendor() || u.is_availability()),
+            "{name}: {a:?}"
+        );
+    }
+}

@@ -84,9 +84,28 @@ impl fmt::Display for Unmet {
                 needed,
                 found,
                 arch,
+            } if *needed == Vendor::Other => write!(
+                f,
+                "needs a device opened through wgpu (`Target::wgpu`), this is {} {arch}",
+                match found {
+                    Vendor::Cpu => "the host CPU",
+                    Vendor::Nvidia => "an NVIDIA GPU opened through CUDA,",
+                    Vendor::Amd => "an AMD GPU opened through HIP,",
+                    Vendor::Other => "another device",
+                }
+            ),
+            Unmet::Vendor {
+                needed,
+                found,
+                arch,
             } => match found {
                 Vendor::Cpu => write!(f, "needs an {needed} GPU, this is a CPU ({arch})"),
-                Vendor::Nvidia | Vendor::Amd | Vendor::Other => {
+                Vendor::Other => write!(
+                    f,
+                    "needs an {needed} GPU opened through its own runtime, this is a device \
+                     opened through wgpu ({arch})"
+                ),
+                Vendor::Nvidia | Vendor::Amd => {
                     write!(f, "needs an {needed} GPU, this is {found} {arch}")
                 }
             },

@@ -286,6 +286,9 @@ fn info() -> Result<()> {
     }
     let _ = writeln!(s, "devices:");
     let _ = writeln!(s, "  {}", Target::detect().capabilities());
+    for line in wgpu_adapters() {
+        let _ = writeln!(s, "{line}");
+    }
     let _ = writeln!(s, "presets for `explain --platform`:");
     for name in Capabilities::PRESETS {
         let _ = writeln!(s, "  {name:7} {}", Capabilities::preset(name)?);
@@ -337,11 +340,36 @@ fn list<T>(s: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
         .collect()
 }
 
+/// `info`'s lines on wgpu: the adapters in `WgpuDevice::new` ordinal order, or why there
+/// are none.
+#[cfg(feature = "wgpu")]
+fn wgpu_adapters() -> Vec<String> {
+    use fleetmoe::device::wgpu::{adapters, ADAPTER_ENV};
+    let list = adapters();
+    if list.is_empty() {
+        let filter = std::env::var(ADAPTER_ENV)
+            .map(|f| format!(" matching {ADAPTER_ENV}='{f}'"))
+            .unwrap_or_default();
+        return vec![format!(
+            "wgpu adapters: none (no Vulkan, Metal or DX12 adapter{filter})"
+        )];
+    }
+    std::iter::once("wgpu adapters:".to_string())
+        .chain(list.iter().enumerate().map(|(i, a)| format!("  {i}: {a}")))
+        .collect()
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_adapters() -> Vec<String> {
+    vec!["wgpu adapters: not listed (built without feature `wgpu`)".to_string()]
+}
+
 /// Every cargo feature this binary was built with, or that there are none.
 fn built_features() -> String {
     let on: Vec<&str> = [
         ("cuda", cfg!(feature = "cuda")),
         ("rocm", cfg!(feature = "rocm")),
+        ("wgpu", cfg!(feature = "wgpu")),
         ("faults", cfg!(feature = "faults")),
     ]
     .into_iter()

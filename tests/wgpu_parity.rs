@@ -1,0 +1,491 @@
+//! The wgpu experts against the emulation, for every scheme, on fresh random inputs at
+//! shapes that stress the tiling: M = 1, prime M, top-k 1 to 3, expert counts that are
+//! a multiple of nothing, an expert with no tokens, K and N that are not multiples of the
+//! 16-wide tile (where the scheme's groups allow it), every activation, biases, the router
+//! weight on the input, LoRA with two adapters and tokens without one, a shared expert.
+//! Each case must be within the scheme's parity tolerance (`QuantScheme::parity_tolerance`);
+//! the worst error per scheme is printed as a table. Small shapes, so the suite runs in
+//! about a minute on lavapipe (software Vulkan). Without an adapter (or without feature
+//! `wgpu`) the test prints why it skipped.
+
+#[cfg(feature = "wgpu")]
+mod common;
+
+/// Set (by `.ci/wgpu`) where an adapter must exist: a missing one fails instead of skipping.
+#[cfg(feature = "wgpu")]
+const REQUIRE: &str = "FLEETMOE_REQUIRE_WGPU";
+
+#[cfg(feature = "wgpu")]
+mod gpu {
+    use super::common::random_adapter;
+    use super::REQUIRE;
+    use fleetmoe::moe::*;
+    use fleetmoe::oracle::BackendId;
+    use fleetmoe::quant::dense::gaussian;
+    use fleetmoe::quant::{DenseExperts, ExpertWeights, QuantScheme};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    /// Every scheme family with its options (`SCHEME_EXAMPLES`), fnuz and act-order included.
+    const SCHEMES: &[&str] = &[
+        "bf16",
+        "f16",
+        "fp8",
+        "fp8-channel",
+        "fp8-block128",
+        "fp8-static",
+        "fp8-wtensor-atoken-fnuz",
+        "fp8-block128-fnuz",
+        "nvfp4",
+        "nvfp4-a16",
+        "mxfp4",
+        "mxfp4-a-fp8",
+        "mxfp4-a-mxfp4",
+        "mxfp6-e3m2",
+        "mxfp6-e2m3",
+        "mxfp6-e3m2-a-fp8",
+        "mxfp6-e2m3-a-fp8",
+        "w4a16",
+        "w4a16-g32-zp",
+        "w4a16-g64-actorder",
+        "w4a16-channel",
+        "w8a16",
+        "w8a16-g32-zp-actorder",
+        "w4a8",
+        "w8a8-int8",
+    ];
+
+    #[derive(Clone)]
+    struct Case {
+        experts: usize,
+        top_k: usize,
+        hidden: usize,
+        intermediate: usize,
+        tokens: usize,
+        activation: Activation,
+        bias: bool,
+        on_input: bool,
+        /// Routing that leaves expert 0 without tokens and gives expert 1 exactly one.
+        lopsided: bool,
+        lora: bool,
+        shared: Option<usize>,
+    }
+
+    fn c(experts: usize, top_k: usize, hidden: usize, intermediate: usize, tokens: usize) -> Case {
+        Case {
+            experts,
+            top_k,
+            hidden,
+            intermediate,
+            tokens,
+            activation: Activation::SiluAndMul,
+            bias: false,
+            on_input: false,
+            lopsided: false,
+            lora: false,
+            shared: None,
+        }
+    }
+
+    fn cases() -> Vec<Case> {
+        vec![
+            c(3, 1, 64, 64, 1),
+            Case {
+                activation: Activation::GeluAndMul,
+                ..c(5, 2, 128, 96, 13)
+            },
+            Case {
+                activation: Activation::GeluTanhAndMul,
+                lopsided: true,
+                ..c(7, 3, 160, 96, 31)
+            },
+            Case {
+                activation: Activation::GPT_OSS,
+                bias: true,
+                ..c(9, 2, 256, 192, 23)
+            },
+            Case {
+                activation: Activation::Relu2,
+                ..c(4, 2, 128, 128, 17)
+            },
+            Case {
+                activation: Activation::Silu,
+                bias: true,
+                ..c(6, 2, 96, 64, 11)
+            },
+            Case {
+                on_input: true,
+                ..c(5, 1, 128, 128, 29)
+            },
+            // K and N not multiples of the 16-wide tile (schemes without K groups only).
+            c(3, 2, 72, 40, 7),
+            // Both K multiples of 128 (the group-128 integer schemes and W4A8), top-k 4.
+            Case {
+                activation: Activation::GeluAndMul,
+                lopsided: true,
+                ..c(6, 4, 256, 128, 41)
+            },
+            // LoRA: two adapters of different ranks, tokens with none; a shared expert
+            // with a sigmoid gate and its own adapter.
+            Case {
+                lora: true,
+                shared: Some(64),
+                ..c(5, 2, 128, 64, 19)
+            },
+            Case {
+                activation: Activation::GPT_OSS,
+                bias: true,
+                lora: true,
+                ..c(4, 2, 64, 96, 5)
+            },
+        ]
+    }
+
+    /// The device path's output in the model dtype against the host's f32: bf16 rounds
+    /// each element by at most 2^-9 relative, f16 by 2^-11.
+    const DEVICE_TOL: f64 = 4e-3;
+
+    /// `forward_device` on device buffers the test owns, output in the model dtype.
+    fn device_forward(
+        layer: &MoeLayer,
+        x: &[f32],
+        logits: &[f32],
+        slots: Option<&[Option<usize>]>,
+    ) -> fleetmoe::Result<Vec<f32>> {
+        use fleetmoe::device::{Buffer, Runtime};
+        use fleetmoe::gpu::{DType, DeviceBatch, DeviceRouting, DeviceSlice};
+        let g = layer.wgpu_layer().expect("a wgpu layer");
+        let dev = &**g.runtime();
+        let tokens = x.len() / layer.config().hidden;
+        layer.reserve(tokens)?;
+        let dtype = g.dtype();
+        let bits: Vec<u16> = x
+            .iter()
+            .map(|&v| match dtype {
+                DType::F16 => half::f16::from_f32(v).to_bits(),
+                _ => half::bf16::from_f32(v).to_bits(),
+            })
+            .collect();
+        let xb = Buffer::from_slice(dev, &bits)?;
+        let lb = Buffer::from_slice(dev, logits)?;
+        let sb = slots
+            .map(|s| {
+                let v: Vec<i32> = s.iter().map(|a| a.map_or(-1, |v| v as i32)).collect();
+                Buffer::from_slice(dev, &v)
+            })
+            .transpose()?;
+        let ob = Buffer::<fleetmoe::device::wgpu::WgpuDevice>::alloc(dev, x.len() * 2)?;
+        let batch = DeviceBatch {
+            tokens,
+            hidden: DeviceSlice::new(xb.addr(), x.len(), dtype),
+            routing: DeviceRouting::Logits(DeviceSlice::new(lb.addr(), logits.len(), DType::F32)),
+            adapters: sb
+                .as_ref()
+                .map(|b| DeviceSlice::new(b.addr(), tokens, DType::I32)),
+            out: DeviceSlice::new(ob.addr(), x.len(), dtype),
+        };
+        // SAFETY: every buffer is this device's, sized as the batch says, and lives until
+        // the download below has waited for the queue.
+        unsafe { layer.forward_device(&batch, GpuStream::Wgpu(dev.stream()))? };
+        let out: Vec<u16> = ob.to_vec(dev)?;
+        Ok(out
+            .iter()
+            .map(|&b| match dtype {
+                DType::F16 => half::f16::from_bits(b).to_f32(),
+                _ => half::bf16::from_bits(b).to_f32(),
+            })
+            .collect())
+    }
+
+    fn rel(got: &[f32], want: &[f32]) -> f64 {
+        let num: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
+        let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+        (num / den.max(1e-30)).sqrt()
+    }
+
+    /// Worst error and cells run, per scheme.
+    #[derive(Default)]
+    struct Row {
+        cells: usize,
+        worst: f64,
+        skipped: usize,
+    }
+
+    /// One case under every scheme: `(scheme, error)` per cell run, the skipped ones as
+    /// `None`, failures pushed to `failures`.
+    fn run_case(
+        target: &Target,
+        n: usize,
+        case: &Case,
+        table: &mut BTreeMap<&'static str, Row>,
+        failures: &mut Vec<String>,
+    ) {
+        let config = LayerConfig {
+            activation: case.activation,
+            has_bias: case.bias,
+            apply_router_weight_on_input: case.on_input,
+            routing: if case.on_input {
+                Routing::SigmoidTop1
+            } else {
+                Routing::SoftmaxTopK { renormalize: true }
+            },
+            lora: case.lora,
+            shared_intermediate: case.shared,
+            ..LayerConfig::new(case.experts, case.top_k, case.hidden, case.intermediate)
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(4200 + n as u64);
+        let x = gaussian(&mut rng, case.tokens * case.hidden, 1.0);
+        let mut logits = gaussian(&mut rng, case.tokens * case.experts, 1.0);
+        if case.lopsided {
+            for t in 0..case.tokens {
+                logits[t * case.experts] = -30.0;
+                logits[t * case.experts + 1] = if t == 0 { 30.0 } else { -30.0 };
+            }
+        }
+        let gated = case.activation.is_gated();
+        let adapters = case.lora.then(|| {
+            (0..2)
+                .map(|a| {
+                    random_adapter(
+                        &mut rng,
+                        [4, 8][a],
+                        case.experts,
+                        case.hidden,
+                        case.intermediate,
+                        gated,
+                        case.shared,
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        let slots: Vec<Option<usize>> = (0..case.tokens)
+            .map(|t| [Some(0), None, Some(1)][t % 3])
+            .collect();
+        let gate = gaussian(&mut rng, case.hidden, 0.05);
+        let dense = DenseExperts::random(&config, 77 + n as u64);
+        let topk = Router::new(&config)
+            .unwrap()
+            .route(&logits, case.tokens)
+            .unwrap();
+        for &name in SCHEMES {
+            let scheme = QuantScheme::parse(name).unwrap();
+            let row = table.entry(name).or_default();
+            let mut weights = match ExpertWeights::quantize(&dense, scheme) {
+                Ok(w) => w,
+                // A group that does not divide K is no checkpoint.
+                Err(_) => {
+                    row.skipped += 1;
+                    continue;
+                }
+            };
+            calibrate(&mut weights, &config, &x, &topk).unwrap();
+            let shared = case.shared.map(|si| {
+                let one = LayerConfig {
+                    num_experts: 1,
+                    top_k: 1,
+                    intermediate: si,
+                    shared_intermediate: None,
+                    lora: false,
+                    ..config.clone()
+                };
+                let mut w =
+                    ExpertWeights::quantize(&DenseExperts::random(&one, 31), scheme).unwrap();
+                w.input_scales = weights.input_scales;
+                SharedExpertWeights {
+                    weights: w,
+                    gate: Some(gate.clone()),
+                }
+            });
+            let extras = || LayerExtras {
+                shared: shared.clone(),
+                lora: adapters.clone().map(|adapters| Lora { adapters }),
+                backend: None,
+            };
+            let gpu = match MoeLayer::new(config.clone(), &weights, target, extras()) {
+                Ok(l) => l,
+                Err(e) => {
+                    failures.push(format!("{name} case {n}: building the layer: {e}"));
+                    continue;
+                }
+            };
+            let chosen = gpu.selection().chosen;
+            if chosen != BackendId::Wgpu {
+                failures.push(format!(
+                    "{name} case {n}: the oracle chose {chosen}:\n{}",
+                    gpu.selection()
+                ));
+                continue;
+            }
+            if case.shared.is_some() && gpu.shared_backend() != Some(BackendId::Wgpu) {
+                failures.push(format!("{name} case {n}: the shared expert is not on wgpu"));
+            }
+            let emu = MoeLayer::new(config.clone(), &weights, &Target::cpu(), extras()).unwrap();
+            let route = RoutingInput::Logits(&logits);
+            let lora_slots = case.lora.then_some(&slots[..]);
+            let got = match gpu.forward(&x, route, lora_slots) {
+                Ok(v) => v,
+                Err(e) => {
+                    failures.push(format!("{name} case {n}: forward: {e}"));
+                    continue;
+                }
+            };
+            let want = emu.forward(&x, route, lora_slots).unwrap();
+            let err = rel(&got, &want);
+            let tol = scheme.parity_tolerance();
+            let mut ok = err <= tol && got.iter().all(|v| v.is_finite());
+            let mut note = String::new();
+            if case.lora {
+                // LoRA must change the answer, or this cell would not be testing it.
+                let plain = emu.forward(&x, route, None).unwrap();
+                let effect = rel(&plain, &want);
+                ok &= effect > 10.0 * err;
+                note = format!(" lora effect {effect:.1e}");
+            }
+            // The device-resident path, output in the model dtype: the host's answer
+            // within the output's rounding.
+            match device_forward(&gpu, &x, &logits, lora_slots) {
+                Ok(dev) => {
+                    let dev_err = rel(&dev, &got);
+                    ok &= dev_err <= DEVICE_TOL;
+                    note.push_str(&format!(" device path {dev_err:.1e}"));
+                }
+                Err(e) => {
+                    ok = false;
+                    note.push_str(&format!(" device path: {e}"));
+                }
+            }
+            row.cells += 1;
+            row.worst = row.worst.max(err);
+            if !ok {
+                failures.push(format!("{name} case {n}: {err:.2e} (tol {tol:.0e}){note}"));
+            }
+            println!(
+                "{:4} {name:24} E={} k={} H={:3} I={:3} M={:2} {:11} bias={} on_input={} lora={} shared={}  rel L2 {err:.2e} (tol {tol:.0e}){note}",
+                if ok { "ok" } else { "FAIL" },
+                case.experts,
+                case.top_k,
+                case.hidden,
+                case.intermediate,
+                case.tokens,
+                case.activation.name(),
+                case.bias,
+                case.on_input,
+                case.lora,
+                case.shared.is_some(),
+            );
+        }
+    }
+
+    #[test]
+    fn wgpu_matches_emulation() {
+        let target = match Target::wgpu(0) {
+            Ok(t) => t,
+            Err(e) => {
+                assert!(std::env::var_os(REQUIRE).is_none(), "{REQUIRE} is set: {e}");
+                println!("skipped: {e}");
+                return;
+            }
+        };
+        println!("device: {}", target.capabilities());
+        let start = Instant::now();
+        let mut table = BTreeMap::new();
+        let mut failures = Vec::new();
+        for (n, case) in cases().iter().enumerate() {
+            run_case(&target, n, case, &mut table, &mut failures);
+        }
+        println!("\n| scheme | cells | worst rel L2 | tolerance |\n| --- | --- | --- | --- |");
+        for name in SCHEMES {
+            let r = &table[name];
+            let tol = QuantScheme::parse(name).unwrap().parity_tolerance();
+            println!(
+                "| {name} | {} ({} skipped: K not a multiple of its group) | {:.2e} | {tol:.0e} |",
+                r.cells, r.skipped, r.worst
+            );
+        }
+        println!("total {:.1} s", start.elapsed().as_secs_f64());
+        assert!(table.values().all(|r| r.cells > 0));
+        assert!(
+            failures.is_empty(),
+            "wgpu differs from emulation:\n{}",
+            failures.join("\n")
+        );
+    }
+}
+
+/// `act.wgsl` against `ActQuant::apply` on one matrix, element for element, for every
+/// activation rule: the GEMM inputs are then the emulation's values.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_activation_quantization_is_the_emulations() {
+    use fleetmoe::backends::wgpu::experts::qdq_host;
+    use fleetmoe::device::wgpu::WgpuDevice;
+    use fleetmoe::quant::dense::gaussian;
+    use fleetmoe::quant::{ActQuant, InputScales, QuantScheme, Stage};
+    use rand::SeedableRng;
+    let dev = match WgpuDevice::new(0) {
+        Ok(d) => d,
+        Err(e) => {
+            assert!(std::env::var_os(REQUIRE).is_none(), "{REQUIRE} is set: {e}");
+            println!("skipped: {e}");
+            return;
+        }
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let (rows, cols) = (37, 256);
+    let x: Vec<f32> = gaussian(&mut rng, rows * cols, 1.0)
+        .iter()
+        .map(|v| half::bf16::from_f32(*v).to_f32())
+        .collect();
+    let scales = Some(InputScales {
+        w13: 0.01,
+        w2: 0.02,
+    });
+    let mut bad = Vec::new();
+    for name in [
+        "fp8",
+        "fp8-channel",
+        "fp8-block128",
+        "fp8-static",
+        "fp8-wtensor-atoken-fnuz",
+        "nvfp4",
+        "mxfp4-a-mxfp4",
+        "mxfp6-e3m2",
+        "mxfp6-e2m3",
+        "w4a8",
+        "w8a8-int8",
+    ] {
+        let scheme = QuantScheme::parse(name).unwrap();
+        let a = ActQuant::for_scheme(&scheme, Stage::W13, scales).unwrap();
+        let mut want = x.clone();
+        a.apply(&mut want, cols).unwrap();
+        let got = qdq_host(&dev, &a, &x, cols).unwrap();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .filter(|(g, w)| g.to_bits() != w.to_bits() && !(g.is_nan() && w.is_nan()))
+            .count();
+        let first = got
+            .iter()
+            .zip(&want)
+            .zip(&x)
+            .position(|((g, w), _)| g.to_bits() != w.to_bits());
+        println!(
+            "{name:24} {diff} of {} differ{}",
+            x.len(),
+            first.map_or(String::new(), |i| format!(
+                " (first at {i}: x {} got {} want {})",
+                x[i], got[i], want[i]
+            ))
+        );
+        if diff > 0 {
+            bad.push(name);
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
