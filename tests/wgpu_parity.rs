@@ -418,6 +418,33 @@ mod gpu {
     }
 }
 
+/// More experts than the WGSL alignment holds is refused by name, not routed to nothing.
+#[cfg(feature = "wgpu")]
+#[test]
+fn too_many_experts_for_the_wgsl_alignment_are_refused() {
+    use fleetmoe::moe::{LayerConfig, LayerExtras, MoeLayer, Target};
+    use fleetmoe::quant::{DenseExperts, ExpertWeights, QuantScheme};
+    let target = match Target::wgpu(0) {
+        Ok(t) => t,
+        Err(e) => {
+            assert!(std::env::var_os("FLEETMOE_REQUIRE_WGPU").is_none(), "{e}");
+            println!("skipped: {e}");
+            return;
+        }
+    };
+    let config = LayerConfig::new(1025, 2, 16, 16);
+    let dense = DenseExperts::random(&config, 5);
+    let weights = ExpertWeights::quantize(&dense, QuantScheme::parse("bf16").unwrap()).unwrap();
+    let err = MoeLayer::new(config, &weights, &target, LayerExtras::default())
+        .err()
+        .expect("1025 experts on wgpu must be refused");
+    assert!(
+        err.to_string()
+            .contains("alignment kernel takes at most 1024 experts"),
+        "{err}"
+    );
+}
+
 /// `act.wgsl` against `ActQuant::apply` on one matrix, element for element, for every
 /// activation rule: the GEMM inputs are then the emulation's values.
 #[cfg(feature = "wgpu")]

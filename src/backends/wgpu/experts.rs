@@ -62,6 +62,9 @@ impl Vendor for Wgpu {
     }
 }
 
+/// align.wgsl's `MAX_E`.
+const MAX_ALIGN_EXPERTS: usize = 1024;
+
 /// One projection on the device.
 struct DeviceWeights {
     p: PackedProjection,
@@ -145,6 +148,14 @@ impl WgpuExperts {
                 backend: backend.name().into(),
                 reasons: "the wgpu experts run only the `wgpu` backend".into(),
             });
+        }
+        // align.wgsl counts each expert's pairs in workgroup memory sized at compile time;
+        // past it the alignment would route nothing, so refuse here instead.
+        if config.num_experts > MAX_ALIGN_EXPERTS {
+            return Err(Error::Config(format!(
+                "the wgpu alignment kernel takes at most {MAX_ALIGN_EXPERTS} experts, got {}",
+                config.num_experts
+            )));
         }
         crate::moe::emulation::check_weights_match(weights, config)?;
         weights.validate()?;
