@@ -45,7 +45,10 @@ fn compressed_tensors_fp8_block() {
     roundtrip(
         "Glm4MoeForCausalLM",
         config("Glm4MoeForCausalLM", Some(q)),
-        Lin::Fp8Block { inv: false },
+        Lin::Fp8Block {
+            inv: false,
+            ue8m0: false,
+        },
         2,
         "fp8-block128",
     );

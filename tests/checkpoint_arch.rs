@@ -12,12 +12,22 @@ use serde_json::json;
 
 #[test]
 fn deepseek_v3_native_block_fp8_with_shared_experts_and_correction_bias() {
-    let mut c = config(
-        "DeepseekV3ForCausalLM",
-        Some(
-            json!({"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}),
-        ),
-    );
+    deepseek_block_fp8(false);
+}
+
+/// DeepSeek-V3.1's `scale_fmt: "ue8m0"`: the same checkpoint with its block scales stored as
+/// F8_E8M0 exponent bytes, read by the per-expert fp8 reader.
+#[test]
+fn deepseek_v31_ue8m0_block_scales() {
+    deepseek_block_fp8(true);
+}
+
+fn deepseek_block_fp8(ue8m0: bool) {
+    let mut q = json!({"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]});
+    if ue8m0 {
+        q["scale_fmt"] = json!("ue8m0");
+    }
+    let mut c = config("DeepseekV3ForCausalLM", Some(q));
     c["n_shared_experts"] = json!(1);
     c["n_group"] = json!(2);
     c["topk_group"] = json!(1);
@@ -29,7 +39,7 @@ fn deepseek_v3_native_block_fp8_with_shared_experts_and_correction_bias() {
     let mut r = rng(2);
     let mut wr = Writer::default();
     let block = "model.layers.1.mlp";
-    let lin = Lin::Fp8Block { inv: true };
+    let lin = Lin::Fp8Block { inv: true, ue8m0 };
     let want = experts(
         &mut wr,
         lin,

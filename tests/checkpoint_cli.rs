@@ -27,7 +27,10 @@ fn inspect_and_run_model() {
     let block = "model.layers.1.mlp";
     experts(
         &mut wr,
-        Lin::Fp8Block { inv: true },
+        Lin::Fp8Block {
+            inv: true,
+            ue8m0: false,
+        },
         E,
         H,
         I,

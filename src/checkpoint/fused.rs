@@ -44,7 +44,7 @@ use super::config::QuantFormat;
 use super::formats::positive;
 use super::naming::ExpertLayout;
 use super::representation::{fp8_per_tensor, per_channel, LayerNotes};
-use super::shards::{RawTensor, Shards};
+use super::shards::{ue8m0, RawTensor, Shards};
 use super::Checkpoint;
 use crate::error::{Error, Result};
 use crate::quant::{ExpertWeights, Fp8WeightScale, QuantScheme, QuantTensor, WeightData};
@@ -198,17 +198,7 @@ fn checked(t: &RawTensor, shape: &[usize]) -> Result<Vec<f32>> {
     t.expect_shape(shape)?;
     let v = match t.dtype {
         // UE8M0 (`scale_fmt: "ue8m0"`): 2^(byte − 127), exact in f32; 0xFF is NaN.
-        Dtype::F8_E8M0 | Dtype::U8 => t
-            .data
-            .iter()
-            .map(|&b| {
-                if b == 0xFF {
-                    f32::NAN
-                } else {
-                    2f32.powi(b as i32 - 127)
-                }
-            })
-            .collect(),
+        Dtype::F8_E8M0 | Dtype::U8 => t.data.iter().map(|&b| ue8m0(b)).collect(),
         _ => t.f32s()?,
     };
     for &x in &v {

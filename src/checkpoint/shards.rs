@@ -316,6 +316,9 @@ impl RawTensor {
             Dtype::F16 => values::<half::f16>(d).into_iter().map(f32::from).collect(),
             Dtype::BF16 => values::<half::bf16>(d).into_iter().map(f32::from).collect(),
             Dtype::F8_E4M3 => d.iter().map(|&b| F8E4M3::from_bits(b).to_f32()).collect(),
+            // UE8M0 exponent bytes (DeepSeek-V3.1's `scale_fmt: "ue8m0"` scales): 2^(b − 127),
+            // exact in f32; 0xFF is NaN (the scale checks then refuse it).
+            Dtype::F8_E8M0 => d.iter().map(|&b| ue8m0(b)).collect(),
             other => return Err(self.err(format!("dtype {other:?} is not a float type"))),
         })
     }
@@ -414,4 +417,14 @@ fn values<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
     let n = out.len();
     out.copy_from_slice(&bytes[..n]);
     v
+}
+
+/// The value of a UE8M0 exponent byte: 2^(b − 127), exact in f32 (subnormal below 2^-126);
+/// 0xFF is NaN.
+pub(crate) fn ue8m0(b: u8) -> f32 {
+    if b == 0xFF {
+        f32::NAN
+    } else {
+        2f32.powi(b as i32 - 127)
+    }
 }

@@ -38,8 +38,11 @@ pub enum Lin {
         input: bool,
     },
     Fp8Channel,
+    /// 128×128 blocks; `ue8m0`: power-of-two scales stored as F8_E8M0 exponent bytes
+    /// (DeepSeek-V3.1's `scale_fmt: "ue8m0"`), else f32.
     Fp8Block {
         inv: bool,
+        ue8m0: bool,
     },
     CtInt4 {
         group: usize,
@@ -153,10 +156,18 @@ pub fn linear(
                 .map(|k| dfp8(codes[k]) * sb[k / cols])
                 .collect()
         }
-        Lin::Fp8Block { inv } => {
+        Lin::Fp8Block { inv, ue8m0 } => {
             let (br, bc) = (rows.div_ceil(128), cols.div_ceil(128));
             let s: Vec<f32> = (0..br * bc)
                 .map(|_| amax / 448.0 * r.random_range(1.0f32..2.0))
+                // UE8M0: the power of two at or above (so no code saturates).
+                .map(|x| {
+                    if ue8m0 {
+                        2f32.powi(x.log2().ceil() as i32)
+                    } else {
+                        x
+                    }
+                })
                 .collect();
             let sc = |i: usize, j: usize| s[(i / 128) * bc + j / 128];
             let codes: Vec<u8> = (0..rows * cols)
@@ -173,7 +184,12 @@ pub fn linear(
             } else {
                 "weight_scale"
             };
-            wr.floats(&format!("{base}.{name}"), Dtype::F32, &[br, bc], &s);
+            if ue8m0 {
+                let exps = s.iter().map(|x| (x.log2() as i32 + 127) as u8).collect();
+                wr.bytes(&format!("{base}.{name}"), Dtype::F8_E8M0, &[br, bc], exps);
+            } else {
+                wr.floats(&format!("{base}.{name}"), Dtype::F32, &[br, bc], &s);
+            }
             (0..rows * cols)
                 .map(|k| dfp8(codes[k]) * sc(k / cols, k % cols))
                 .collect()

@@ -190,7 +190,10 @@ pub fn models() -> Vec<Model> {
             "ct-fp8-block-glm",
             glm,
             Some(ct_fp8("block", dyn_group)),
-            Lin::Fp8Block { inv: false },
+            Lin::Fp8Block {
+                inv: false,
+                ue8m0: false,
+            },
             BLOCK,
         ),
         split(
@@ -366,7 +369,10 @@ fn deepseek_v3() -> Model {
     }
     let mut r = rng(2);
     let mut wr = Writer::default();
-    let lin = Lin::Fp8Block { inv: true };
+    let lin = Lin::Fp8Block {
+        inv: true,
+        ue8m0: false,
+    };
     let block = routed(&mut wr, "DeepseekV3ForCausalLM", lin, BLOCK, &mut r);
     let module = format!("{block}.shared_experts");
     experts(
