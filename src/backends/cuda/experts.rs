@@ -7,10 +7,11 @@
 
 use super::kernels::{gemm_kernel_name, sm90_gemms, GemmVariant, Tile};
 use super::launch::{load_file, GemmArgs, LoraRoute, Modules};
-use super::layout::{self, GemmWeights, PreparedLayer};
+use super::layout::{self, PreparedLayer};
 use super::lora::DeviceLora;
 pub use super::plan::act_modes;
 use super::plan::{tile_for, variant_for, ActMode};
+use super::weights::DeviceWeights;
 use crate::device::cuda::{CudaDevice, CudaKernels};
 use crate::device::{addr_of, Buffer, Runtime};
 use crate::error::{Error, Result};
@@ -47,85 +48,6 @@ impl Vendor for Cuda {
         lora: Option<&Lora>,
     ) -> Result<CudaExperts> {
         CudaExperts::prepare(rt, weights, config, selection.chosen, lora)
-    }
-}
-
-/// One projection on the device.
-struct DeviceWeights {
-    data: Buffer<CudaDevice>,
-    row_scales: Option<Buffer<CudaDevice>>,
-    block_scales: Option<Buffer<CudaDevice>>,
-    bias: Option<Buffer<CudaDevice>>,
-    rows: usize,
-    cols: usize,
-    /// Packed low-bit weights: the scale chunks and their geometry.
-    packed: Option<PackedScales>,
-    /// Act-order: `[E, cols]` i32, the checkpoint column of each prepared K column; the
-    /// GEMM's input is gathered by it (`fm_gather_cols`).
-    k_perm: Option<Buffer<CudaDevice>>,
-}
-
-struct PackedScales {
-    chunks: Buffer<CudaDevice>,
-    gpc: usize,
-    nchunks: usize,
-    chunk_bytes: usize,
-    kpad: usize,
-    group_log2: u32,
-    spc_log2: u32,
-}
-
-impl DeviceWeights {
-    fn upload(dev: &CudaDevice, w: &GemmWeights) -> Result<Self> {
-        let opt = |v: &Option<Vec<f32>>| v.as_ref().map(|v| Buffer::from_slice(dev, v)).transpose();
-        Ok(DeviceWeights {
-            data: Buffer::from_slice(dev, &w.data)?,
-            row_scales: opt(&w.row_scales)?,
-            block_scales: opt(&w.block_scales)?,
-            bias: opt(&w.bias)?,
-            rows: w.rows,
-            cols: w.cols,
-            k_perm: w
-                .packing
-                .as_ref()
-                .and_then(|p| p.k_perm.as_ref())
-                .map(|perm| Buffer::from_slice(dev, perm))
-                .transpose()?,
-            packed: w
-                .packing
-                .as_ref()
-                .map(|p| -> Result<PackedScales> {
-                    let kpad = w.cols.div_ceil(p.ks()) * p.ks();
-                    Ok(PackedScales {
-                        chunks: Buffer::from_slice(dev, &p.chunks)?,
-                        gpc: p.sc_k / p.group,
-                        nchunks: kpad / p.sc_k,
-                        chunk_bytes: p.chunk_bytes(),
-                        kpad,
-                        group_log2: p.group_log2(),
-                        spc_log2: p.stages_per_chunk_log2(),
-                    })
-                })
-                .transpose()?,
-        })
-    }
-
-    /// `args` with this projection's packed-weight fields; `args` as given (its packed
-    /// fields zero) when the weights are not packed.
-    fn with_packed(&self, args: GemmArgs) -> GemmArgs {
-        match &self.packed {
-            None => args,
-            Some(p) => GemmArgs {
-                gs: p.chunks.addr(),
-                gpc: p.gpc as i32,
-                nchunks: p.nchunks as i32,
-                chunk_bytes: p.chunk_bytes as i32,
-                kpad: p.kpad as i32,
-                group_log2: p.group_log2 as i32,
-                spc_log2: p.spc_log2 as i32,
-                ..args
-            },
-        }
     }
 }
 

@@ -14,5 +14,6 @@ pub mod layout;
 pub mod lora;
 pub mod packed;
 mod plan;
+mod weights;
 
 pub use experts::{Cuda, CudaExperts};
