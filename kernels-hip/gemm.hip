@@ -29,6 +29,11 @@
 //     registers, 16x16x16 MFMA.
 //   4 MX native (gfx950): v_mfma_scale_f32_16x16x128_f8f6f4 with MXFP4 / MXFP6 weights
 //     and their e8m0 scales, and MX (same element type) or static-scale fp8 activations.
+//   5 integer weight-only (GPTQ / AWQ int4 / int8), bf16 activations: each code expanded
+//     to bf16 in registers as bf16((code - zero) * bf16(scale)) with its group's scale
+//     (`wscale`, [E, N, K / group]) and zero point (`zeros`, same indexing; null: the
+//     symmetric mid code), the group looked up per column in `g_idx` ([E, K]) under
+//     act-order, so K is never permuted; 16x16x16 bf16 MFMA. Runs on every target.
 #include "prelude.h"
 
 #define GEMM_THREADS 256
@@ -87,6 +92,19 @@ FM_INLINE v4f mfma_fp8(u64 a, u64 b, v4f c, int fnuz) {
 #endif
 }
 
+// Integer code (e, n, k) expanded as bf16 weight-only kernels expand it.
+FM_INLINE u16 int_weight(const u8* w, const float* scales, const u8* zeros, const u32* g_idx,
+                         int group, int wbits, int e, int N, int K, int n, int k) {
+  const int row_bytes = wbits == 4 ? K / 2 : K;
+  const u8 b = w[shuffled_byte(e, N, row_bytes, n, wbits == 4 ? k / 2 : k)];
+  const int code = wbits == 4 ? (b >> (4 * (k % 2))) & 0xf : b;
+  const int groups = K / group;
+  const long gi = ((long)e * N + n) * groups + (g_idx ? (int)g_idx[(long)e * K + k] : k / group);
+  const int zero = zeros ? zeros[gi] : 1 << (wbits - 1);
+  const float s = bf16_to_f32(f32_to_bf16(scales[gi]));
+  return f32_to_bf16((float)(code - zero) * s);
+}
+
 FM_INLINE u64 load8(const u8* p) {
   u64 v = 0;
   for (int i = 0; i < 8; ++i) v |= (u64)p[i] << (8 * i);
@@ -143,7 +161,9 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
                     const int* __restrict__ block_expert, const float* __restrict__ topk_w,
                     float* __restrict__ out, int N, int K, int top_k, int pairs, int fnuz,
                     int is_f16, int fmt_w, int fmt_a, int weight_on_input,
-                    const float* __restrict__ lora_delta, const int* __restrict__ token_adapter) {
+                    const float* __restrict__ lora_delta, const int* __restrict__ token_adapter,
+                    const u8* __restrict__ zeros, const u32* __restrict__ g_idx, int group,
+                    int wbits) {
   Ctx x;
   x.lane = tid_x() % FM_WAVE;
   x.g = x.lane / 16;
@@ -203,6 +223,17 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       }
       acc = mfma_16(a, b, acc, is_f16);
     }
+  } else if constexpr (V == 5) {
+    const u16* a16 = (const u16*)act;
+    for (int k = 0; k < K; k += 16) {
+      const int kk = k + 4 * x.g;
+      v4s a, b;
+      for (int q = 0; q < 4; ++q) {
+        a[q] = (short)int_weight(w, wscale, zeros, g_idx, group, wbits, x.e, N, K, wn, kk + q);
+        b[q] = x.arow < 0 ? 0 : (short)a16[x.arow * K + kk + q];
+      }
+      acc = mfma_bf16_k16(a, b, acc);
+    }
   } else {
 #ifdef FM_HAS_SCALED_MFMA
     const int wbits = mx_bits(fmt_w);
@@ -255,10 +286,11 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       const u8* act, const void* ascale, int ascale_mode, float a_static, const int* sorted,   \
       const int* block_expert, const float* topk_w, float* out, int N, int K, int top_k,       \
       int pairs, int fnuz, int is_f16, int fmt_w, int fmt_a, int weight_on_input,             \
-      const float* lora_delta, const int* token_adapter) {                                     \
+      const float* lora_delta, const int* token_adapter, const u8* zeros, const u32* g_idx,   \
+      int group, int wbits) {                                                                  \
     gemm<V>(STAGE, w, wscale, wscale_mode, wmx, bias, act, ascale, ascale_mode, a_static,      \
             sorted, block_expert, topk_w, out, N, K, top_k, pairs, fnuz, is_f16, fmt_w, fmt_a, \
-            weight_on_input, lora_delta, token_adapter);                                       \
+            weight_on_input, lora_delta, token_adapter, zeros, g_idx, group, wbits);           \
   }
 
 FM_GEMM_KERNEL(fm_gemm_bf16_up, 0, 1)
@@ -271,3 +303,5 @@ FM_GEMM_KERNEL(fm_gemm_mxfp4a16_up, 3, 1)
 FM_GEMM_KERNEL(fm_gemm_mxfp4a16_down, 3, 2)
 FM_GEMM_KERNEL(fm_gemm_mx_up, 4, 1)
 FM_GEMM_KERNEL(fm_gemm_mx_down, 4, 2)
+FM_GEMM_KERNEL(fm_gemm_wna16_up, 5, 1)
+FM_GEMM_KERNEL(fm_gemm_wna16_down, 5, 2)

@@ -450,13 +450,30 @@ fn integer_weight_only_and_w4a8() {
         assert_only_availability(&caps, "w8a8-int8", &layer(), BackendId::CudaW8a8Int8);
     }
 
-    // No AMD backend runs integer weights.
-    for scheme in ["w4a16", "w8a16", "w4a8", "w8a8-int8"] {
-        for caps in [Capabilities::mi300x(), Capabilities::mi355x()] {
+    // AMD: the weight-only integers run on aiter-wna16 on every AITER target; W4A8 and
+    // INT8 W8A8 are refused by every AITER backend for their scheme.
+    let amd = [
+        Capabilities::preset("mi250x").unwrap(),
+        Capabilities::mi300x(),
+        Capabilities::mi355x(),
+    ];
+    for scheme in [
+        "w4a16",
+        "w4a16-g32-zp",
+        "w4a16-actorder",
+        "w8a16",
+        "w8a16-channel",
+    ] {
+        for caps in &amd {
+            assert_only_availability(caps, scheme, &layer(), BackendId::AiterWna16);
+        }
+    }
+    for scheme in ["w4a8", "w8a8-int8"] {
+        for caps in &amd {
             for id in BackendId::ALL.iter().copied().filter(|id| id.is_aiter()) {
-                assert_scheme_refused(&caps, scheme, id);
+                assert_scheme_refused(caps, scheme, id);
             }
-            assert_eq!(choose(&caps, scheme, &layer()).chosen, BackendId::Emulation);
+            assert_eq!(choose(caps, scheme, &layer()).chosen, BackendId::Emulation);
         }
     }
 }
@@ -764,25 +781,25 @@ fn low_bit_schemes_on_every_preset() {
         (
             "w4a16",
             [
-                CudaMarlin, CudaMarlin, CudaMarlin, Emulation, Emulation, Emulation,
+                CudaMarlin, CudaMarlin, CudaMarlin, AiterWna16, AiterWna16, Emulation,
             ],
         ),
         (
             "w4a16-g32-zp",
             [
-                CudaMarlin, CudaMarlin, CudaMarlin, Emulation, Emulation, Emulation,
+                CudaMarlin, CudaMarlin, CudaMarlin, AiterWna16, AiterWna16, Emulation,
             ],
         ),
         (
             "w4a16-g64-actorder",
             [
-                CudaMarlin, CudaMarlin, CudaMarlin, Emulation, Emulation, Emulation,
+                CudaMarlin, CudaMarlin, CudaMarlin, AiterWna16, AiterWna16, Emulation,
             ],
         ),
         (
             "w8a16-g128-zp",
             [
-                CudaMarlin, CudaMarlin, CudaMarlin, Emulation, Emulation, Emulation,
+                CudaMarlin, CudaMarlin, CudaMarlin, AiterWna16, AiterWna16, Emulation,
             ],
         ),
         (

@@ -14,8 +14,8 @@ use fleetmoe::moe::{Activation, EmulatedExperts, Experts, LayerConfig};
 use fleetmoe::oracle::Conversion;
 use fleetmoe::quant::activation::round_to_model_dtype;
 use fleetmoe::quant::{
-    fp8, mx, ActQuant, DenseExperts, ExpertWeights, Fp8Flavor, MxElem, QuantScheme, Stage,
-    WeightData,
+    fp8, int, mx, ActQuant, DenseExperts, ExpertWeights, Fp8Flavor, IntBits, MxElem, QuantScheme,
+    Stage, WeightData,
 };
 
 const SCHEMES: &[&str] = &[
@@ -29,6 +29,10 @@ const SCHEMES: &[&str] = &[
     "mxfp4-a-mxfp4",
     "mxfp6-e3m2",
     "mxfp6-e2m3-a-fp8",
+    "w4a16",
+    "w4a16-g64-zp",
+    "w4a16-actorder",
+    "w8a16",
 ];
 
 /// The two AMD targets: gfx942 takes e4m3fnuz, gfx950 OCP e4m3fn.
@@ -107,16 +111,38 @@ fn raw_bytes(d: &WeightData) -> Vec<u8> {
     match d {
         WeightData::Fp8 { codes, .. } => codes.clone(),
         WeightData::Mx { packed, .. } => packed.clone(),
+        WeightData::Int(iw) => match iw.bits {
+            IntBits::Int4 => iw.packed4.iter().flat_map(|w| w.to_le_bytes()).collect(),
+            IntBits::Int8 => iw.bytes.clone(),
+        },
         _ => Vec::new(),
     }
 }
 
 /// One element read the way a kernel lane does: its byte(s) through the 16×16 shuffle
-/// map, its scale through the checkpoint indexing (fp8) or the e8m0 shuffle map (MX).
+/// map, its scale through the checkpoint indexing (fp8, integer groups) or the e8m0
+/// shuffle map (MX).
 fn consume(w: &HipGemmWeights, e: usize, r: usize, c: usize) -> f32 {
     let shape = w.shuffle_shape();
     let at = |col_unit: usize| shape.shuffled_offset(e, r, col_unit);
     let raw = match w.elem {
+        Elem::Int(bits) => {
+            let code = match bits {
+                IntBits::Int4 => (w.data[at(c / 2)] >> (4 * (c % 2))) & 0xF,
+                IntBits::Int8 => w.data[at(c)],
+            };
+            let g = w.int.as_ref().expect("integer groups");
+            let group = match &g.g_idx {
+                Some(x) => x[e * w.cols + c] as usize,
+                None => c / g.group,
+            };
+            let gi = (e * w.rows + r) * (w.cols / g.group) + group;
+            let zero = g
+                .zeros
+                .as_ref()
+                .map_or(int::mid_code(bits), |z| z[gi] as i32);
+            return int::bf16_weight(code as f32, zero as f32, g.scales[gi]);
+        }
         Elem::Bf16 => half::bf16::from_le_bytes([w.data[at(c)], w.data[at(c) + 1]]).to_f32(),
         Elem::F16 => half::f16::from_le_bytes([w.data[at(c)], w.data[at(c) + 1]]).to_f32(),
         Elem::Fp8(flavor) => fp8::decode(flavor, w.data[at(c)]),
@@ -179,7 +205,9 @@ fn a_consumer_of_the_prepared_layout_reproduces_the_emulation() {
                 .unwrap()
                 .forward(&x, &topk, None, &mut want)
                 .unwrap();
-            let truth = w.dequantize().unwrap();
+            // The values the kernels multiply (integer weights rounded to bf16 as
+            // every weight-only kernel expands them; every other scheme exactly).
+            let truth = w.dequantize_as_kernels().unwrap();
             for (arch, flavor) in DEVICES {
                 let layer = prepare(&w, *flavor).unwrap();
                 let (h, i) = (cfg.hidden, cfg.intermediate);

@@ -21,7 +21,9 @@ use fleetmoe::moe::{
     Target,
 };
 use fleetmoe::oracle::BackendId;
-use fleetmoe::quant::{DenseExperts, ExpertWeights, Fp8Flavor, QuantScheme, WeightData};
+use fleetmoe::quant::{
+    DenseExperts, ExpertWeights, Fp8Flavor, IntBits, IntGroup, QuantScheme, WeightData,
+};
 
 /// The checkpoint re-read as e4m3fnuz (exact for the weights) with activations quantized
 /// natively in e4m3fnuz: what gfx942 would compute had it not kept the e4m3fn rule.
@@ -75,6 +77,42 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
             BackendId::AiterFp8Block128,
         ),
         (942, "mxfp4", Activation::GPT_OSS, BackendId::AiterMxfp4),
+        (942, "w4a16", Activation::SiluAndMul, BackendId::AiterWna16),
+        (
+            942,
+            "w4a16-g64-zp",
+            Activation::SiluAndMul,
+            BackendId::AiterWna16,
+        ),
+        (
+            942,
+            "w4a16-actorder",
+            Activation::SiluAndMul,
+            BackendId::AiterWna16,
+        ),
+        (942, "w8a16", Activation::GeluAndMul, BackendId::AiterWna16),
+        (
+            950,
+            "w4a16-g32",
+            Activation::SiluAndMul,
+            BackendId::AiterWna16,
+        ),
+        // gfx90a: bf16 / f16 MFMA only, so the 16-bit and weight-only paths.
+        (90, "bf16", Activation::SiluAndMul, BackendId::AiterBf16),
+        (90, "f16", Activation::GeluAndMul, BackendId::AiterBf16),
+        (90, "mxfp4", Activation::GPT_OSS, BackendId::AiterMxfp4),
+        (
+            90,
+            "w4a16-actorder",
+            Activation::SiluAndMul,
+            BackendId::AiterWna16,
+        ),
+        (
+            90,
+            "w8a16-channel",
+            Activation::SiluAndMul,
+            BackendId::AiterWna16,
+        ),
         (950, "bf16", Activation::SiluAndMul, BackendId::AiterBf16),
         (950, "fp8", Activation::SiluAndMul, BackendId::AiterFp8),
         (
@@ -123,12 +161,25 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
     ];
     // (experts, hidden, intermediate, tokens): tiles filled, then an odd expert count, a
     // prime batch, and gemm2 rows (H = 160) that leave the 64-row output tile short. MX
-    // needs K in whole 128-element scaled-MFMA steps, so its rows always fill the tiles.
+    // needs K in whole 128-element scaled-MFMA steps, integer groups K in whole groups and
+    // int4 K in 64s (32 shuffled bytes), so their rows always fill the tiles.
     let shapes = |name: &str| {
-        let edge = if name.starts_with("mx") {
-            (5, 256, 128, 13)
-        } else {
+        let whole_k = match QuantScheme::parse(name).unwrap() {
+            QuantScheme::Mx { .. } => 128,
+            // int4 rows are K / 2 bytes, shuffled in 32-byte units.
+            QuantScheme::IntWeightOnly { bits, group, .. } => {
+                let g = match group {
+                    IntGroup::Size(g) => g,
+                    IntGroup::Channel => 1,
+                };
+                g.max(if bits == IntBits::Int4 { 64 } else { 32 })
+            }
+            _ => 32,
+        };
+        let edge = if 160 % whole_k == 0 && 96 % whole_k == 0 {
             (5, 160, 96, 13)
+        } else {
+            (5, 256, 128, 13)
         };
         [(4, 128, 256, 6), edge]
     };
@@ -138,7 +189,12 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
     {
         use_stand_in(&clang, &mut stand_ins, gfx);
         let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
-        assert_eq!(target.capabilities().arch, format!("gfx{gfx}"));
+        let arch = if gfx == 90 {
+            "gfx90a".into()
+        } else {
+            format!("gfx{gfx}")
+        };
+        assert_eq!(target.capabilities().arch, arch);
         let config = LayerConfig {
             activation: act,
             has_bias: act == Activation::GPT_OSS,
@@ -165,7 +221,7 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
         let err = rel(&got, &reference);
         let tol = w.scheme.parity_tolerance();
         println!(
-            "{name} gfx{gfx} E={experts} H={hidden} I={intermediate} M={tokens}: rel L2 {err:.2e} vs emulation (tolerance {tol:.0e})"
+            "{name} {arch} E={experts} H={hidden} I={intermediate} M={tokens}: rel L2 {err:.2e} vs emulation (tolerance {tol:.0e})"
         );
         assert!(
             reference.iter().any(|v| *v != 0.0),
@@ -173,7 +229,7 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
         );
         assert!(
             err < tol,
-            "{name} gfx{gfx} H={hidden} I={intermediate}: rel L2 {err:e} > {tol:e}"
+            "{name} {arch} H={hidden} I={intermediate}: rel L2 {err:e} > {tol:e}"
         );
         if gfx == 942 && matches!(w.scheme, QuantScheme::Fp8 { .. }) {
             // What quantizing the activations natively in e4m3fnuz (amax / 240, as
@@ -182,7 +238,7 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
             println!("  (native e4m3fnuz activations would differ by {native:.2e})");
         }
     }
-    // gfx90a: a device, but no AITER backend runs there.
+    // gfx90a has no fp8 or MX matrix units: fp8 stays emulated there, and says why.
     use_stand_in(&clang, &mut stand_ins, 90);
     let dev = HipDevice::new(0).unwrap();
     let caps = dev.capabilities();
@@ -190,6 +246,15 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
         (caps.arch.as_str(), caps.fp8, caps.supports_mx),
         ("gfx90a", None, false)
     );
+    let target = Target::hip(0).unwrap();
+    let config = LayerConfig::new(4, 2, 128, 256);
+    let w = ExpertWeights::quantize(
+        &DenseExperts::random(&config, 2),
+        QuantScheme::parse("fp8").unwrap(),
+    )
+    .unwrap();
+    let layer = MoeLayer::new(config, &w, &target, LayerExtras::default()).unwrap();
+    assert_eq!(layer.selection().chosen, BackendId::Emulation);
 }
 
 /// Logits with many exact ties (multiples of 0.5), to check ties go to the lower index.

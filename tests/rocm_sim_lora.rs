@@ -52,7 +52,7 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
     };
     use Activation::{GeluAndMul, SiluAndMul};
     const GPT_OSS: Activation = Activation::GPT_OSS;
-    use BackendId::{AiterBf16, AiterFp8, AiterFp8Block128, AiterMxNative, AiterMxfp4};
+    use BackendId::{AiterBf16, AiterFp8, AiterFp8Block128, AiterMxNative, AiterMxfp4, AiterWna16};
     let cases = [
         case(942, "bf16", SiluAndMul, AiterBf16),
         case(942, "f16", GeluAndMul, AiterBf16),
@@ -71,6 +71,15 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
             on_input: true,
             ..case(942, "fp8", SiluAndMul, AiterFp8)
         },
+        case(942, "w4a16-actorder", SiluAndMul, AiterWna16),
+        // The shared expert's I = 64 takes whole groups of 64.
+        Case {
+            shared: true,
+            ..case(942, "w4a16-g64-zp", SiluAndMul, AiterWna16)
+        },
+        case(942, "w8a16", GeluAndMul, AiterWna16),
+        case(90, "bf16", SiluAndMul, AiterBf16),
+        case(90, "w8a16-channel", SiluAndMul, AiterWna16),
         case(950, "bf16", SiluAndMul, AiterBf16),
         case(950, "fp8", SiluAndMul, AiterFp8),
         case(950, "fp8-block128", SiluAndMul, AiterFp8Block128),
@@ -83,8 +92,11 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
     let mut failures = Vec::new();
     for (n, c) in cases.iter().enumerate() {
         // Part-filled tiles: an odd expert count, a prime batch, H = 160 leaving gemm2's
-        // 64-row tile short (MX: H = 256, whole 128-element scaled-MFMA steps).
-        let (experts, hidden, intermediate, tokens) = if c.scheme.starts_with("mx") {
+        // 64-row tile short (MX: H = 256, whole 128-element scaled-MFMA steps; int4 and
+        // integer groups of 128 likewise: whole groups, int4 rows in 32-byte units).
+        let whole_k = c.scheme.starts_with("mx")
+            || (c.scheme.starts_with('w') && !c.scheme.ends_with("-channel"));
+        let (experts, hidden, intermediate, tokens) = if whole_k {
             (5, 256, 128, 13)
         } else {
             (5, 160, 96, 13)

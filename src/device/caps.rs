@@ -59,7 +59,7 @@ const GIB: u64 = 1 << 30;
 impl Capabilities {
     /// Names accepted by [`Capabilities::preset`].
     pub const PRESETS: &'static [&'static str] = &[
-        "h100", "h200", "b200", "mi300x", "mi355x", "lavapipe", "cpu",
+        "h100", "h200", "b200", "mi250x", "mi300x", "mi355x", "lavapipe", "cpu",
     ];
 
     /// A preset platform by name (see [`Capabilities::PRESETS`]).
@@ -68,6 +68,7 @@ impl Capabilities {
             "h100" => Ok(Self::h100()),
             "h200" => Ok(Self::h200()),
             "b200" => Ok(Self::b200()),
+            "mi250x" | "mi200" => Ok(Self::mi250x()),
             "mi300x" => Ok(Self::mi300x()),
             "mi355x" => Ok(Self::mi355x()),
             "lavapipe" | "wgpu" => Ok(Self::lavapipe()),
@@ -134,6 +135,11 @@ impl Capabilities {
     /// NVIDIA B200 (sm_100a: MX and NVFP4 tensor cores).
     pub fn b200() -> Self {
         Self::nvidia("NVIDIA B200", (10, 0), 180, 148)
+    }
+    /// One GCD of an AMD Instinct MI250X, as HIP opens it (gfx90a: bf16 / f16 MFMA, no fp8
+    /// or MX; 110 CUs, 64 GB).
+    pub fn mi250x() -> Self {
+        Self::amd("AMD Instinct MI250X", "gfx90a", 64, 110)
     }
     /// AMD Instinct MI300X (gfx942: fp8 is e4m3fnuz, no MX).
     pub fn mi300x() -> Self {

@@ -55,6 +55,8 @@ backend_ids! {
     AiterFp8Block128 => "aiter-fp8-block128",
     /// MXFP4 weights dequantized to bf16 in registers, bf16 activations (no MX hardware).
     AiterMxfp4 => "aiter-mxfp4",
+    /// int4 / int8 weight-only (GPTQ, AWQ, act-order) expanded to bf16 in registers.
+    AiterWna16 => "aiter-wna16",
     /// gfx950 `v_mfma_scale`: MXFP4 / MXFP6 weights with MX or fp8 activations.
     AiterMxNative => "aiter-mx-native",
     /// Portable WGSL through wgpu (Vulkan, Metal, DX12): weights dequantized in the shader,

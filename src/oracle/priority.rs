@@ -17,8 +17,8 @@ use super::backend::BackendId;
 use super::fit::Support;
 use super::needs::{Availability, Hardware, Needs};
 use super::schemes::{
-    every_scheme, fp8_any_block, fp8_block128, fp8_tensor_or_channel, int8_w8a8, marlin,
-    mx_quantized_activations, mxfp4_weight_only, none, nvfp4_weights, unquantized, w4a8,
+    every_scheme, fp8_any_block, fp8_block128, fp8_tensor_or_channel, int8_w8a8, int_weight_only,
+    marlin, mx_quantized_activations, mxfp4_weight_only, none, nvfp4_weights, unquantized, w4a8,
 };
 use crate::moe::Activation;
 
@@ -79,8 +79,10 @@ const fn rocm(landed: bool) -> Availability {
     )
 }
 
-/// AMD targets AITER has kernels for: MI300 (gfx942) and MI350 (gfx950).
-const AITER_ARCHS: &[&str] = &["gfx942", "gfx950"];
+/// AMD targets the HIP kernels are built for: MI200 (gfx90a), MI300 (gfx942) and MI350
+/// (gfx950). gfx90a has bf16 / f16 MFMA but no fp8 or MX ones: the `fp8_matrix` and `mx`
+/// needs keep those backends off it.
+const AITER_ARCHS: &[&str] = &["gfx90a", "gfx942", "gfx950"];
 
 /// What most native backends share; each entry overrides the rest.
 const NVIDIA_BASE: Needs = Needs {
@@ -121,7 +123,7 @@ const fn wgpu() -> Availability {
     )
 }
 
-static BACKENDS: [BackendSpec; 15] = [
+static BACKENDS: [BackendSpec; 16] = [
     // NVIDIA. Hopper-only paths first, then fp8 (sm_89+), then the sm_80 weight-only ones.
     BackendSpec {
         id: BackendId::CudaFp8Block128,
@@ -242,6 +244,14 @@ static BACKENDS: [BackendSpec; 15] = [
             runs: "mxfp4 (MXFP4 weights, bf16 activations)",
             activations: aiter_gpt_oss_activation,
             bias: true,
+            ..AITER_BASE
+        },
+    },
+    BackendSpec {
+        id: BackendId::AiterWna16,
+        needs: Needs {
+            schemes: int_weight_only,
+            runs: "int4 / int8 weight-only (GPTQ, AWQ, act-order), bf16 activations",
             ..AITER_BASE
         },
     },

@@ -231,3 +231,17 @@ pub(super) fn marlin(s: &S) -> Fit {
         | S::Int8W8A8 => Fit::Other,
     }
 }
+
+/// Every integer weight-only scheme: the HIP kernel looks each column's group (and, under
+/// act-order, its `g_idx`) up per element, so any group size and zero points run.
+pub(super) fn int_weight_only(s: &S) -> Fit {
+    match s {
+        S::IntWeightOnly { .. } => Fit::Runs,
+        S::Unquantized(_)
+        | S::Fp8 { .. }
+        | S::Nvfp4 { .. }
+        | S::Mx { .. }
+        | S::W4A8
+        | S::Int8W8A8 => Fit::Other,
+    }
+}

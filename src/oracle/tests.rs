@@ -152,3 +152,40 @@ fn wgpu_is_portable_runs_every_scheme_and_comes_just_before_emulation() {
         );
     }
 }
+
+#[test]
+fn amd_integer_weight_only_and_gfx90a_run_natively() {
+    let layer = LayerConfig::new(8, 2, 256, 128);
+    // What a `--features rocm` build chooses: the first backend held back only by what
+    // this build has.
+    let pick = |s: &str, caps: &Capabilities| {
+        let sel = select(&scheme(s), caps, &layer, None).unwrap();
+        let built = sel
+            .rejected
+            .iter()
+            .find(|r| r.unmet.iter().all(Unmet::is_availability))
+            .map_or(sel.chosen, |r| r.backend);
+        (built, sel)
+    };
+    for caps in [
+        Capabilities::mi250x(),
+        Capabilities::mi300x(),
+        Capabilities::mi355x(),
+    ] {
+        for s in ["w4a16", "w4a16-g32-zp", "w4a16-actorder", "w8a16-channel"] {
+            let (built, sel) = pick(s, &caps);
+            assert_eq!(built, BackendId::AiterWna16, "{s} {}\n{sel}", caps.arch);
+        }
+        assert_eq!(pick("bf16", &caps).0, BackendId::AiterBf16);
+        // W4A8's fp8 activations are not taken by the weight-only kernel.
+        assert_ne!(pick("w4a8", &caps).0, BackendId::AiterWna16);
+    }
+    // gfx90a has no fp8 or MX matrix cores: those schemes stay emulated there, each
+    // AITER backend turned down by the hardware, not by its scheme.
+    let mi250 = Capabilities::mi250x();
+    for s in ["fp8", "fp8-block128", "mxfp4-a-mxfp4"] {
+        let (built, sel) = pick(s, &mi250);
+        assert_eq!(built, BackendId::Emulation, "{s}\n{sel}");
+    }
+    assert_eq!(pick("mxfp4", &mi250).0, BackendId::AiterMxfp4);
+}

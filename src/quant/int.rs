@@ -56,8 +56,8 @@ pub fn act_order_groups(w: &[f32], rows: usize, cols: usize, group: usize) -> Ve
     g_idx
 }
 
-/// The group of column `c`.
-fn group_of(g_idx: Option<&[u32]>, c: usize, group: usize) -> usize {
+/// The group of input column `c`: `g_idx[c]` under act-order, else `c / group`.
+pub fn group_of(g_idx: Option<&[u32]>, c: usize, group: usize) -> usize {
     g_idx.map_or(c / group, |g| g[c] as usize)
 }
 
@@ -129,10 +129,15 @@ pub fn dequantize(iw: &IntWeights, e: usize, rows: usize, cols: usize, out: &mut
 /// bf16 once at load, `code − zero` exact, their product rounded to bf16. The emulation
 /// computes with these values, so it rounds where every such kernel rounds.
 pub fn dequantize_bf16(iw: &IntWeights, e: usize, rows: usize, cols: usize, out: &mut [f32]) {
-    let bf16 = |x: f32| half::bf16::from_f32(x).to_f32();
     dequantize_with(iw, e, rows, cols, out, |code, zero, scale, channel| {
-        bf16((code - zero) * bf16(scale)) * channel
+        bf16_weight(code, zero, scale) * channel
     })
+}
+
+/// One weight as a bf16 weight-only kernel expands it: `bf16((code − zero) · bf16(scale))`.
+pub fn bf16_weight(code: f32, zero: f32, scale: f32) -> f32 {
+    let bf16 = |x: f32| half::bf16::from_f32(x).to_f32();
+    bf16((code - zero) * bf16(scale))
 }
 
 /// Walks expert `e`'s codes with their zero point, group scale and W4A8 channel scale (1

@@ -11,9 +11,10 @@
 //! simulator (tests/rocm_sim.rs), never on an AMD GPU: none was available.
 
 use super::kernels;
-use super::layout::{self, HipGemmWeights};
+use super::layout;
 use super::lora;
 use super::plan::{fp8_mode, plan, static_of, ActPlan, Variant};
+use super::weights::DeviceWeights;
 use crate::device::hip::{HipDevice, HipKernels};
 use crate::device::{Arg, Buffer, LaunchConfig, Runtime};
 use crate::error::{Error, Result};
@@ -21,7 +22,7 @@ use crate::gpu::lora::{DeviceLora, LoraRoute};
 use crate::gpu::{activation_code, ExpertsIo, KernelFile, Vendor, VendorExperts};
 use crate::moe::{Activation, LayerConfig, Lora};
 use crate::oracle::{BackendId, Conversion, Selection};
-use crate::quant::{ExpertWeights, Fp8Flavor, Fp8WeightScale};
+use crate::quant::{ExpertWeights, Fp8Flavor};
 use std::sync::Arc;
 
 type Stream = <HipDevice as Runtime>::Stream;
@@ -57,48 +58,6 @@ impl Vendor for Rocm {
             experts.attach_lora(l)?;
         }
         Ok(experts)
-    }
-}
-
-/// One projection on the device.
-struct DeviceWeights {
-    data: Buffer<HipDevice>,
-    fp8_scales: Option<(i32, Buffer<HipDevice>)>,
-    mx_scales: Option<Buffer<HipDevice>>,
-    bias: Option<Buffer<HipDevice>>,
-    rows: usize,
-    cols: usize,
-}
-
-impl DeviceWeights {
-    fn upload(dev: &HipDevice, w: &HipGemmWeights) -> Result<Self> {
-        let fp8_scales = match &w.fp8_scales {
-            Some((g, s)) => {
-                let mode = match g {
-                    Fp8WeightScale::PerTensor => 0,
-                    Fp8WeightScale::PerChannel => 1,
-                    Fp8WeightScale::Block128 => 2,
-                };
-                Some((mode, Buffer::from_slice(dev, s)?))
-            }
-            None => None,
-        };
-        Ok(DeviceWeights {
-            data: Buffer::from_slice(dev, &w.data)?,
-            fp8_scales,
-            mx_scales: w
-                .mx_scales
-                .as_ref()
-                .map(|s| Buffer::from_slice(dev, s))
-                .transpose()?,
-            bias: w
-                .bias
-                .as_ref()
-                .map(|b| Buffer::from_slice(dev, b))
-                .transpose()?,
-            rows: w.rows,
-            cols: w.cols,
-        })
     }
 }
 
@@ -349,6 +308,10 @@ impl HipExperts {
             Variant::MxNative { fmt_w, fmt_a } => (fmt_w, fmt_a),
             _ => (0, 0),
         };
+        let wbits = match self.variant {
+            Variant::IntA16 { bits } => bits,
+            _ => 0,
+        };
         let name = format!(
             "{}_{}",
             self.variant.prefix(),
@@ -356,7 +319,7 @@ impl HipExperts {
         );
         let args = [
             ptr(&w.data),
-            opt(w.fp8_scales.as_ref().map(|s| &s.1)),
+            Arg::Ptr(w.weight_scales()),
             Arg::I32(w.fp8_scales.as_ref().map_or(0, |s| s.0)),
             opt(w.mx_scales.as_ref()),
             opt(w.bias.as_ref()),
@@ -381,6 +344,11 @@ impl HipExperts {
             // The LoRA delta rows (0: none) and the adapter each token's rows take.
             Arg::Ptr(lora_delta),
             Arg::Ptr(io.token_adapter),
+            // Integer weight-only: zero points, act-order groups, group size, bits.
+            Arg::Ptr(w.int_zeros()),
+            Arg::Ptr(w.int_g_idx()),
+            Arg::I32(w.int_group()),
+            Arg::I32(wbits),
         ];
         self.launch(
             &self.gemm,

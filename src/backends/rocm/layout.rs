@@ -8,7 +8,12 @@
 //!   flavour ([`super::fnuz`]: bytes kept, 0x80 → 0x00, scales doubled for fnuz);
 //!   fp8 scales keep the checkpoint's granularity and indexing (`quant::fp8::scale_index`);
 //! - MX e8m0 scales of all experts, viewed as `[E·rows, cols/32]` as AITER's MoE does, go
-//!   through the e8m0 shuffle ([`super::scale_shuffle`]).
+//!   through the e8m0 shuffle ([`super::scale_shuffle`]);
+//! - integer weight-only codes (GPTQ / AWQ) are shuffled as bytes (int4: two codes per
+//!   byte, low nibble first, which is GPTQ's i32 packing read little-endian); their group
+//!   scales, zero points and act-order `g_idx` keep the checkpoint's `[E, rows, groups]` /
+//!   `[E, cols]` indexing, so act-order needs no permutation: the kernel looks each
+//!   column's group up.
 //!
 //! Rows and columns are not reordered: the HIP stage 1 writes gate and up rows as the
 //! checkpoint has them and the activation is a separate step.
@@ -21,7 +26,8 @@ use crate::fault::{self, Fault};
 use crate::formats::MiniFloat;
 use crate::oracle::Conversion;
 use crate::quant::{
-    fp8, mx, ExpertWeights, Fp8Flavor, Fp8WeightScale, MxElem, QuantScheme, QuantTensor, WeightData,
+    fp8, int, mx, ExpertWeights, Fp8Flavor, Fp8WeightScale, IntBits, IntWeights, MxElem,
+    QuantScheme, QuantTensor, WeightData,
 };
 
 /// Element type of a prepared projection.
@@ -32,6 +38,8 @@ pub enum Elem {
     Fp8(Fp8Flavor),
     /// Packed OCP MX elements, as the checkpoint packs them.
     Mx(MxElem),
+    /// Unsigned integer codes (int4 two per byte, int8 one).
+    Int(IntBits),
 }
 
 impl Elem {
@@ -41,6 +49,8 @@ impl Elem {
             Elem::Bf16 | Elem::F16 => 2 * cols,
             Elem::Fp8(_) => cols,
             Elem::Mx(m) => mx::packed_len(m, cols),
+            Elem::Int(IntBits::Int4) => cols / 2,
+            Elem::Int(IntBits::Int8) => cols,
         }
     }
 
@@ -49,7 +59,7 @@ impl Elem {
     fn shuffle_bytes(self) -> usize {
         match self {
             Elem::Bf16 | Elem::F16 => 2,
-            Elem::Fp8(_) | Elem::Mx(_) => 1,
+            Elem::Fp8(_) | Elem::Mx(_) | Elem::Int(_) => 1,
         }
     }
 }
@@ -67,8 +77,24 @@ pub struct HipGemmWeights {
     pub fp8_scales: Option<(Fp8WeightScale, Vec<f32>)>,
     /// e8m0 scales of `[E·rows, cols/32]`, e8m0-shuffled (padded).
     pub mx_scales: Option<Vec<u8>>,
+    /// Integer weight-only: group scales, zero points, act-order.
+    pub int: Option<IntGroups>,
     /// `[E, rows]`.
     pub bias: Option<Vec<f32>>,
+}
+
+/// The group quantities of integer weight-only codes, in the checkpoint's indexing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntGroups {
+    /// Elements of K per scale (cols for per-channel).
+    pub group: usize,
+    /// `[E, rows, cols/group]` as the checkpoint stores them; the kernel rounds each to
+    /// bf16 once, as every bf16 weight-only kernel does (`quant::int::bf16_weight`).
+    pub scales: Vec<f32>,
+    /// `[E, rows, cols/group]`; `None`: the symmetric mid code (8 or 128).
+    pub zeros: Option<Vec<u8>>,
+    /// Act-order: the group of each input column, `[E, cols]`.
+    pub g_idx: Option<Vec<u32>>,
 }
 
 /// Both projections of a layer, and what was converted on the way.
@@ -124,6 +150,13 @@ impl HipGemmWeights {
                 let word = u32::from_le_bytes([byte(q), byte(q + 1), byte(q + 2), 0]);
                 mx::decode(m, ((word >> (6 * (c % 4))) & 0x3F) as u8)
             }
+            Elem::Int(bits) => {
+                let code = match bits {
+                    IntBits::Int4 => (byte(c / 2) >> (4 * (c % 2))) & 0xF,
+                    IntBits::Int8 => byte(c),
+                };
+                return self.int_value(bits, e, r, c, code);
+            }
         };
         let fp8_scale = self.fp8_scales.as_ref().map_or(1.0, |(g, s)| {
             let per = fp8::scales_per_expert(*g, self.rows, self.cols);
@@ -136,6 +169,27 @@ impl HipGemmWeights {
         });
         raw * fp8_scale * mx_scale
     }
+
+    /// Integer code `code` at (e, r, c) expanded as the kernel expands it.
+    fn int_value(&self, bits: IntBits, e: usize, r: usize, c: usize, code: u8) -> f32 {
+        let Some(g) = &self.int else {
+            return f32::NAN; // an integer projection always carries its groups
+        };
+        let groups = self.cols / g.group;
+        let gi = (e * self.rows + r) * groups
+            + int::group_of(
+                g.g_idx
+                    .as_ref()
+                    .map(|x| &x[e * self.cols..(e + 1) * self.cols]),
+                c,
+                g.group,
+            );
+        let zero = g
+            .zeros
+            .as_ref()
+            .map_or(int::mid_code(bits), |z| z[gi] as i32);
+        int::bf16_weight(code as f32, zero as f32, g.scales[gi])
+    }
 }
 
 /// Prepares one projection; `device_fp8` is the flavour the matrix cores take.
@@ -146,6 +200,7 @@ fn prepare_tensor(
     device_fp8: Option<Fp8Flavor>,
     conversions: &mut Vec<Conversion>,
 ) -> Result<HipGemmWeights> {
+    let mut int_groups = None;
     let (elem, bytes, fp8_scales, mx_scales) = match (&t.data, scheme) {
         (WeightData::Bf16(w), _) => (
             Elem::Bf16,
@@ -191,6 +246,19 @@ fn prepare_tensor(
             }
             (Elem::Mx(*elem), packed, None, Some(shuffled))
         }
+        (WeightData::Int(iw), QuantScheme::IntWeightOnly { .. }) if iw.channel_scales.is_none() => {
+            int_groups = Some(IntGroups {
+                group: iw.group,
+                scales: iw.scales.clone(),
+                zeros: iw.zeros.clone(),
+                g_idx: iw.g_idx.clone(),
+            });
+            let bytes = match iw.bits {
+                IntBits::Int4 => iw.packed4.iter().flat_map(|w| w.to_le_bytes()).collect(),
+                IntBits::Int8 => iw.bytes.clone(),
+            };
+            (Elem::Int(iw.bits), bytes, None, None)
+        }
         _ => return Err(unsupported(scheme)),
     };
     let mut w = HipGemmWeights {
@@ -201,6 +269,7 @@ fn prepare_tensor(
         data: Vec::new(),
         fp8_scales,
         mx_scales,
+        int: int_groups,
         bias: bias.cloned(),
     };
     w.data = shuffle_16x16(&bytes, w.shuffle_shape())?;
@@ -286,6 +355,32 @@ fn unprepare_tensor(w: &HipGemmWeights, flavor: Option<Fp8Flavor>) -> Result<Qua
                 packed: bytes,
                 scales: unshuffle_e8m0(s, w.experts * w.rows, w.cols / mx::BLOCK)?,
             }
+        }
+        Elem::Int(bits) => {
+            let g = w.int.clone().ok_or_else(|| Error::Missing {
+                what: "group scales of a prepared integer projection".into(),
+                why: "integer weights carry group scales".into(),
+            })?;
+            let (packed4, bytes) = match bits {
+                IntBits::Int4 => (
+                    bytes
+                        .chunks_exact(4)
+                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                    Vec::new(),
+                ),
+                IntBits::Int8 => (Vec::new(), bytes),
+            };
+            WeightData::Int(IntWeights {
+                bits,
+                packed4,
+                bytes,
+                group: g.group,
+                scales: g.scales,
+                zeros: g.zeros,
+                g_idx: g.g_idx,
+                channel_scales: None,
+            })
         }
     };
     Ok(QuantTensor {

@@ -13,5 +13,6 @@ mod lora;
 mod plan;
 pub mod scale_shuffle;
 pub mod shuffle;
+mod weights;
 
 pub use experts::{HipExperts, Rocm};

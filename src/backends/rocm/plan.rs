@@ -12,6 +12,10 @@ pub(super) enum Variant {
     F16,
     Fp8,
     Mxfp4A16,
+    /// Integer weight-only (GPTQ / AWQ) expanded to bf16: `bits` 4 or 8.
+    IntA16 {
+        bits: i32,
+    },
     /// gfx950 scaled MFMA; formats as the instruction numbers them.
     MxNative {
         fmt_w: i32,
@@ -26,6 +30,7 @@ impl Variant {
             Variant::F16 => "fm_gemm_f16",
             Variant::Fp8 => "fm_gemm_fp8",
             Variant::Mxfp4A16 => "fm_gemm_mxfp4a16",
+            Variant::IntA16 { .. } => "fm_gemm_wna16",
             Variant::MxNative { .. } => "fm_gemm_mx",
         }
     }
@@ -66,6 +71,7 @@ pub(super) fn plan(
         (B::AiterBf16, Variant::Bf16 | Variant::F16)
         | (B::AiterFp8 | B::AiterFp8Block128, Variant::Fp8)
         | (B::AiterMxfp4, Variant::Mxfp4A16)
+        | (B::AiterWna16, Variant::IntA16 { .. })
         | (B::AiterMxNative, Variant::MxNative { .. }) => true,
         (
             _,
@@ -73,6 +79,7 @@ pub(super) fn plan(
             | Variant::F16
             | Variant::Fp8
             | Variant::Mxfp4A16
+            | Variant::IntA16 { .. }
             | Variant::MxNative { .. },
         ) => false,
     };
@@ -127,6 +134,13 @@ fn plan_for_scheme(
             elem: MxElem::Fp4E2M1,
             act: MxAct::Bf16,
         } => (Variant::Mxfp4A16, ActPlan::None, ActPlan::None),
+        QuantScheme::IntWeightOnly { bits, .. } => (
+            Variant::IntA16 {
+                bits: bits.bits() as i32,
+            },
+            ActPlan::None,
+            ActPlan::None,
+        ),
         QuantScheme::Mx {
             elem,
             act: MxAct::Mx,
