@@ -293,9 +293,10 @@ fn sm90_choice(v: GemmVariant) -> &'static [usize] {
 /// Which GEMMs of `v` take its `wgmma` tiles, (gemm1, gemm2). fp8: gemm2 only. On the
 /// H200 (2026-12-03) an fp8 gemm1 on wgmma is what moves a layer 1.4-6e-3 (and Qwen3's
 /// per-tensor layer 3e-2) from the emulation where mma.sync is <= 2.4e-4: with gemm1 on
-/// wgmma alone the figures are those of both, to three digits, while one k32 step of the
-/// fp8 tensor cores is within 4.4e-5 of exact (cuBLAS probe) and keeps e4m3 subnormals,
-/// so the defect is in gemm1's wgmma path, not the hardware (kernels-cuda/NOTES.md).
+/// wgmma alone the figures are those of both, to three digits. A CPU model that truncates
+/// each k32 partial sum to the width of the QGMMA's measured per-step error (4.4e-5)
+/// reproduces that level (2026-12-04): gemm1's bf16-then-e4m3 requantisation amplifies the
+/// tensor cores' accumulation width; gemm2 is not requantised (kernels-cuda/NOTES.md).
 /// `FLEETMOE_SM90_GEMMS=both|gemm1|gemm2` overrides, to study exactly that.
 pub fn sm90_gemms(v: GemmVariant) -> crate::Result<(bool, bool)> {
     let fp8 = matches!(v, GemmVariant::Fp8 | GemmVariant::Fp8Block);
