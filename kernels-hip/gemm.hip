@@ -34,6 +34,12 @@
 //     (`wscale`, [E, N, K / group]) and zero point (`zeros`, same indexing; null: the
 //     symmetric mid code), the group looked up per column in `g_idx` ([E, K]) under
 //     act-order, so K is never permuted; 16x16x16 bf16 MFMA. Runs on every target.
+//   6 NVFP4 weights, bf16 activations: fp4 times its e4m3fn block scale (one per 16 of K,
+//     in `wmx`, e8m0-shuffled) decoded to bf16 in registers — exact, the product has at
+//     most six significant bits — 16x16x16 bf16 MFMA, and the expert's f32 global scale
+//     (`wscale`, [E]) times `a_static` applied to the finished dot product. W4A4 runs here
+//     too: fm_nvfp4_qdq_rows has turned its activations into bf16 (code x block scale),
+//     and `a_static` is their 1 / global. Runs on every target.
 #include "prelude.h"
 
 #define GEMM_THREADS 256
@@ -223,6 +229,25 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       }
       acc = mfma_16(a, b, acc, is_f16);
     }
+  } else if constexpr (V == 6) {
+    const u16* a16 = (const u16*)act;
+    const int row_bytes = K / 2;
+    const int pc = ((K / 16) + 7) / 8 * 8;
+    for (int k = 0; k < K; k += 16) {
+      const int kk = k + 4 * x.g;
+      const float s = e4m3_to_f32(wmx[shuffled_scale(pc, (long)x.e * N + wn, kk / 16)], 0);
+      const u8 b0 = w[shuffled_byte(x.e, N, row_bytes, wn, kk / 2)];
+      const u8 b1 = w[shuffled_byte(x.e, N, row_bytes, wn, kk / 2 + 1)];
+      const u32 codes = (u32)b0 | ((u32)b1 << 8);
+      v4s a, b;
+      for (int q = 0; q < 4; ++q) {
+        a[q] = (short)f32_to_bf16(mx_decode((codes >> (4 * q)) & 0xf, FM_MX_FP4) * s);
+        b[q] = x.arow < 0 ? 0 : (short)a16[x.arow * K + kk + q];
+      }
+      acc = mfma_bf16_k16(a, b, acc);
+    }
+    const float scale = wscale[x.e] * a_static;
+    for (int r = 0; r < 4; ++r) acc[r] *= scale;
   } else if constexpr (V == 5) {
     const u16* a16 = (const u16*)act;
     for (int k = 0; k < K; k += 16) {
@@ -305,3 +330,5 @@ FM_GEMM_KERNEL(fm_gemm_mx_up, 4, 1)
 FM_GEMM_KERNEL(fm_gemm_mx_down, 4, 2)
 FM_GEMM_KERNEL(fm_gemm_wna16_up, 5, 1)
 FM_GEMM_KERNEL(fm_gemm_wna16_down, 5, 2)
+FM_GEMM_KERNEL(fm_gemm_nvfp4a16_up, 6, 1)
+FM_GEMM_KERNEL(fm_gemm_nvfp4a16_down, 6, 2)

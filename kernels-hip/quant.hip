@@ -153,6 +153,33 @@ fm_mx_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __r
   }
 }
 
+// NVFP4 W4A4 activations, quantize-dequantized per 16 columns with the static `global`
+// (1 / the checkpoint's input scale), as quant/activation.rs does: block scale
+// sc = e4m3(min(global * (amax / 6), 448)) (0 -> 0.125), step = sc / global, code =
+// e2m1(clamp(x / step, -6, 6)). Written as bf16(code * sc), exact (six significant bits
+// at most); the GEMM multiplies its dot products by 1 / global. bf16 rows only (the
+// scheme's model dtype). One thread per block of 16.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_nvfp4_qdq_rows(const u16* __restrict__ src, int rows, int cols,
+                  const int* __restrict__ num_rows, const int* __restrict__ sorted, int pairs,
+                  float global, u16* __restrict__ dst) {
+  const int bpr = cols / 16;  // cols % 16 == 0, checked by the host
+  const long total = (long)live_rows(rows, num_rows) * bpr;
+  for (long i = (long)bid_x() * Q_THREADS + tid_x(); i < total; i += (long)gdim_x() * Q_THREADS) {
+    if (sorted && sorted[i / bpr] >= pairs) continue;
+    const u16* x = src + i * 16;
+    float amax = 0.0f;
+    for (int j = 0; j < 16; ++j) amax = fmax_(amax, fabs_(bf16_to_f32(x[j])));
+    float sc = e4m3_to_f32(f32_to_e4m3(fmin_(global * (amax / 6.0f), FM_E4M3FN_MAX), 0), 0);
+    if (sc == 0.0f) sc = 0.125f;
+    const float step = sc / global;
+    for (int j = 0; j < 16; ++j) {
+      const float v = clampf(bf16_to_f32(x[j]) / step, -6.0f, 6.0f);
+      dst[i * 16 + j] = f32_to_bf16(mx_decode(mx_encode(v, FM_MX_FP4), FM_MX_FP4) * sc);
+    }
+  }
+}
+
 // The activation on gemm1's f32 output (bias included): rounded to the model dtype, the
 // activation, rounded again — as the emulation does. kind: 0 silu*up, 1 gelu*up,
 // 2 gelu_tanh*up, 3 swigluoai (gate/up interleaved), 4 relu^2, 5 silu (not gated).

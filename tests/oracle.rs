@@ -468,6 +468,12 @@ fn integer_weight_only_and_w4a8() {
             assert_only_availability(caps, scheme, &layer(), BackendId::AiterWna16);
         }
     }
+    // NVFP4 (weight-only and W4A4) runs on aiter-nvfp4 on every AITER target.
+    for scheme in ["nvfp4-a16", "nvfp4"] {
+        for caps in &amd {
+            assert_only_availability(caps, scheme, &layer(), BackendId::AiterNvfp4);
+        }
+    }
     for scheme in ["w4a8", "w8a8-int8"] {
         for caps in &amd {
             for id in BackendId::ALL.iter().copied().filter(|id| id.is_aiter()) {
@@ -773,8 +779,8 @@ fn low_bit_schemes_on_every_preset() {
                 CudaNvfp4W4a16,
                 CudaNvfp4W4a16,
                 CudaNvfp4W4a16,
-                Emulation,
-                Emulation,
+                AiterNvfp4,
+                AiterNvfp4,
                 Emulation,
             ],
         ),
@@ -814,8 +820,8 @@ fn low_bit_schemes_on_every_preset() {
                 CudaNvfp4W4a16,
                 CudaNvfp4W4a16,
                 CudaNvfp4W4a16,
-                Emulation,
-                Emulation,
+                AiterNvfp4,
+                AiterNvfp4,
                 Emulation,
             ],
         ),

@@ -7,7 +7,7 @@ mod common;
 
 use fleetmoe::backends::rocm::layout::{prepare, unprepare, Elem, HipGemmWeights};
 use fleetmoe::backends::rocm::scale_shuffle::{padded_shape, shuffled_index};
-use fleetmoe::formats::{MiniFloat, E8M0};
+use fleetmoe::formats::{MiniFloat, E8M0, F8E4M3};
 use fleetmoe::moe::emulation::dot;
 use fleetmoe::moe::prepare::prepare as prepare_pairs;
 use fleetmoe::moe::{Activation, EmulatedExperts, Experts, LayerConfig};
@@ -29,6 +29,8 @@ const SCHEMES: &[&str] = &[
     "mxfp4-a-mxfp4",
     "mxfp6-e3m2",
     "mxfp6-e2m3-a-fp8",
+    "nvfp4-a16",
+    "nvfp4",
     "w4a16",
     "w4a16-g64-zp",
     "w4a16-actorder",
@@ -110,7 +112,7 @@ fn prepare_then_unprepare_returns_the_checkpoint_bits() {
 fn raw_bytes(d: &WeightData) -> Vec<u8> {
     match d {
         WeightData::Fp8 { codes, .. } => codes.clone(),
-        WeightData::Mx { packed, .. } => packed.clone(),
+        WeightData::Mx { packed, .. } | WeightData::Nvfp4 { packed, .. } => packed.clone(),
         WeightData::Int(iw) => match iw.bits {
             IntBits::Int4 => iw.packed4.iter().flat_map(|w| w.to_le_bytes()).collect(),
             IntBits::Int8 => iw.bytes.clone(),
@@ -146,7 +148,7 @@ fn consume(w: &HipGemmWeights, e: usize, r: usize, c: usize) -> f32 {
         Elem::Bf16 => half::bf16::from_le_bytes([w.data[at(c)], w.data[at(c) + 1]]).to_f32(),
         Elem::F16 => half::f16::from_le_bytes([w.data[at(c)], w.data[at(c) + 1]]).to_f32(),
         Elem::Fp8(flavor) => fp8::decode(flavor, w.data[at(c)]),
-        Elem::Mx(MxElem::Fp4E2M1) => {
+        Elem::Mx(MxElem::Fp4E2M1) | Elem::Nvfp4 => {
             let b = w.data[at(c / 2)];
             mx::decode(MxElem::Fp4E2M1, (b >> (4 * (c % 2))) & 0xF)
         }
@@ -165,11 +167,19 @@ fn consume(w: &HipGemmWeights, e: usize, r: usize, c: usize) -> f32 {
     let s8 = w.fp8_scales.as_ref().map_or(1.0, |(g, s)| {
         s[e * fp8::scales_per_expert(*g, w.rows, w.cols) + fp8::scale_index(*g, r, c, w.cols)]
     });
-    let smx = w.mx_scales.as_ref().map_or(1.0, |s| {
-        let (_, pc) = padded_shape(w.experts * w.rows, w.cols / 32);
-        E8M0::from_bits(s[shuffled_index(pc, e * w.rows + r, c / 32)]).to_f32()
+    // MX: e8m0 per 32 columns; NVFP4: e4m3fn per 16 and the expert's global scale.
+    let block = if w.elem == Elem::Nvfp4 { 16 } else { 32 };
+    let sblock = w.block_scales.as_ref().map_or(1.0, |s| {
+        let (_, pc) = padded_shape(w.experts * w.rows, w.cols / block);
+        let code = s[shuffled_index(pc, e * w.rows + r, c / block)];
+        if w.elem == Elem::Nvfp4 {
+            F8E4M3::from_bits(code).to_f32()
+        } else {
+            E8M0::from_bits(code).to_f32()
+        }
     });
-    raw * s8 * smx
+    let global = w.global_scales.as_ref().map_or(1.0, |g| g[e]);
+    raw * s8 * sblock * global
 }
 
 fn dense_from(w: &HipGemmWeights, e: usize) -> Vec<f32> {

@@ -97,7 +97,17 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
             Activation::SiluAndMul,
             BackendId::AiterWna16,
         ),
+        // NVFP4 on bf16 MFMA everywhere: weight-only, and W4A4 through the exact qdq.
+        (
+            942,
+            "nvfp4-a16",
+            Activation::SiluAndMul,
+            BackendId::AiterNvfp4,
+        ),
+        (942, "nvfp4", Activation::SiluAndMul, BackendId::AiterNvfp4),
+        (950, "nvfp4", Activation::GeluAndMul, BackendId::AiterNvfp4),
         // gfx90a: bf16 / f16 MFMA only, so the 16-bit and weight-only paths.
+        (90, "nvfp4", Activation::SiluAndMul, BackendId::AiterNvfp4),
         (90, "bf16", Activation::SiluAndMul, BackendId::AiterBf16),
         (90, "f16", Activation::GeluAndMul, BackendId::AiterBf16),
         (90, "mxfp4", Activation::GPT_OSS, BackendId::AiterMxfp4),
@@ -162,10 +172,12 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
     // (experts, hidden, intermediate, tokens): tiles filled, then an odd expert count, a
     // prime batch, and gemm2 rows (H = 160) that leave the 64-row output tile short. MX
     // needs K in whole 128-element scaled-MFMA steps, integer groups K in whole groups and
-    // int4 K in 64s (32 shuffled bytes), so their rows always fill the tiles.
+    // int4 / NVFP4 K in 64s (32 shuffled bytes), so their rows always fill the tiles.
     let shapes = |name: &str| {
         let whole_k = match QuantScheme::parse(name).unwrap() {
             QuantScheme::Mx { .. } => 128,
+            // fp4 rows are K / 2 bytes, shuffled in 32-byte units.
+            QuantScheme::Nvfp4 { .. } => 64,
             // int4 rows are K / 2 bytes, shuffled in 32-byte units.
             QuantScheme::IntWeightOnly { bits, group, .. } => {
                 let g = match group {

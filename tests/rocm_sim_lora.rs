@@ -52,7 +52,9 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
     };
     use Activation::{GeluAndMul, SiluAndMul};
     const GPT_OSS: Activation = Activation::GPT_OSS;
-    use BackendId::{AiterBf16, AiterFp8, AiterFp8Block128, AiterMxNative, AiterMxfp4, AiterWna16};
+    use BackendId::{
+        AiterBf16, AiterFp8, AiterFp8Block128, AiterMxNative, AiterMxfp4, AiterNvfp4, AiterWna16,
+    };
     let cases = [
         case(942, "bf16", SiluAndMul, AiterBf16),
         case(942, "f16", GeluAndMul, AiterBf16),
@@ -78,6 +80,8 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
             ..case(942, "w4a16-g64-zp", SiluAndMul, AiterWna16)
         },
         case(942, "w8a16", GeluAndMul, AiterWna16),
+        case(942, "nvfp4", SiluAndMul, AiterNvfp4),
+        case(90, "nvfp4-a16", GeluAndMul, AiterNvfp4),
         case(90, "bf16", SiluAndMul, AiterBf16),
         case(90, "w8a16-channel", SiluAndMul, AiterWna16),
         case(950, "bf16", SiluAndMul, AiterBf16),
@@ -93,8 +97,9 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
     for (n, c) in cases.iter().enumerate() {
         // Part-filled tiles: an odd expert count, a prime batch, H = 160 leaving gemm2's
         // 64-row tile short (MX: H = 256, whole 128-element scaled-MFMA steps; int4 and
-        // integer groups of 128 likewise: whole groups, int4 rows in 32-byte units).
+        // integer groups of 128 likewise: whole groups, int4 / fp4 rows in 32-byte units).
         let whole_k = c.scheme.starts_with("mx")
+            || c.scheme.starts_with("nvfp4")
             || (c.scheme.starts_with('w') && !c.scheme.ends_with("-channel"));
         let (experts, hidden, intermediate, tokens) = if whole_k {
             (5, 256, 128, 13)

@@ -55,6 +55,9 @@ backend_ids! {
     AiterFp8Block128 => "aiter-fp8-block128",
     /// MXFP4 weights dequantized to bf16 in registers, bf16 activations (no MX hardware).
     AiterMxfp4 => "aiter-mxfp4",
+    /// NVFP4 weights dequantized to bf16 in registers; W4A4's activations
+    /// quantize-dequantized to bf16 exactly.
+    AiterNvfp4 => "aiter-nvfp4",
     /// int4 / int8 weight-only (GPTQ, AWQ, act-order) expanded to bf16 in registers.
     AiterWna16 => "aiter-wna16",
     /// gfx950 `v_mfma_scale`: MXFP4 / MXFP6 weights with MX or fp8 activations.

@@ -123,7 +123,7 @@ const fn wgpu() -> Availability {
     )
 }
 
-static BACKENDS: [BackendSpec; 16] = [
+static BACKENDS: [BackendSpec; 17] = [
     // NVIDIA. Hopper-only paths first, then fp8 (sm_89+), then the sm_80 weight-only ones.
     BackendSpec {
         id: BackendId::CudaFp8Block128,
@@ -244,6 +244,17 @@ static BACKENDS: [BackendSpec; 16] = [
             runs: "mxfp4 (MXFP4 weights, bf16 activations)",
             activations: aiter_gpt_oss_activation,
             bias: true,
+            ..AITER_BASE
+        },
+    },
+    BackendSpec {
+        id: BackendId::AiterNvfp4,
+        needs: Needs {
+            // The e4m3 block scales are not e8m0, so gfx950's scaled MFMA does not take
+            // them: bf16 MFMA on every target.
+            schemes: nvfp4_weights,
+            runs: "nvfp4-a16 and nvfp4 (NVFP4 weights expanded to bf16; W4A4's activations \
+                   quantize-dequantized to bf16 exactly)",
             ..AITER_BASE
         },
     },

@@ -177,6 +177,9 @@ fn amd_integer_weight_only_and_gfx90a_run_natively() {
             assert_eq!(built, BackendId::AiterWna16, "{s} {}\n{sel}", caps.arch);
         }
         assert_eq!(pick("bf16", &caps).0, BackendId::AiterBf16);
+        for s in ["nvfp4-a16", "nvfp4"] {
+            assert_eq!(pick(s, &caps).0, BackendId::AiterNvfp4, "{s} {}", caps.arch);
+        }
         // W4A8's fp8 activations are not taken by the weight-only kernel.
         assert_ne!(pick("w4a8", &caps).0, BackendId::AiterWna16);
     }

@@ -287,6 +287,32 @@ impl HipExperts {
                 )?;
                 Ok((codes.addr(), scales.addr(), 0))
             }
+            ActPlan::Nvfp4 { global } => {
+                crate::error::check_group(
+                    crate::quant::nvfp4::BLOCK,
+                    cols,
+                    "NVFP4 activation width",
+                )?;
+                let blocks = rows * cols / crate::quant::nvfp4::BLOCK;
+                let args = [
+                    Arg::Ptr(src),
+                    Arg::I32(rows as i32),
+                    Arg::I32(cols as i32),
+                    num_rows,
+                    sorted,
+                    Arg::I32(pairs as i32),
+                    Arg::F32(global),
+                    ptr(codes),
+                ];
+                self.launch(
+                    &self.quant,
+                    "fm_nvfp4_qdq_rows",
+                    cfg((blocks.div_ceil(256).clamp(1, 4096), 1), 256, 0),
+                    &args,
+                    stream,
+                )?;
+                Ok((codes.addr(), 0, 0))
+            }
         }
     }
 
@@ -321,7 +347,7 @@ impl HipExperts {
             ptr(&w.data),
             Arg::Ptr(w.weight_scales()),
             Arg::I32(w.fp8_scales.as_ref().map_or(0, |s| s.0)),
-            opt(w.mx_scales.as_ref()),
+            opt(w.block_scales.as_ref()),
             opt(w.bias.as_ref()),
             Arg::Ptr(act.0),
             Arg::Ptr(act.1),
@@ -412,11 +438,11 @@ impl VendorExperts for HipExperts {
         let lora_floats = |n: usize| if self.lora.is_some() { n * 4 } else { 4 };
         Ok(Scratch {
             amax: alloc(4)?,
-            x_codes: alloc(tokens * h)?,
+            x_codes: alloc(tokens * h * self.a1.code_bytes())?,
             x_scales: alloc(tokens * h.div_ceil(32) * 4)?,
             g: alloc(slots * self.w13.rows * 4)?,
             inter: alloc(slots * i * 2)?,
-            i_codes: alloc(slots * i)?,
+            i_codes: alloc(slots * i * self.a2.code_bytes())?,
             i_scales: alloc(slots * i.div_ceil(32) * 4)?,
             lora_t: alloc(lora_floats(slots * 2 * rank))?,
             delta13: alloc(lora_floats(slots * self.w13.rows))?,

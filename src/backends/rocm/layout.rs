@@ -8,7 +8,9 @@
 //!   flavour ([`super::fnuz`]: bytes kept, 0x80 → 0x00, scales doubled for fnuz);
 //!   fp8 scales keep the checkpoint's granularity and indexing (`quant::fp8::scale_index`);
 //! - MX e8m0 scales of all experts, viewed as `[E·rows, cols/32]` as AITER's MoE does, go
-//!   through the e8m0 shuffle ([`super::scale_shuffle`]);
+//!   through the e8m0 shuffle ([`super::scale_shuffle`]); NVFP4's e4m3 block scales,
+//!   `[E·rows, cols/16]`, go through the same byte permutation, and its per-expert global
+//!   scales stay `[E]` f32 (the kernel applies them to the finished dot product);
 //! - integer weight-only codes (GPTQ / AWQ) are shuffled as bytes (int4: two codes per
 //!   byte, low nibble first, which is GPTQ's i32 packing read little-endian); their group
 //!   scales, zero points and act-order `g_idx` keep the checkpoint's `[E, rows, groups]` /
@@ -19,14 +21,14 @@
 //! checkpoint has them and the activation is a separate step.
 
 use super::fnuz;
-use super::scale_shuffle::{self, shuffle_e8m0, unshuffle_e8m0};
+use super::scale_shuffle::{self, shuffle_e8m0, shuffle_padded, unshuffle_e8m0, E4M3_ONE};
 use super::shuffle::{shuffle_16x16, unshuffle_16x16, ShuffleShape};
 use crate::error::{Error, Result};
 use crate::fault::{self, Fault};
 use crate::formats::MiniFloat;
 use crate::oracle::Conversion;
 use crate::quant::{
-    fp8, int, mx, ExpertWeights, Fp8Flavor, Fp8WeightScale, IntBits, IntWeights, MxElem,
+    fp8, int, mx, nvfp4, ExpertWeights, Fp8Flavor, Fp8WeightScale, IntBits, IntWeights, MxElem,
     QuantScheme, QuantTensor, WeightData,
 };
 
@@ -38,6 +40,8 @@ pub enum Elem {
     Fp8(Fp8Flavor),
     /// Packed OCP MX elements, as the checkpoint packs them.
     Mx(MxElem),
+    /// NVFP4 e2m1 elements, two per byte, low nibble first (as the checkpoint packs them).
+    Nvfp4,
     /// Unsigned integer codes (int4 two per byte, int8 one).
     Int(IntBits),
 }
@@ -49,8 +53,17 @@ impl Elem {
             Elem::Bf16 | Elem::F16 => 2 * cols,
             Elem::Fp8(_) => cols,
             Elem::Mx(m) => mx::packed_len(m, cols),
-            Elem::Int(IntBits::Int4) => cols / 2,
+            Elem::Nvfp4 | Elem::Int(IntBits::Int4) => cols / 2,
             Elem::Int(IntBits::Int8) => cols,
+        }
+    }
+
+    /// Elements of K per block scale (1: none).
+    pub fn block(self) -> usize {
+        match self {
+            Elem::Mx(_) => mx::BLOCK,
+            Elem::Nvfp4 => nvfp4::BLOCK,
+            Elem::Bf16 | Elem::F16 | Elem::Fp8(_) | Elem::Int(_) => 1,
         }
     }
 
@@ -59,7 +72,7 @@ impl Elem {
     fn shuffle_bytes(self) -> usize {
         match self {
             Elem::Bf16 | Elem::F16 => 2,
-            Elem::Fp8(_) | Elem::Mx(_) | Elem::Int(_) => 1,
+            Elem::Fp8(_) | Elem::Mx(_) | Elem::Nvfp4 | Elem::Int(_) => 1,
         }
     }
 }
@@ -75,8 +88,11 @@ pub struct HipGemmWeights {
     pub data: Vec<u8>,
     /// fp8 scales in the checkpoint's granularity, in the prepared flavour.
     pub fp8_scales: Option<(Fp8WeightScale, Vec<f32>)>,
-    /// e8m0 scales of `[E·rows, cols/32]`, e8m0-shuffled (padded).
-    pub mx_scales: Option<Vec<u8>>,
+    /// Block scales, e8m0-shuffled (padded): MX e8m0 of `[E·rows, cols/32]` or NVFP4
+    /// e4m3fn of `[E·rows, cols/16]`.
+    pub block_scales: Option<Vec<u8>>,
+    /// NVFP4's global scale per expert, `[E]` (`w = fp4 · block · global`).
+    pub global_scales: Option<Vec<f32>>,
     /// Integer weight-only: group scales, zero points, act-order.
     pub int: Option<IntGroups>,
     /// `[E, rows]`.
@@ -140,7 +156,7 @@ impl HipGemmWeights {
                 }
             }
             Elem::Fp8(flavor) => fp8::decode(flavor, byte(c)),
-            Elem::Mx(MxElem::Fp4E2M1) => {
+            Elem::Mx(MxElem::Fp4E2M1) | Elem::Nvfp4 => {
                 let b = byte(c / 2);
                 mx::decode(MxElem::Fp4E2M1, if c % 2 == 0 { b & 0xF } else { b >> 4 })
             }
@@ -162,12 +178,17 @@ impl HipGemmWeights {
             let per = fp8::scales_per_expert(*g, self.rows, self.cols);
             s[e * per + fp8::scale_index(*g, r, c, self.cols)]
         });
-        let mx_scale = self.mx_scales.as_ref().map_or(1.0, |s| {
-            let (_, pc) = scale_shuffle::padded_shape(self.experts * self.rows, self.cols / 32);
-            let code = s[scale_shuffle::shuffled_index(pc, e * self.rows + r, c / 32)];
-            crate::formats::E8M0::from_bits(code).to_f32()
+        let block = self.elem.block();
+        let block_scale = self.block_scales.as_ref().map_or(1.0, |s| {
+            let (_, pc) = scale_shuffle::padded_shape(self.experts * self.rows, self.cols / block);
+            let code = s[scale_shuffle::shuffled_index(pc, e * self.rows + r, c / block)];
+            match self.elem {
+                Elem::Nvfp4 => crate::formats::F8E4M3::from_bits(code).to_f32(),
+                _ => crate::formats::E8M0::from_bits(code).to_f32(),
+            }
         });
-        raw * fp8_scale * mx_scale
+        let global = self.global_scales.as_ref().map_or(1.0, |g| g[e]);
+        raw * fp8_scale * block_scale * global
     }
 
     /// Integer code `code` at (e, r, c) expanded as the kernel expands it.
@@ -201,7 +222,8 @@ fn prepare_tensor(
     conversions: &mut Vec<Conversion>,
 ) -> Result<HipGemmWeights> {
     let mut int_groups = None;
-    let (elem, bytes, fp8_scales, mx_scales) = match (&t.data, scheme) {
+    let mut global_scales = None;
+    let (elem, bytes, fp8_scales, block_scales) = match (&t.data, scheme) {
         (WeightData::Bf16(w), _) => (
             Elem::Bf16,
             w.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect(),
@@ -246,6 +268,21 @@ fn prepare_tensor(
             }
             (Elem::Mx(*elem), packed, None, Some(shuffled))
         }
+        (
+            WeightData::Nvfp4 {
+                packed,
+                block_scales,
+                global_scales: g,
+            },
+            QuantScheme::Nvfp4 { .. },
+        ) => {
+            let (lines, groups) = (t.experts * t.rows, t.cols / nvfp4::BLOCK);
+            let mut packed = packed.clone();
+            fault::swap_nibbles(&mut packed);
+            global_scales = Some(g.clone());
+            let shuffled = shuffle_padded(block_scales, lines, groups, E4M3_ONE)?;
+            (Elem::Nvfp4, packed, None, Some(shuffled))
+        }
         (WeightData::Int(iw), QuantScheme::IntWeightOnly { .. }) if iw.channel_scales.is_none() => {
             int_groups = Some(IntGroups {
                 group: iw.group,
@@ -268,7 +305,8 @@ fn prepare_tensor(
         cols: t.cols,
         data: Vec::new(),
         fp8_scales,
-        mx_scales,
+        block_scales,
+        global_scales,
         int: int_groups,
         bias: bias.cloned(),
     };
@@ -310,6 +348,13 @@ pub fn prepare_layout(weights: &ExpertWeights, device_fp8: Option<Fp8Flavor>) ->
     })
 }
 
+fn block_scales(w: &HipGemmWeights) -> Result<&[u8]> {
+    w.block_scales.as_deref().ok_or_else(|| Error::Missing {
+        what: "block scales of a prepared projection".into(),
+        why: "MX and NVFP4 weights carry block scales".into(),
+    })
+}
+
 /// The exact inverse of [`prepare_tensor`]: checkpoint-layout data in `flavor` (the
 /// checkpoint's fp8 flavour).
 fn unprepare_tensor(w: &HipGemmWeights, flavor: Option<Fp8Flavor>) -> Result<QuantTensor> {
@@ -346,16 +391,22 @@ fn unprepare_tensor(w: &HipGemmWeights, flavor: Option<Fp8Flavor>) -> Result<Qua
             }
             WeightData::Fp8 { codes, scales }
         }
-        Elem::Mx(_) => {
-            let s = w.mx_scales.as_ref().ok_or_else(|| Error::Missing {
-                what: "MX scales of a prepared projection".into(),
-                why: "MX weights carry e8m0 scales".into(),
-            })?;
-            WeightData::Mx {
-                packed: bytes,
-                scales: unshuffle_e8m0(s, w.experts * w.rows, w.cols / mx::BLOCK)?,
-            }
-        }
+        Elem::Mx(_) => WeightData::Mx {
+            packed: bytes,
+            scales: unshuffle_e8m0(block_scales(w)?, w.experts * w.rows, w.cols / mx::BLOCK)?,
+        },
+        Elem::Nvfp4 => WeightData::Nvfp4 {
+            packed: bytes,
+            block_scales: unshuffle_e8m0(
+                block_scales(w)?,
+                w.experts * w.rows,
+                w.cols / nvfp4::BLOCK,
+            )?,
+            global_scales: w.global_scales.clone().ok_or_else(|| Error::Missing {
+                what: "global scales of a prepared NVFP4 projection".into(),
+                why: "NVFP4 weights carry one f32 scale per expert".into(),
+            })?,
+        },
         Elem::Int(bits) => {
             let g = w.int.clone().ok_or_else(|| Error::Missing {
                 what: "group scales of a prepared integer projection".into(),

@@ -12,6 +12,8 @@ pub(super) enum Variant {
     F16,
     Fp8,
     Mxfp4A16,
+    /// NVFP4 weights expanded to bf16, bf16 activations (W4A4's quantize-dequantized).
+    Nvfp4A16,
     /// Integer weight-only (GPTQ / AWQ) expanded to bf16: `bits` 4 or 8.
     IntA16 {
         bits: i32,
@@ -30,6 +32,7 @@ impl Variant {
             Variant::F16 => "fm_gemm_f16",
             Variant::Fp8 => "fm_gemm_fp8",
             Variant::Mxfp4A16 => "fm_gemm_mxfp4a16",
+            Variant::Nvfp4A16 => "fm_gemm_nvfp4a16",
             Variant::IntA16 { .. } => "fm_gemm_wna16",
             Variant::MxNative { .. } => "fm_gemm_mx",
         }
@@ -45,6 +48,19 @@ pub(super) enum ActPlan {
     Fp8 { mode: i32, static_scale: f32 },
     /// MX in the weights' element type (`fm_mx_quant_rows`).
     Mx { fmt: i32 },
+    /// NVFP4 W4A4: 16-column blocks quantize-dequantized to bf16 (`fm_nvfp4_qdq_rows`),
+    /// `global` = 1 / the static input scale, in f32 as the emulation computes it.
+    Nvfp4 { global: f32 },
+}
+
+impl ActPlan {
+    /// Bytes per element of the quantized rows the GEMM reads.
+    pub(super) fn code_bytes(self) -> usize {
+        match self {
+            ActPlan::Nvfp4 { .. } => 2,
+            ActPlan::None | ActPlan::Fp8 { .. } | ActPlan::Mx { .. } => 1,
+        }
+    }
 }
 
 const FMT_FP8: i32 = 0;
@@ -71,6 +87,7 @@ pub(super) fn plan(
         (B::AiterBf16, Variant::Bf16 | Variant::F16)
         | (B::AiterFp8 | B::AiterFp8Block128, Variant::Fp8)
         | (B::AiterMxfp4, Variant::Mxfp4A16)
+        | (B::AiterNvfp4, Variant::Nvfp4A16)
         | (B::AiterWna16, Variant::IntA16 { .. })
         | (B::AiterMxNative, Variant::MxNative { .. }) => true,
         (
@@ -79,6 +96,7 @@ pub(super) fn plan(
             | Variant::F16
             | Variant::Fp8
             | Variant::Mxfp4A16
+            | Variant::Nvfp4A16
             | Variant::IntA16 { .. }
             | Variant::MxNative { .. },
         ) => false,
@@ -134,6 +152,18 @@ fn plan_for_scheme(
             elem: MxElem::Fp4E2M1,
             act: MxAct::Bf16,
         } => (Variant::Mxfp4A16, ActPlan::None, ActPlan::None),
+        QuantScheme::Nvfp4 { w4a4: false } => (Variant::Nvfp4A16, ActPlan::None, ActPlan::None),
+        QuantScheme::Nvfp4 { w4a4: true } => {
+            let s = statics()?;
+            // quant/activation.rs: `global = 1 / input_scale`, in f32.
+            (
+                Variant::Nvfp4A16,
+                ActPlan::Nvfp4 {
+                    global: 1.0 / s.w13,
+                },
+                ActPlan::Nvfp4 { global: 1.0 / s.w2 },
+            )
+        }
         QuantScheme::IntWeightOnly { bits, .. } => (
             Variant::IntA16 {
                 bits: bits.bits() as i32,
@@ -195,9 +225,12 @@ pub(super) fn fp8_mode(scheme: &QuantScheme, device: Option<Fp8Flavor>) -> Resul
     }
 }
 
+/// The per-tensor factor the GEMM applies to its dot products: a static fp8 scale, or
+/// NVFP4's 1 / global.
 pub(super) fn static_of(p: ActPlan) -> f32 {
     match p {
         ActPlan::Fp8 { static_scale, .. } => static_scale,
+        ActPlan::Nvfp4 { global } => 1.0 / global,
         ActPlan::None | ActPlan::Mx { .. } => 1.0,
     }
 }

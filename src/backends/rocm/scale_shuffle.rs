@@ -7,6 +7,8 @@
 
 use crate::error::{check_len, Error, Result};
 
+/// The e4m3fn code of 1.0, NVFP4's block-scale padding.
+pub const E4M3_ONE: u8 = 0x38;
 /// Padding multiple for rows.
 pub const ROW_PAD: usize = 256;
 /// Padding multiple for columns.
@@ -31,6 +33,12 @@ pub fn shuffled_index(pc: usize, r: usize, c: usize) -> usize {
 
 /// Shuffles a row-major `[rows, cols]` e8m0 scale matrix; the result is padded.
 pub fn shuffle_e8m0(scales: &[u8], rows: usize, cols: usize) -> Result<Vec<u8>> {
+    shuffle_padded(scales, rows, cols, PAD_CODE)
+}
+
+/// The same byte permutation for any one-byte scale type, padded with `pad` (NVFP4's
+/// e4m3 block scales pad with [`E4M3_ONE`], not 127, which is NaN in e4m3fn).
+pub fn shuffle_padded(scales: &[u8], rows: usize, cols: usize, pad: u8) -> Result<Vec<u8>> {
     check_len("e8m0 scales", scales.len(), rows * cols)?;
     if rows == 0 || cols == 0 {
         return Err(Error::shape(
@@ -40,7 +48,7 @@ pub fn shuffle_e8m0(scales: &[u8], rows: usize, cols: usize) -> Result<Vec<u8>> 
         ));
     }
     let (pr, pc) = padded_shape(rows, cols);
-    let mut out = vec![PAD_CODE; pr * pc];
+    let mut out = vec![pad; pr * pc];
     for r in 0..rows {
         for c in 0..cols {
             out[shuffled_index(pc, r, c)] = scales[r * cols + c];

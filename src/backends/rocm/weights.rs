@@ -1,5 +1,5 @@
 //! One projection (w13 or w2) of the routed experts on an AMD GPU: the prepared layout's
-//! shuffled weights, fp8 / e8m0 scales, integer group scales, zero points and act-order
+//! shuffled weights, fp8 scales, MX / NVFP4 block scales and NVFP4 global scales, integer group scales, zero points and act-order
 //! `g_idx`, and the bias, uploaded once.
 
 use super::layout::HipGemmWeights;
@@ -12,7 +12,8 @@ use crate::quant::Fp8WeightScale;
 pub(super) struct DeviceWeights {
     pub(super) data: Buffer<HipDevice>,
     pub(super) fp8_scales: Option<(i32, Buffer<HipDevice>)>,
-    pub(super) mx_scales: Option<Buffer<HipDevice>>,
+    pub(super) block_scales: Option<Buffer<HipDevice>>,
+    pub(super) global_scales: Option<Buffer<HipDevice>>,
     pub(super) int: Option<IntGroupsOnDevice>,
     pub(super) bias: Option<Buffer<HipDevice>>,
     pub(super) rows: usize,
@@ -52,7 +53,8 @@ impl DeviceWeights {
         Ok(DeviceWeights {
             data: Buffer::from_slice(dev, &w.data)?,
             fp8_scales,
-            mx_scales: upload_opt(dev, &w.mx_scales)?,
+            block_scales: upload_opt(dev, &w.block_scales)?,
+            global_scales: upload_opt(dev, &w.global_scales)?,
             int,
             bias: upload_opt(dev, &w.bias)?,
             rows: w.rows,
@@ -69,12 +71,13 @@ fn upload_opt<T: bytemuck::Pod>(
 }
 
 impl DeviceWeights {
-    /// The weight scales the GEMM reads: fp8's, or the integer group scales (0: none).
+    /// The f32 weight scales the GEMM reads: fp8's, NVFP4's global ones (per expert), or
+    /// the integer group scales (0: none).
     pub(super) fn weight_scales(&self) -> u64 {
-        match (&self.fp8_scales, &self.int) {
-            (Some((_, s)), _) => s.addr(),
-            (None, Some(g)) => g.scales.addr(),
-            (None, None) => 0,
+        match (&self.fp8_scales, &self.global_scales, &self.int) {
+            (Some((_, s)), _, _) | (None, Some(s), _) => s.addr(),
+            (None, None, Some(g)) => g.scales.addr(),
+            (None, None, None) => 0,
         }
     }
 
