@@ -34,6 +34,13 @@
 //     (`wscale`, [E, N, K / group]) and zero point (`zeros`, same indexing; null: the
 //     symmetric mid code), the group looked up per column in `g_idx` ([E, K]) under
 //     act-order, so K is never permuted; 16x16x16 bf16 MFMA. Runs on every target.
+//   7 MX weights on the fp8 MFMA (gfx942, which has no scaled MFMA): each 32-element MX
+//     block is one 16x16x32 fp8 MFMA. Weight codes (fp4 / fp6) and MX activation codes
+//     are re-encoded as e4m3 in the device's flavour (exact: every fp4 / fp6 value is an
+//     e4m3 value); fp8 activations arrive as fm_quant_rows' codes. Each block's dot
+//     product is multiplied by its e8m0 scales (weight row's, and the activation row's
+//     for MX activations) as it finishes — the scaled MFMA's arithmetic, done outside it;
+//     a static fp8 activation scale (`ascale`, stored as the GEMM reads it) at the end.
 //   6 NVFP4 weights, bf16 activations: fp4 times its e4m3fn block scale (one per 16 of K,
 //     in `wmx`, e8m0-shuffled) decoded to bf16 in registers — exact, the product has at
 //     most six significant bits — 16x16x16 bf16 MFMA, and the expert's f32 global scale
@@ -109,6 +116,21 @@ FM_INLINE u16 int_weight(const u8* w, const float* scales, const u8* zeros, cons
   const int zero = zeros ? zeros[gi] : 1 << (wbits - 1);
   const float s = bf16_to_f32(f32_to_bf16(scales[gi]));
   return f32_to_bf16((float)(code - zero) * s);
+}
+
+// Code `k` of a row of `bits`-bit codes packed LSB first (fp4 / fp6 / fp8, as the MX
+// packing and fm_mx_quant_rows lay them out); `byte(i)` reads byte i of the row.
+template <typename B>
+FM_INLINE u32 packed_code(B byte, int k, int bits) {
+  const int bit = k * bits;
+  u32 v = byte(bit / 8);
+  if (bit % 8 + bits > 8) v |= (u32)byte(bit / 8 + 1) << 8;
+  return (v >> (bit % 8)) & ((1u << bits) - 1);
+}
+
+// e8m0 as the matrix cores read it: 0xFF is NaN.
+FM_INLINE float e8m0_scale(u32 code) {
+  return code == 0xff ? as_float(0x7fc00000u) : e8m0_to_f32(code);
 }
 
 FM_INLINE u64 load8(const u8* p) {
@@ -229,6 +251,42 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       }
       acc = mfma_16(a, b, acc, is_f16);
     }
+  } else if constexpr (V == 7) {
+#ifdef FM_HAS_FP8_MFMA
+    const int wbits = mx_bits(fmt_w), abits = mx_bits(fmt_a);
+    const int row_bytes = K * wbits / 8;
+    const int pc = ((K / 32) + 7) / 8 * 8;
+    const int a_is_fp8 = fmt_a == FM_MX_FP8;
+    const u8* arow = x.arow < 0 ? nullptr : act + x.arow * (long)K * abits / 8;
+    auto wbyte = [&](int i) { return w[shuffled_byte(x.e, N, row_bytes, wn, i)]; };
+    auto abyte = [&](int i) { return arow[i]; };
+    for (int blk = 0; blk * 32 < K; ++blk) {
+      const int kk = blk * 32 + 8 * x.g;  // this lane's 8 elements of the block
+      u64 a = 0, b = 0;
+      for (int q = 0; q < 8; ++q)
+        a |= (u64)f32_to_e4m3(mx_decode(packed_code(wbyte, kk + q, wbits), fmt_w), fnuz) << (8 * q);
+      float sa = 1.0f;
+      if (arow) {
+        if (a_is_fp8) {
+          b = load8(arow + kk);
+        } else {
+          for (int q = 0; q < 8; ++q)
+            b |= (u64)f32_to_e4m3(mx_decode(packed_code(abyte, kk + q, abits), fmt_a), fnuz) << (8 * q);
+          sa = e8m0_scale(((const u8*)ascale)[x.arow * (K / 32) + blk]);
+        }
+      }
+      const v4f part = mfma_fp8(a, b, v4f{0.0f, 0.0f, 0.0f, 0.0f}, fnuz);
+      for (int r = 0; r < 4; ++r) {
+        const long n = x.n0 + 4 * x.g + r;
+        acc[r] += part[r] * e8m0_scale(wmx[shuffled_scale(pc, (long)x.e * N + n, blk)]) * sa;
+      }
+    }
+    if (a_is_fp8 && x.arow >= 0)
+      for (int r = 0; r < 4; ++r) acc[r] *= ((const float*)ascale)[0];
+#else
+    (void)fmt_w; (void)fmt_a;
+    FM_TRAP();  // the oracle picks this variant only where the fp8 MFMA exists
+#endif
   } else if constexpr (V == 6) {
     const u16* a16 = (const u16*)act;
     const int row_bytes = K / 2;
@@ -332,3 +390,5 @@ FM_GEMM_KERNEL(fm_gemm_wna16_up, 5, 1)
 FM_GEMM_KERNEL(fm_gemm_wna16_down, 5, 2)
 FM_GEMM_KERNEL(fm_gemm_nvfp4a16_up, 6, 1)
 FM_GEMM_KERNEL(fm_gemm_nvfp4a16_down, 6, 2)
+FM_GEMM_KERNEL(fm_gemm_mxfp8_up, 7, 1)
+FM_GEMM_KERNEL(fm_gemm_mxfp8_down, 7, 2)

@@ -768,7 +768,7 @@ fn low_bit_schemes_on_every_preset() {
                 CudaW4a8,
                 Emulation,
                 Emulation,
-                Emulation,
+                AiterMxFp8,
                 AiterMxNative,
                 Emulation,
             ],

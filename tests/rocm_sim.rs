@@ -106,6 +106,31 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
         ),
         (942, "nvfp4", Activation::SiluAndMul, BackendId::AiterNvfp4),
         (950, "nvfp4", Activation::GeluAndMul, BackendId::AiterNvfp4),
+        // gfx942 has no scaled MFMA: MX on the fp8 MFMA, one instruction per MX block.
+        (
+            942,
+            "mxfp4-a-mxfp4",
+            Activation::SiluAndMul,
+            BackendId::AiterMxFp8,
+        ),
+        (
+            942,
+            "mxfp4-a-fp8",
+            Activation::SiluAndMul,
+            BackendId::AiterMxFp8,
+        ),
+        (
+            942,
+            "mxfp6-e3m2",
+            Activation::GeluAndMul,
+            BackendId::AiterMxFp8,
+        ),
+        (
+            942,
+            "mxfp6-e2m3-a-fp8",
+            Activation::SiluAndMul,
+            BackendId::AiterMxFp8,
+        ),
         // gfx90a: bf16 / f16 MFMA only, so the 16-bit and weight-only paths.
         (90, "nvfp4", Activation::SiluAndMul, BackendId::AiterNvfp4),
         (90, "bf16", Activation::SiluAndMul, BackendId::AiterBf16),

@@ -53,7 +53,8 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
     use Activation::{GeluAndMul, SiluAndMul};
     const GPT_OSS: Activation = Activation::GPT_OSS;
     use BackendId::{
-        AiterBf16, AiterFp8, AiterFp8Block128, AiterMxNative, AiterMxfp4, AiterNvfp4, AiterWna16,
+        AiterBf16, AiterFp8, AiterFp8Block128, AiterMxFp8, AiterMxNative, AiterMxfp4, AiterNvfp4,
+        AiterWna16,
     };
     let cases = [
         case(942, "bf16", SiluAndMul, AiterBf16),
@@ -81,6 +82,8 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
         },
         case(942, "w8a16", GeluAndMul, AiterWna16),
         case(942, "nvfp4", SiluAndMul, AiterNvfp4),
+        case(942, "mxfp4-a-fp8", SiluAndMul, AiterMxFp8),
+        case(942, "mxfp6-e2m3", GeluAndMul, AiterMxFp8),
         case(90, "nvfp4-a16", GeluAndMul, AiterNvfp4),
         case(90, "bf16", SiluAndMul, AiterBf16),
         case(90, "w8a16-channel", SiluAndMul, AiterWna16),

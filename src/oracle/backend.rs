@@ -62,6 +62,9 @@ backend_ids! {
     AiterWna16 => "aiter-wna16",
     /// gfx950 `v_mfma_scale`: MXFP4 / MXFP6 weights with MX or fp8 activations.
     AiterMxNative => "aiter-mx-native",
+    /// MXFP4 / MXFP6 weights with MX or fp8 activations on the fp8 MFMA (gfx942): codes
+    /// re-encoded as e4m3, block scales on each 32-element block's dot product.
+    AiterMxFp8 => "aiter-mx-fp8",
     /// Portable WGSL through wgpu (Vulkan, Metal, DX12): weights dequantized in the shader,
     /// f32 accumulation, every scheme.
     Wgpu => "wgpu",

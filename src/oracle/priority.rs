@@ -123,7 +123,7 @@ const fn wgpu() -> Availability {
     )
 }
 
-static BACKENDS: [BackendSpec; 17] = [
+static BACKENDS: [BackendSpec; 18] = [
     // NVIDIA. Hopper-only paths first, then fp8 (sm_89+), then the sm_80 weight-only ones.
     BackendSpec {
         id: BackendId::CudaFp8Block128,
@@ -214,6 +214,17 @@ static BACKENDS: [BackendSpec; 17] = [
             runs: "MXFP4 / MXFP6 weights with MX or static fp8 activations",
             fp8_matrix: true,
             mx: true,
+            ..AITER_BASE
+        },
+    },
+    BackendSpec {
+        id: BackendId::AiterMxFp8,
+        needs: Needs {
+            // Without the scaled MFMA (gfx942): each 32-element block on the fp8 MFMA.
+            schemes: mx_quantized_activations,
+            runs: "MXFP4 / MXFP6 weights with MX or static fp8 activations, re-encoded as e4m3 \
+                   for the fp8 MFMA",
+            fp8_matrix: true,
             ..AITER_BASE
         },
     },

@@ -82,6 +82,8 @@ pub struct HipExperts {
     /// `fm_quant_rows`' fp8_mode: 0 e4m3fn codes, 1 e4m3fnuz codes of an e4m3fnuz
     /// checkpoint, 2 the e4m3fn rule re-read as e4m3fnuz (an e4m3fn checkpoint on gfx942).
     fp8_mode: i32,
+    /// Whether the device's fp8 matrix cores read e4m3fnuz (gfx942).
+    device_fnuz: bool,
     /// Resident LoRA adapters, if the layer has any.
     lora: Option<DeviceLora<HipDevice>>,
 }
@@ -137,7 +139,7 @@ impl HipExperts {
             .scheme
             .fp8_flavor()
             .map(|f| if fnuz { Fp8Flavor::E4M3Fnuz } else { f });
-        if let Variant::MxNative { .. } = variant {
+        if let Variant::MxNative { .. } | Variant::MxOnFp8 { .. } = variant {
             for (what, k) in [
                 ("hidden", config.hidden),
                 ("intermediate", config.intermediate),
@@ -165,6 +167,7 @@ impl HipExperts {
             a2,
             is_f16: variant == Variant::F16,
             fp8_mode: fp8_mode(&weights.scheme, fp8)?,
+            device_fnuz: dev.capabilities().fp8 == Some(Fp8Flavor::E4M3Fnuz),
             lora: None,
         })
     }
@@ -330,9 +333,12 @@ impl HipExperts {
         stream: &Stream,
     ) -> Result<()> {
         let pairs = io.tokens * io.top_k;
-        let (fmt_w, fmt_a) = match self.variant {
-            Variant::MxNative { fmt_w, fmt_a } => (fmt_w, fmt_a),
-            _ => (0, 0),
+        let (fmt_w, fmt_a) = self.variant.mx_formats();
+        // Whether fp8 codes are e4m3fnuz: read where fp8 is decoded in software, and by
+        // the MX-on-fp8 kernel, which encodes its codes in the device's flavour.
+        let fnuz = match self.variant {
+            Variant::MxOnFp8 { .. } => self.device_fnuz,
+            _ => self.fp8_mode != 0,
         };
         let wbits = match self.variant {
             Variant::IntA16 { bits } => bits,
@@ -361,8 +367,7 @@ impl HipExperts {
             Arg::I32(w.cols as i32),
             Arg::I32(io.top_k as i32),
             Arg::I32(pairs as i32),
-            // Whether fp8 codes are e4m3fnuz (read only where fp8 is decoded in software).
-            Arg::I32((self.fp8_mode != 0) as i32),
+            Arg::I32(fnuz as i32),
             Arg::I32(self.is_f16 as i32),
             Arg::I32(fmt_w),
             Arg::I32(fmt_a),

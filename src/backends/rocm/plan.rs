@@ -23,6 +23,12 @@ pub(super) enum Variant {
         fmt_w: i32,
         fmt_a: i32,
     },
+    /// The same MX schemes on the fp8 MFMA (gfx942): codes re-encoded as e4m3, block
+    /// scales on each 32-element block's dot product.
+    MxOnFp8 {
+        fmt_w: i32,
+        fmt_a: i32,
+    },
 }
 
 impl Variant {
@@ -35,6 +41,22 @@ impl Variant {
             Variant::Nvfp4A16 => "fm_gemm_nvfp4a16",
             Variant::IntA16 { .. } => "fm_gemm_wna16",
             Variant::MxNative { .. } => "fm_gemm_mx",
+            Variant::MxOnFp8 { .. } => "fm_gemm_mxfp8",
+        }
+    }
+
+    /// The weight and activation formats of the MX variants (0, 0 otherwise).
+    pub(super) fn mx_formats(self) -> (i32, i32) {
+        match self {
+            Variant::MxNative { fmt_w, fmt_a } | Variant::MxOnFp8 { fmt_w, fmt_a } => {
+                (fmt_w, fmt_a)
+            }
+            Variant::Bf16
+            | Variant::F16
+            | Variant::Fp8
+            | Variant::Mxfp4A16
+            | Variant::Nvfp4A16
+            | Variant::IntA16 { .. } => (0, 0),
         }
     }
 }
@@ -81,15 +103,20 @@ pub(super) fn plan(
     scheme: &QuantScheme,
     weights: &ExpertWeights,
 ) -> Result<(Variant, ActPlan, ActPlan)> {
-    let planned = plan_for_scheme(scheme, weights)?;
+    let mut planned = plan_for_scheme(scheme, weights)?;
     use BackendId as B;
+    // The MX schemes have two kernel families: the scaled MFMA and, without it, the fp8 MFMA.
+    if let (B::AiterMxFp8, Variant::MxNative { fmt_w, fmt_a }) = (backend, planned.0) {
+        planned.0 = Variant::MxOnFp8 { fmt_w, fmt_a };
+    }
     let runs = match (backend, planned.0) {
         (B::AiterBf16, Variant::Bf16 | Variant::F16)
         | (B::AiterFp8 | B::AiterFp8Block128, Variant::Fp8)
         | (B::AiterMxfp4, Variant::Mxfp4A16)
         | (B::AiterNvfp4, Variant::Nvfp4A16)
         | (B::AiterWna16, Variant::IntA16 { .. })
-        | (B::AiterMxNative, Variant::MxNative { .. }) => true,
+        | (B::AiterMxNative, Variant::MxNative { .. })
+        | (B::AiterMxFp8, Variant::MxOnFp8 { .. }) => true,
         (
             _,
             Variant::Bf16
@@ -98,7 +125,8 @@ pub(super) fn plan(
             | Variant::Mxfp4A16
             | Variant::Nvfp4A16
             | Variant::IntA16 { .. }
-            | Variant::MxNative { .. },
+            | Variant::MxNative { .. }
+            | Variant::MxOnFp8 { .. },
         ) => false,
     };
     if !runs {
