@@ -41,6 +41,10 @@
 //     product is multiplied by its e8m0 scales (weight row's, and the activation row's
 //     for MX activations) as it finishes — the scaled MFMA's arithmetic, done outside it;
 //     a static fp8 activation scale (`ascale`, stored as the GEMM reads it) at the end.
+//   8 INT8 W8A8: s8 weights (the checkpoint's unsigned codes - 128, shuffled as bytes) with
+//     a scale per row (`wscale`, [E, N]) against s8 activations with a scale per row
+//     (`ascale`, fm_quant_rows mode 4): i32 sums, exact, from the int8 MFMA (16x16x32 on
+//     gfx942 / gfx950, two 16x16x16 on gfx90a), scaled once at the end.
 //   6 NVFP4 weights, bf16 activations: fp4 times its e4m3fn block scale (one per 16 of K,
 //     in `wmx`, e8m0-shuffled) decoded to bf16 in registers — exact, the product has at
 //     most six significant bits — 16x16x16 bf16 MFMA, and the expert's f32 global scale
@@ -251,6 +255,17 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       }
       acc = mfma_16(a, b, acc, is_f16);
     }
+  } else if constexpr (V == 8) {
+    v4i isum = {0, 0, 0, 0};
+    for (int k = 0; k < K; k += 32) {
+      const int kk = k + 8 * x.g;
+      const u64 a = load8(w + shuffled_byte(x.e, N, K, wn, kk));
+      const u64 b = x.arow < 0 ? 0 : load8(act + x.arow * K + kk);
+      isum = mfma_i8_k32(a, b, isum);
+    }
+    const float sa = x.arow < 0 ? 0.0f : ((const float*)ascale)[x.arow];
+    for (int r = 0; r < 4; ++r)
+      acc[r] = (float)isum[r] * (wscale[(long)x.e * N + x.n0 + 4 * x.g + r] * sa);
   } else if constexpr (V == 7) {
 #ifdef FM_HAS_FP8_MFMA
     const int wbits = mx_bits(fmt_w), abits = mx_bits(fmt_a);
@@ -392,3 +407,5 @@ FM_GEMM_KERNEL(fm_gemm_nvfp4a16_up, 6, 1)
 FM_GEMM_KERNEL(fm_gemm_nvfp4a16_down, 6, 2)
 FM_GEMM_KERNEL(fm_gemm_mxfp8_up, 7, 1)
 FM_GEMM_KERNEL(fm_gemm_mxfp8_down, 7, 2)
+FM_GEMM_KERNEL(fm_gemm_w8a8_up, 8, 1)
+FM_GEMM_KERNEL(fm_gemm_w8a8_down, 8, 2)

@@ -15,6 +15,7 @@ typedef short v4s __attribute__((ext_vector_type(4)));
 typedef _Float16 v4h __attribute__((ext_vector_type(4)));
 typedef float v4f __attribute__((ext_vector_type(4)));
 typedef int v8i __attribute__((ext_vector_type(8)));
+typedef int v4i __attribute__((ext_vector_type(4)));
 
 #define FM_WAVE 64
 
@@ -69,6 +70,18 @@ FM_INLINE v4f mfma_f16_k16(v4s a, v4s b, v4f c) {
 #define FM_HAS_FP8_MFMA 1
 FM_INLINE v4f mfma_fp8_k32(u64 a, u64 b, v4f c) {
   return __builtin_amdgcn_mfma_f32_16x16x32_fp8_fp8((long)a, (long)b, c, 0, 0, 0);
+}
+#endif
+// Eight s8 codes per lane against eight, i32 sums (exact): one 16x16x32 MFMA on gfx942 /
+// gfx950, two 16x16x16 ones over the same eight K values on gfx90a.
+#if defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__) || defined(__gfx950__)
+FM_INLINE v4i mfma_i8_k32(u64 a, u64 b, v4i c) {
+  return __builtin_amdgcn_mfma_i32_16x16x32_i8((long)a, (long)b, c, 0, 0, 0);
+}
+#else
+FM_INLINE v4i mfma_i8_k32(u64 a, u64 b, v4i c) {
+  c = __builtin_amdgcn_mfma_i32_16x16x16i8((int)(u32)a, (int)(u32)b, c, 0, 0, 0);
+  return __builtin_amdgcn_mfma_i32_16x16x16i8((int)(u32)(a >> 32), (int)(u32)(b >> 32), c, 0, 0, 0);
 }
 #endif
 #if defined(__gfx950__)

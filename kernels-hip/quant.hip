@@ -1,5 +1,7 @@
 // Activation quantization, the activation between the GEMMs, and the router weight on the
 // input — as the emulation does them (kernels-cuda/quant.cu is the NVIDIA twin):
+//   int8 (fm_quant_rows mode 4, INT8 W8A8): scale = amax / 127 per row, q = clamp(rne(x /
+//        scale), -128, 127) as s8 bytes, all zeros (scale 0) for a zero row.
 //   fp8: scale = amax / fp8 max (per tensor, per row, or per row per 128 columns) or a
 //        static scale; q = rne(clamp(x / scale, -max, max)).
 //        fp8_mode 0: e4m3fn codes (gfx950). 1: e4m3fnuz codes of an e4m3fnuz checkpoint
@@ -57,7 +59,7 @@ FM_INLINE u8 encode_act(float x, float s, int fp8_mode) {
 FM_INLINE float stored_scale(float s, int fp8_mode) { return fp8_mode == 2 ? 2.0f * s : s; }
 
 // One workgroup per row. mode: 0 per tensor (scale from amax[0]), 1 per row, 2 per row per
-// 128 columns, 3 static. Scales: mode 0/3 -> scales[0]; 1 -> scales[row];
+// 128 columns, 3 static, 4 int8 per row. Scales: mode 0/3 -> scales[0]; 1, 4 -> scales[row];
 // 2 -> scales[row * ceil(cols/128) + g].
 extern "C" __global__ void __launch_bounds__(Q_THREADS)
 fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __restrict__ num_rows,
@@ -93,7 +95,7 @@ fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __rest
     return;
   }
   float s;
-  if (mode == 1) {
+  if (mode == 1 || mode == 4) {
     float m = 0.0f;
     for (int c = tid; c < cols; c += Q_THREADS) m = fmax_(m, fabs_(model_to_f32(x[c], is_f16)));
     m = wave_max(m);
@@ -101,10 +103,17 @@ fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __rest
     sync_threads();
     float v = 0.0f;
     for (int w = 0; w < Q_WAVES; ++w) v = fmax_(v, red[w]);
-    s = scale_from_amax(v, fp8_mode);
-    if (tid == 0) scales[row] = stored_scale(s, fp8_mode);
+    s = mode == 4 ? v / 127.0f : scale_from_amax(v, fp8_mode);
+    if (tid == 0) scales[row] = mode == 4 ? s : stored_scale(s, fp8_mode);
   } else {
     s = mode == 0 ? scale_from_amax(as_float(amax[0]), fp8_mode) : static_scale;
+  }
+  if (mode == 4) {
+    for (int c = tid; c < cols; c += Q_THREADS) {
+      const float r = s > 0.0f ? __builtin_rintf(model_to_f32(x[c], is_f16) / s) : 0.0f;
+      q[c] = (u8)(signed char)(int)clampf(r, -128.0f, 127.0f);
+    }
+    return;
   }
   for (int c = tid; c < cols; c += Q_THREADS)
     q[c] = encode_act(model_to_f32(x[c], is_f16), s, fp8_mode);

@@ -450,8 +450,8 @@ fn integer_weight_only_and_w4a8() {
         assert_only_availability(&caps, "w8a8-int8", &layer(), BackendId::CudaW8a8Int8);
     }
 
-    // AMD: the weight-only integers run on aiter-wna16 on every AITER target; W4A8 and
-    // INT8 W8A8 are refused by every AITER backend for their scheme.
+    // AMD: the weight-only integers run on aiter-wna16 on every AITER target; W4A8 is
+    // refused by every AITER backend for its scheme.
     let amd = [
         Capabilities::preset("mi250x").unwrap(),
         Capabilities::mi300x(),
@@ -468,13 +468,19 @@ fn integer_weight_only_and_w4a8() {
             assert_only_availability(caps, scheme, &layer(), BackendId::AiterWna16);
         }
     }
-    // NVFP4 (weight-only and W4A4) runs on aiter-nvfp4 on every AITER target.
-    for scheme in ["nvfp4-a16", "nvfp4"] {
+    // NVFP4 (weight-only and W4A4) runs on aiter-nvfp4, INT8 W8A8 on aiter-w8a8-int8, on
+    // every AITER target.
+    for (scheme, id) in [
+        ("nvfp4-a16", BackendId::AiterNvfp4),
+        ("nvfp4", BackendId::AiterNvfp4),
+        ("w8a8-int8", BackendId::AiterW8a8Int8),
+    ] {
         for caps in &amd {
-            assert_only_availability(caps, scheme, &layer(), BackendId::AiterNvfp4);
+            assert_only_availability(caps, scheme, &layer(), id);
         }
     }
-    for scheme in ["w4a8", "w8a8-int8"] {
+    {
+        let scheme = "w4a8";
         for caps in &amd {
             for id in BackendId::ALL.iter().copied().filter(|id| id.is_aiter()) {
                 assert_scheme_refused(caps, scheme, id);

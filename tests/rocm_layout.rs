@@ -35,6 +35,7 @@ const SCHEMES: &[&str] = &[
     "w4a16-g64-zp",
     "w4a16-actorder",
     "w8a16",
+    "w8a8-int8",
 ];
 
 /// The two AMD targets: gfx942 takes e4m3fnuz, gfx950 OCP e4m3fn.
@@ -148,6 +149,7 @@ fn consume(w: &HipGemmWeights, e: usize, r: usize, c: usize) -> f32 {
         Elem::Bf16 => half::bf16::from_le_bytes([w.data[at(c)], w.data[at(c) + 1]]).to_f32(),
         Elem::F16 => half::f16::from_le_bytes([w.data[at(c)], w.data[at(c) + 1]]).to_f32(),
         Elem::Fp8(flavor) => fp8::decode(flavor, w.data[at(c)]),
+        Elem::S8 => w.data[at(c)] as i8 as f32,
         Elem::Mx(MxElem::Fp4E2M1) | Elem::Nvfp4 => {
             let b = w.data[at(c / 2)];
             mx::decode(MxElem::Fp4E2M1, (b >> (4 * (c % 2))) & 0xF)
@@ -179,7 +181,8 @@ fn consume(w: &HipGemmWeights, e: usize, r: usize, c: usize) -> f32 {
         }
     });
     let global = w.global_scales.as_ref().map_or(1.0, |g| g[e]);
-    raw * s8 * sblock * global
+    let row = w.row_scales.as_ref().map_or(1.0, |s| s[e * w.rows + r]);
+    raw * s8 * sblock * global * row
 }
 
 fn dense_from(w: &HipGemmWeights, e: usize) -> Vec<f32> {

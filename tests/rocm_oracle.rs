@@ -36,6 +36,31 @@ fn amd_presets_choose_the_aiter_backends() {
             true,
         ),
         (&mi300x, "mxfp4", &gpt_oss, BackendId::AiterMxfp4, false),
+        // gfx942 has no scaled MFMA: MX on the fp8 MFMA.
+        (
+            &mi300x,
+            "mxfp4-a-mxfp4",
+            &layer,
+            BackendId::AiterMxFp8,
+            false,
+        ),
+        (&mi300x, "mxfp4-a-fp8", &layer, BackendId::AiterMxFp8, true),
+        (&mi300x, "nvfp4", &layer, BackendId::AiterNvfp4, false),
+        (
+            &mi300x,
+            "w8a8-int8",
+            &layer,
+            BackendId::AiterW8a8Int8,
+            false,
+        ),
+        (&mi355x, "nvfp4-a16", &layer, BackendId::AiterNvfp4, false),
+        (
+            &mi355x,
+            "w8a8-int8",
+            &layer,
+            BackendId::AiterW8a8Int8,
+            false,
+        ),
         (&mi355x, "fp8", &layer, BackendId::AiterFp8, false),
         (
             &mi355x,
@@ -100,9 +125,32 @@ fn amd_presets_choose_the_aiter_backends() {
 }
 
 #[test]
-fn mx_activations_need_gfx950() {
+fn the_scaled_mfma_needs_gfx950_and_gfx942_runs_mx_on_the_fp8_mfma() {
     let layer = LayerConfig::new(8, 2, 256, 512);
-    let (chosen, _, explain) = choose(&Capabilities::mi300x(), "mxfp4-a-mxfp4", &layer);
-    assert_eq!(chosen, BackendId::Emulation);
-    assert!(explain.contains("aiter-mx-native"), "{explain}");
+    let caps = Capabilities::mi300x();
+    let (chosen, _, explain) = choose(&caps, "mxfp4-a-mxfp4", &layer);
+    let want = if cfg!(feature = "rocm") {
+        BackendId::AiterMxFp8
+    } else {
+        BackendId::Emulation
+    };
+    assert_eq!(chosen, want, "{explain}");
+    let sel = select(
+        &QuantScheme::parse("mxfp4-a-mxfp4").unwrap(),
+        &caps,
+        &layer,
+        None,
+    )
+    .unwrap();
+    let native = sel
+        .rejected
+        .iter()
+        .find(|r| r.backend == BackendId::AiterMxNative)
+        .unwrap();
+    assert!(
+        native.unmet.contains(&Unmet::Mx {
+            arch: "gfx942".into()
+        }),
+        "{explain}"
+    );
 }

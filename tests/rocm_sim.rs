@@ -131,6 +131,25 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
             Activation::SiluAndMul,
             BackendId::AiterMxFp8,
         ),
+        // INT8 W8A8 on the int8 MFMA (gfx90a: two 16x16x16 per 32 of K).
+        (
+            942,
+            "w8a8-int8",
+            Activation::SiluAndMul,
+            BackendId::AiterW8a8Int8,
+        ),
+        (
+            950,
+            "w8a8-int8",
+            Activation::GeluAndMul,
+            BackendId::AiterW8a8Int8,
+        ),
+        (
+            90,
+            "w8a8-int8",
+            Activation::SiluAndMul,
+            BackendId::AiterW8a8Int8,
+        ),
         // gfx90a: bf16 / f16 MFMA only, so the 16-bit and weight-only paths.
         (90, "nvfp4", Activation::SiluAndMul, BackendId::AiterNvfp4),
         (90, "bf16", Activation::SiluAndMul, BackendId::AiterBf16),

@@ -236,6 +236,10 @@ fn scaled_gemm(
         i(0),   // weight on input
         null,   // LoRA delta rows: none
         null,   // token adapters
+        null,   // integer zero points: none
+        null,   // act-order g_idx: none
+        i(0),   // integer group size
+        i(0),   // integer bits
     ];
     let launch = LaunchConfig {
         grid: (1, 1, 1),

@@ -54,7 +54,7 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
     const GPT_OSS: Activation = Activation::GPT_OSS;
     use BackendId::{
         AiterBf16, AiterFp8, AiterFp8Block128, AiterMxFp8, AiterMxNative, AiterMxfp4, AiterNvfp4,
-        AiterWna16,
+        AiterW8a8Int8, AiterWna16,
     };
     let cases = [
         case(942, "bf16", SiluAndMul, AiterBf16),
@@ -83,6 +83,11 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
         case(942, "w8a16", GeluAndMul, AiterWna16),
         case(942, "nvfp4", SiluAndMul, AiterNvfp4),
         case(942, "mxfp4-a-fp8", SiluAndMul, AiterMxFp8),
+        case(942, "w8a8-int8", SiluAndMul, AiterW8a8Int8),
+        Case {
+            shared: true,
+            ..case(90, "w8a8-int8", GeluAndMul, AiterW8a8Int8)
+        },
         case(942, "mxfp6-e2m3", GeluAndMul, AiterMxFp8),
         case(90, "nvfp4-a16", GeluAndMul, AiterNvfp4),
         case(90, "bf16", SiluAndMul, AiterBf16),

@@ -39,6 +39,24 @@ FM_INLINE v4f mfma_f16_k16(v4s a, v4s b, v4f c) {
     return fm_sim::hw::f16((u16)(p[2 * q] | (p[2 * q + 1] << 8)));
   });
 }
+// s8 x s8 with exact i32 sums (every target: gfx90a's two 16x16x16 instructions give the
+// same integers as one 16x16x32).
+FM_INLINE v4i mfma_i8_k32(u64 a, u64 b, v4i c) {
+  unsigned char as[FM_WAVE][8], bs[FM_WAVE][8];
+  fm_sim::exchange(&a, 8, as);
+  fm_sim::exchange(&b, 8, bs);
+  const int lane = fm_sim::t_tid % FM_WAVE, j = lane % 16, g = lane / 16;
+  v4i d = c;
+  for (int r = 0; r < 4; ++r) {
+    const int i = 4 * g + r;
+    int s = 0;
+    for (int kg = 0; kg < 4; ++kg)
+      for (int q = 0; q < 8; ++q)
+        s += (int)(signed char)as[i + 16 * kg][q] * (int)(signed char)bs[j + 16 * kg][q];
+    d[r] += s;
+  }
+  return d;
+}
 #ifdef FM_HAS_FP8_MFMA
 FM_INLINE v4f mfma_fp8_k32(u64 a, u64 b, v4f c) {
   return fm_sim::mfma<8>(&a, &b, c, 8, [](const unsigned char* p, int q) {

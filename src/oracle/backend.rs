@@ -58,6 +58,8 @@ backend_ids! {
     /// NVFP4 weights dequantized to bf16 in registers; W4A4's activations
     /// quantize-dequantized to bf16 exactly.
     AiterNvfp4 => "aiter-nvfp4",
+    /// INT8 W8A8: per-channel s8 weights, per-token s8 activations, int8 MFMA.
+    AiterW8a8Int8 => "aiter-w8a8-int8",
     /// int4 / int8 weight-only (GPTQ, AWQ, act-order) expanded to bf16 in registers.
     AiterWna16 => "aiter-wna16",
     /// gfx950 `v_mfma_scale`: MXFP4 / MXFP6 weights with MX or fp8 activations.

@@ -123,7 +123,7 @@ const fn wgpu() -> Availability {
     )
 }
 
-static BACKENDS: [BackendSpec; 18] = [
+static BACKENDS: [BackendSpec; 19] = [
     // NVIDIA. Hopper-only paths first, then fp8 (sm_89+), then the sm_80 weight-only ones.
     BackendSpec {
         id: BackendId::CudaFp8Block128,
@@ -255,6 +255,16 @@ static BACKENDS: [BackendSpec; 18] = [
             runs: "mxfp4 (MXFP4 weights, bf16 activations)",
             activations: aiter_gpt_oss_activation,
             bias: true,
+            ..AITER_BASE
+        },
+    },
+    BackendSpec {
+        id: BackendId::AiterW8a8Int8,
+        needs: Needs {
+            // Every AITER target has int8 MFMAs (gfx90a's 16x16x16, gfx942 / gfx950's x32).
+            schemes: int8_w8a8,
+            runs: "w8a8-int8 (int8 weights per channel, int8 activations per token) on the \
+                   int8 MFMA",
             ..AITER_BASE
         },
     },

@@ -180,6 +180,7 @@ fn amd_integer_weight_only_and_gfx90a_run_natively() {
         for s in ["nvfp4-a16", "nvfp4"] {
             assert_eq!(pick(s, &caps).0, BackendId::AiterNvfp4, "{s} {}", caps.arch);
         }
+        assert_eq!(pick("w8a8-int8", &caps).0, BackendId::AiterW8a8Int8);
         // W4A8's fp8 activations are not taken by the weight-only kernel.
         assert_ne!(pick("w4a8", &caps).0, BackendId::AiterWna16);
     }

@@ -215,34 +215,15 @@ impl HipExperts {
             None => (Arg::Ptr(0), Arg::Ptr(0), 0),
         };
         let f16 = Arg::I32(self.is_f16 as i32);
-        match plan {
-            ActPlan::None => Ok((src, 0, 0)),
-            ActPlan::Fp8 { mode, static_scale } => {
-                let fp8_mode = match self.variant {
-                    // The scaled MFMA (gfx950) reads OCP fp8.
-                    Variant::MxNative { .. } => 0,
-                    _ => self.fp8_mode,
-                };
-                if mode == 0 {
-                    self.dev.zero(amax.addr(), 4, stream)?;
-                    let args = [
-                        Arg::Ptr(src),
-                        Arg::I32(rows as i32),
-                        Arg::I32(cols as i32),
-                        num_rows,
-                        sorted,
-                        Arg::I32(pairs as i32),
-                        f16,
-                        ptr(amax),
-                    ];
-                    self.launch(
-                        &self.quant,
-                        "fm_amax_rows",
-                        cfg((rows.div_ceil(256).min(1024), 1), 256, 0),
-                        &args,
-                        stream,
-                    )?;
-                }
+        // fm_quant_rows: fp8 by `mode` (after the amax pass for per-tensor) or int8 (4).
+        let quant_rows = |mode: i32, static_scale: f32| -> Result<(u64, u64, i32)> {
+            let fp8_mode = match self.variant {
+                // The scaled MFMA (gfx950) reads OCP fp8.
+                Variant::MxNative { .. } => 0,
+                _ => self.fp8_mode,
+            };
+            if mode == 0 {
+                self.dev.zero(amax.addr(), 4, stream)?;
                 let args = [
                     Arg::Ptr(src),
                     Arg::I32(rows as i32),
@@ -250,23 +231,45 @@ impl HipExperts {
                     num_rows,
                     sorted,
                     Arg::I32(pairs as i32),
-                    Arg::I32(mode),
-                    ptr(amax),
-                    Arg::F32(static_scale),
-                    Arg::I32(fp8_mode),
                     f16,
-                    ptr(codes),
-                    ptr(scales),
+                    ptr(amax),
                 ];
                 self.launch(
                     &self.quant,
-                    "fm_quant_rows",
-                    cfg((rows, 1), 256, 0),
+                    "fm_amax_rows",
+                    cfg((rows.div_ceil(256).min(1024), 1), 256, 0),
                     &args,
                     stream,
                 )?;
-                Ok((codes.addr(), scales.addr(), mode))
             }
+            let args = [
+                Arg::Ptr(src),
+                Arg::I32(rows as i32),
+                Arg::I32(cols as i32),
+                num_rows,
+                sorted,
+                Arg::I32(pairs as i32),
+                Arg::I32(mode),
+                ptr(amax),
+                Arg::F32(static_scale),
+                Arg::I32(fp8_mode),
+                f16,
+                ptr(codes),
+                ptr(scales),
+            ];
+            self.launch(
+                &self.quant,
+                "fm_quant_rows",
+                cfg((rows, 1), 256, 0),
+                &args,
+                stream,
+            )?;
+            Ok((codes.addr(), scales.addr(), mode))
+        };
+        match plan {
+            ActPlan::None => Ok((src, 0, 0)),
+            ActPlan::Fp8 { mode, static_scale } => quant_rows(mode, static_scale),
+            ActPlan::Int8PerRow => quant_rows(4, 0.0),
             ActPlan::Mx { fmt } => {
                 let blocks = rows * cols / 32;
                 let args = [

@@ -15,7 +15,9 @@
 //!   byte, low nibble first, which is GPTQ's i32 packing read little-endian); their group
 //!   scales, zero points and act-order `g_idx` keep the checkpoint's `[E, rows, groups]` /
 //!   `[E, cols]` indexing, so act-order needs no permutation: the kernel looks each
-//!   column's group up.
+//!   column's group up;
+//! - INT8 W8A8 codes become signed (`code ^ 0x80` = code − 128) and are shuffled as bytes,
+//!   with their f32 scale per row.
 //!
 //! Rows and columns are not reordered: the HIP stage 1 writes gate and up rows as the
 //! checkpoint has them and the activation is a separate step.
@@ -44,6 +46,8 @@ pub enum Elem {
     Nvfp4,
     /// Unsigned integer codes (int4 two per byte, int8 one).
     Int(IntBits),
+    /// Signed int8 codes (INT8 W8A8: the checkpoint's unsigned code − 128, for the s8 MFMA).
+    S8,
 }
 
 impl Elem {
@@ -51,7 +55,7 @@ impl Elem {
     pub fn row_bytes(self, cols: usize) -> usize {
         match self {
             Elem::Bf16 | Elem::F16 => 2 * cols,
-            Elem::Fp8(_) => cols,
+            Elem::Fp8(_) | Elem::S8 => cols,
             Elem::Mx(m) => mx::packed_len(m, cols),
             Elem::Nvfp4 | Elem::Int(IntBits::Int4) => cols / 2,
             Elem::Int(IntBits::Int8) => cols,
@@ -63,7 +67,7 @@ impl Elem {
         match self {
             Elem::Mx(_) => mx::BLOCK,
             Elem::Nvfp4 => nvfp4::BLOCK,
-            Elem::Bf16 | Elem::F16 | Elem::Fp8(_) | Elem::Int(_) => 1,
+            Elem::Bf16 | Elem::F16 | Elem::Fp8(_) | Elem::Int(_) | Elem::S8 => 1,
         }
     }
 
@@ -72,7 +76,7 @@ impl Elem {
     fn shuffle_bytes(self) -> usize {
         match self {
             Elem::Bf16 | Elem::F16 => 2,
-            Elem::Fp8(_) | Elem::Mx(_) | Elem::Nvfp4 | Elem::Int(_) => 1,
+            Elem::Fp8(_) | Elem::Mx(_) | Elem::Nvfp4 | Elem::Int(_) | Elem::S8 => 1,
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct HipGemmWeights {
     pub block_scales: Option<Vec<u8>>,
     /// NVFP4's global scale per expert, `[E]` (`w = fp4 · block · global`).
     pub global_scales: Option<Vec<f32>>,
+    /// INT8 W8A8's f32 scale per row, `[E, rows]`.
+    pub row_scales: Option<Vec<f32>>,
     /// Integer weight-only: group scales, zero points, act-order.
     pub int: Option<IntGroups>,
     /// `[E, rows]`.
@@ -156,6 +162,7 @@ impl HipGemmWeights {
                 }
             }
             Elem::Fp8(flavor) => fp8::decode(flavor, byte(c)),
+            Elem::S8 => byte(c) as i8 as f32,
             Elem::Mx(MxElem::Fp4E2M1) | Elem::Nvfp4 => {
                 let b = byte(c / 2);
                 mx::decode(MxElem::Fp4E2M1, if c % 2 == 0 { b & 0xF } else { b >> 4 })
@@ -188,7 +195,11 @@ impl HipGemmWeights {
             }
         });
         let global = self.global_scales.as_ref().map_or(1.0, |g| g[e]);
-        raw * fp8_scale * block_scale * global
+        let row = self
+            .row_scales
+            .as_ref()
+            .map_or(1.0, |s| s[e * self.rows + r]);
+        raw * fp8_scale * block_scale * global * row
     }
 
     /// Integer code `code` at (e, r, c) expanded as the kernel expands it.
@@ -223,6 +234,7 @@ fn prepare_tensor(
 ) -> Result<HipGemmWeights> {
     let mut int_groups = None;
     let mut global_scales = None;
+    let mut row_scales = None;
     let (elem, bytes, fp8_scales, block_scales) = match (&t.data, scheme) {
         (WeightData::Bf16(w), _) => (
             Elem::Bf16,
@@ -283,6 +295,27 @@ fn prepare_tensor(
             let shuffled = shuffle_padded(block_scales, lines, groups, E4M3_ONE)?;
             (Elem::Nvfp4, packed, None, Some(shuffled))
         }
+        (WeightData::Int(iw), QuantScheme::Int8W8A8) => {
+            // Symmetric per channel only: the s8 MFMA takes code − 128 as it is.
+            if iw.bits != IntBits::Int8
+                || iw.zeros.is_some()
+                || iw.g_idx.is_some()
+                || iw.group != t.cols
+            {
+                return Err(Error::BackendUnavailable {
+                    backend: "rocm".into(),
+                    reasons: format!(
+                        "{scheme} on the int8 MFMA takes symmetric int8 weights with one scale \
+                         per channel (no zero points, groups or act-order)"
+                    ),
+                });
+            }
+            let mut scales = iw.scales.clone();
+            fault::shift_scales(&mut scales, t.experts * t.rows, 1);
+            row_scales = Some(scales);
+            let bytes = iw.bytes.iter().map(|c| c ^ 0x80).collect();
+            (Elem::S8, bytes, None, None)
+        }
         (WeightData::Int(iw), QuantScheme::IntWeightOnly { .. }) if iw.channel_scales.is_none() => {
             int_groups = Some(IntGroups {
                 group: iw.group,
@@ -307,6 +340,7 @@ fn prepare_tensor(
         fp8_scales,
         block_scales,
         global_scales,
+        row_scales,
         int: int_groups,
         bias: bias.cloned(),
     };
@@ -407,6 +441,19 @@ fn unprepare_tensor(w: &HipGemmWeights, flavor: Option<Fp8Flavor>) -> Result<Qua
                 why: "NVFP4 weights carry one f32 scale per expert".into(),
             })?,
         },
+        Elem::S8 => WeightData::Int(IntWeights {
+            bits: IntBits::Int8,
+            packed4: Vec::new(),
+            bytes: bytes.iter().map(|c| c ^ 0x80).collect(),
+            group: w.cols,
+            scales: w.row_scales.clone().ok_or_else(|| Error::Missing {
+                what: "row scales of a prepared INT8 W8A8 projection".into(),
+                why: "int8 weights carry one scale per channel".into(),
+            })?,
+            zeros: None,
+            g_idx: None,
+            channel_scales: None,
+        }),
         Elem::Int(bits) => {
             let g = w.int.clone().ok_or_else(|| Error::Missing {
                 what: "group scales of a prepared integer projection".into(),

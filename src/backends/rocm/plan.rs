@@ -18,6 +18,8 @@ pub(super) enum Variant {
     IntA16 {
         bits: i32,
     },
+    /// INT8 W8A8: s8 weights and activations on the int8 MFMA, i32 sums.
+    W8a8,
     /// gfx950 scaled MFMA; formats as the instruction numbers them.
     MxNative {
         fmt_w: i32,
@@ -40,6 +42,7 @@ impl Variant {
             Variant::Mxfp4A16 => "fm_gemm_mxfp4a16",
             Variant::Nvfp4A16 => "fm_gemm_nvfp4a16",
             Variant::IntA16 { .. } => "fm_gemm_wna16",
+            Variant::W8a8 => "fm_gemm_w8a8",
             Variant::MxNative { .. } => "fm_gemm_mx",
             Variant::MxOnFp8 { .. } => "fm_gemm_mxfp8",
         }
@@ -56,7 +59,8 @@ impl Variant {
             | Variant::Fp8
             | Variant::Mxfp4A16
             | Variant::Nvfp4A16
-            | Variant::IntA16 { .. } => (0, 0),
+            | Variant::IntA16 { .. }
+            | Variant::W8a8 => (0, 0),
         }
     }
 }
@@ -70,6 +74,8 @@ pub(super) enum ActPlan {
     Fp8 { mode: i32, static_scale: f32 },
     /// MX in the weights' element type (`fm_mx_quant_rows`).
     Mx { fmt: i32 },
+    /// INT8 W8A8: s8 codes per row, scale amax / 127 (`fm_quant_rows` mode 4).
+    Int8PerRow,
     /// NVFP4 W4A4: 16-column blocks quantize-dequantized to bf16 (`fm_nvfp4_qdq_rows`),
     /// `global` = 1 / the static input scale, in f32 as the emulation computes it.
     Nvfp4 { global: f32 },
@@ -80,7 +86,7 @@ impl ActPlan {
     pub(super) fn code_bytes(self) -> usize {
         match self {
             ActPlan::Nvfp4 { .. } => 2,
-            ActPlan::None | ActPlan::Fp8 { .. } | ActPlan::Mx { .. } => 1,
+            ActPlan::None | ActPlan::Fp8 { .. } | ActPlan::Int8PerRow | ActPlan::Mx { .. } => 1,
         }
     }
 }
@@ -115,6 +121,7 @@ pub(super) fn plan(
         | (B::AiterMxfp4, Variant::Mxfp4A16)
         | (B::AiterNvfp4, Variant::Nvfp4A16)
         | (B::AiterWna16, Variant::IntA16 { .. })
+        | (B::AiterW8a8Int8, Variant::W8a8)
         | (B::AiterMxNative, Variant::MxNative { .. })
         | (B::AiterMxFp8, Variant::MxOnFp8 { .. }) => true,
         (
@@ -125,6 +132,7 @@ pub(super) fn plan(
             | Variant::Mxfp4A16
             | Variant::Nvfp4A16
             | Variant::IntA16 { .. }
+            | Variant::W8a8
             | Variant::MxNative { .. }
             | Variant::MxOnFp8 { .. },
         ) => false,
@@ -192,6 +200,7 @@ fn plan_for_scheme(
                 ActPlan::Nvfp4 { global: 1.0 / s.w2 },
             )
         }
+        QuantScheme::Int8W8A8 => (Variant::W8a8, ActPlan::Int8PerRow, ActPlan::Int8PerRow),
         QuantScheme::IntWeightOnly { bits, .. } => (
             Variant::IntA16 {
                 bits: bits.bits() as i32,
@@ -259,6 +268,6 @@ pub(super) fn static_of(p: ActPlan) -> f32 {
     match p {
         ActPlan::Fp8 { static_scale, .. } => static_scale,
         ActPlan::Nvfp4 { global } => 1.0 / global,
-        ActPlan::None | ActPlan::Mx { .. } => 1.0,
+        ActPlan::None | ActPlan::Int8PerRow | ActPlan::Mx { .. } => 1.0,
     }
 }

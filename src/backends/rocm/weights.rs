@@ -14,6 +14,7 @@ pub(super) struct DeviceWeights {
     pub(super) fp8_scales: Option<(i32, Buffer<HipDevice>)>,
     pub(super) block_scales: Option<Buffer<HipDevice>>,
     pub(super) global_scales: Option<Buffer<HipDevice>>,
+    pub(super) row_scales: Option<Buffer<HipDevice>>,
     pub(super) int: Option<IntGroupsOnDevice>,
     pub(super) bias: Option<Buffer<HipDevice>>,
     pub(super) rows: usize,
@@ -55,6 +56,7 @@ impl DeviceWeights {
             fp8_scales,
             block_scales: upload_opt(dev, &w.block_scales)?,
             global_scales: upload_opt(dev, &w.global_scales)?,
+            row_scales: upload_opt(dev, &w.row_scales)?,
             int,
             bias: upload_opt(dev, &w.bias)?,
             rows: w.rows,
@@ -71,14 +73,17 @@ fn upload_opt<T: bytemuck::Pod>(
 }
 
 impl DeviceWeights {
-    /// The f32 weight scales the GEMM reads: fp8's, NVFP4's global ones (per expert), or
-    /// the integer group scales (0: none).
+    /// The f32 weight scales the GEMM reads: fp8's, NVFP4's global ones (per expert),
+    /// INT8 W8A8's per row, or the integer group scales (0: none).
     pub(super) fn weight_scales(&self) -> u64 {
-        match (&self.fp8_scales, &self.global_scales, &self.int) {
-            (Some((_, s)), _, _) | (None, Some(s), _) => s.addr(),
-            (None, None, Some(g)) => g.scales.addr(),
-            (None, None, None) => 0,
-        }
+        // At most one of them is present: each belongs to one element type.
+        self.fp8_scales
+            .as_ref()
+            .map(|s| &s.1)
+            .or(self.global_scales.as_ref())
+            .or(self.row_scales.as_ref())
+            .or(self.int.as_ref().map(|g| &g.scales))
+            .map_or(0, Buffer::addr)
     }
 
     /// Integer zero points (0: symmetric, or not an integer projection).
