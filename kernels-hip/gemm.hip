@@ -51,6 +51,12 @@
 //     (`wscale`, [E]) times `a_static` applied to the finished dot product. W4A4 runs here
 //     too: fm_nvfp4_qdq_rows has turned its activations into bf16 (code x block scale),
 //     and `a_static` is their 1 / global. Runs on every target.
+//   9 W4A8 (gfx942 / gfx950): int4 codes (shuffled as bytes, low nibble first) against
+//     fp8 per-token activations on the 16x16x32 fp8 MFMA. code - 8 is an e4m3 value
+//     (|v| <= 8), so each weight goes in as an fp8 code in the device's flavour, exactly;
+//     each 128-column group's partial sum is multiplied by its group scale (`wscale`,
+//     [E, N, K / 128], e4m3 values in f32) and the activation row's scale, and the row's
+//     channel scale (`wchan`, [E, N]) is applied at the end. Variant 2's loop.
 #include "prelude.h"
 
 #define GEMM_THREADS 256
@@ -143,6 +149,17 @@ FM_INLINE u64 load8(const u8* p) {
   return v;
 }
 
+// W4A8: int4 codes k..k+7 of row n, each as the e4m3 code of code - 8 (exact).
+FM_INLINE u64 int4_as_e4m3(const u8* w, int e, int N, int K, int n, int k, int fnuz) {
+  u64 v = 0;
+  for (int q = 0; q < 8; ++q) {
+    const u8 b = w[shuffled_byte(e, N, K / 2, n, (k + q) / 2)];
+    const int code = (b >> (4 * ((k + q) % 2))) & 0xf;
+    v |= (u64)f32_to_e4m3((float)(code - 8), fnuz) << (8 * q);
+  }
+  return v;
+}
+
 // The epilogue: stage 1 stores f32 + bias (+ LoRA delta), stage 2 adds the weighted
 // result (+ LoRA delta) into out.
 FM_INLINE void store(const Ctx& x, v4f acc, int stage, const float* bias, int N, int top_k,
@@ -195,7 +212,7 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
                     int is_f16, int fmt_w, int fmt_a, int weight_on_input,
                     const float* __restrict__ lora_delta, const int* __restrict__ token_adapter,
                     const u8* __restrict__ zeros, const u32* __restrict__ g_idx, int group,
-                    int wbits) {
+                    int wbits, const float* __restrict__ wchan) {
   Ctx x;
   x.lane = tid_x() % FM_WAVE;
   x.g = x.lane / 16;
@@ -221,22 +238,32 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       }
       acc = mfma_16(a, b, acc, V == 1);
     }
-  } else if constexpr (V == 2) {
+  } else if constexpr (V == 2 || V == 9) {
     const float* as = (const float*)ascale;
     for (int c = 0; c * 128 < K; ++c) {
       v4f part = {0.0f, 0.0f, 0.0f, 0.0f};
       const int kend = (c + 1) * 128 < K ? (c + 1) * 128 : K;
       for (int k = c * 128; k < kend; k += 32) {
         const int kk = k + 8 * x.g;
-        // 8 consecutive bytes of one 16-byte chunk of the shuffled tile.
-        const u64 a = load8(w + shuffled_byte(x.e, N, K, wn, kk));
+        // fp8: 8 consecutive bytes of one 16-byte chunk of the shuffled tile.
+        const u64 a = V == 2 ? load8(w + shuffled_byte(x.e, N, K, wn, kk))
+                             : int4_as_e4m3(w, x.e, N, K, wn, kk, fnuz);
         const u64 b = x.arow < 0 ? 0 : load8(act + x.arow * K + kk);
         part = mfma_fp8(a, b, part, fnuz);
       }
       const float sa = x.arow < 0 ? 0.0f : act_scale(as, ascale_mode, x.arow, c, K);
-      for (int r = 0; r < 4; ++r)
-        acc[r] += part[r] * sa * weight_scale(wscale, wscale_mode, x.e, x.n0 + 4 * x.g + r < N ? x.n0 + 4 * x.g + r : x.n0, c, N, K);
+      for (int r = 0; r < 4; ++r) {
+        const int n = x.n0 + 4 * x.g + r < N ? x.n0 + 4 * x.g + r : x.n0;
+        const float sw = V == 2 ? weight_scale(wscale, wscale_mode, x.e, n, c, N, K)
+                                : wscale[((long)x.e * N + n) * (K / 128) + c];
+        acc[r] += part[r] * sa * sw;
+      }
     }
+    if constexpr (V == 9)
+      for (int r = 0; r < 4; ++r) {
+        const int n = x.n0 + 4 * x.g + r < N ? x.n0 + 4 * x.g + r : x.n0;
+        acc[r] *= wchan[(long)x.e * N + n];
+      }
   } else if constexpr (V == 3) {
     const u16* a16 = (const u16*)act;
     const int row_bytes = K / 2;
@@ -385,10 +412,10 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       const int* block_expert, const float* topk_w, float* out, int N, int K, int top_k,       \
       int pairs, int fnuz, int is_f16, int fmt_w, int fmt_a, int weight_on_input,             \
       const float* lora_delta, const int* token_adapter, const u8* zeros, const u32* g_idx,   \
-      int group, int wbits) {                                                                  \
+      int group, int wbits, const float* wchan) {                                              \
     gemm<V>(STAGE, w, wscale, wscale_mode, wmx, bias, act, ascale, ascale_mode, a_static,      \
             sorted, block_expert, topk_w, out, N, K, top_k, pairs, fnuz, is_f16, fmt_w, fmt_a, \
-            weight_on_input, lora_delta, token_adapter, zeros, g_idx, group, wbits);           \
+            weight_on_input, lora_delta, token_adapter, zeros, g_idx, group, wbits, wchan);    \
   }
 
 FM_GEMM_KERNEL(fm_gemm_bf16_up, 0, 1)
@@ -409,3 +436,5 @@ FM_GEMM_KERNEL(fm_gemm_mxfp8_up, 7, 1)
 FM_GEMM_KERNEL(fm_gemm_mxfp8_down, 7, 2)
 FM_GEMM_KERNEL(fm_gemm_w8a8_up, 8, 1)
 FM_GEMM_KERNEL(fm_gemm_w8a8_down, 8, 2)
+FM_GEMM_KERNEL(fm_gemm_w4a8_up, 9, 1)
+FM_GEMM_KERNEL(fm_gemm_w4a8_down, 9, 2)

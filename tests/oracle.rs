@@ -479,15 +479,32 @@ fn integer_weight_only_and_w4a8() {
             assert_only_availability(caps, scheme, &layer(), id);
         }
     }
-    {
-        let scheme = "w4a8";
-        for caps in &amd {
-            for id in BackendId::ALL.iter().copied().filter(|id| id.is_aiter()) {
-                assert_scheme_refused(caps, scheme, id);
-            }
-            assert_eq!(choose(caps, scheme, &layer()).chosen, BackendId::Emulation);
+    // W4A8 runs on aiter-w4a8 where the fp8 MFMA is (gfx942, gfx950); gfx90a has none, so
+    // it stays emulated there and the backend says why.
+    for caps in &amd[1..] {
+        assert_only_availability(caps, "w4a8", &layer(), BackendId::AiterW4a8);
+    }
+    for caps in &amd {
+        let others = BackendId::ALL.iter().copied();
+        for id in others.filter(|id| id.is_aiter() && *id != BackendId::AiterW4a8) {
+            assert_scheme_refused(caps, "w4a8", id);
         }
     }
+    let mi250x = &amd[0];
+    assert_unmet(
+        mi250x,
+        "w4a8",
+        &layer(),
+        BackendId::AiterW4a8,
+        &Unmet::NoFp8 {
+            vendor: mi250x.vendor,
+            arch: mi250x.arch.clone(),
+        },
+    );
+    assert_eq!(
+        choose(mi250x, "w4a8", &layer()).chosen,
+        BackendId::Emulation
+    );
 }
 
 #[test]
@@ -705,9 +722,9 @@ fn explain_shows_the_choice_and_every_reason() {
             }
         }
     }
-    // No backend runs MXFP6 with MX activations on gfx942 (no MX there): a GPU falls back,
-    // visibly; the CPU just emulates.
-    let sel = choose(&Capabilities::mi300x(), "mxfp6-e3m2", &layer());
+    // No CUDA backend runs MXFP6 with MX activations yet: an H100 falls back, visibly; the
+    // CPU just emulates.
+    let sel = choose(&Capabilities::h100(), "mxfp6-e3m2", &layer());
     assert!(sel.is_fallback());
     assert!(sel.to_string().contains("fallback"), "{sel}");
     let sel = choose(&Capabilities::cpu_only(), "mxfp6-e3m2", &layer());
@@ -817,7 +834,7 @@ fn low_bit_schemes_on_every_preset() {
         (
             "w4a8",
             [
-                CudaW4a8, Emulation, Emulation, Emulation, Emulation, Emulation,
+                CudaW4a8, Emulation, Emulation, AiterW4a8, AiterW4a8, Emulation,
             ],
         ),
         (

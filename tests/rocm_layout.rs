@@ -36,6 +36,7 @@ const SCHEMES: &[&str] = &[
     "w4a16-actorder",
     "w8a16",
     "w8a8-int8",
+    "w4a8",
 ];
 
 /// The two AMD targets: gfx942 takes e4m3fnuz, gfx950 OCP e4m3fn.
@@ -144,7 +145,11 @@ fn consume(w: &HipGemmWeights, e: usize, r: usize, c: usize) -> f32 {
                 .zeros
                 .as_ref()
                 .map_or(int::mid_code(bits), |z| z[gi] as i32);
-            return int::bf16_weight(code as f32, zero as f32, g.scales[gi]);
+            // W4A8 multiplies out exactly (the fp8 MFMA); weight-only rounds to bf16.
+            return match &g.channel_scales {
+                Some(cs) => (code as i32 - zero) as f32 * g.scales[gi] * cs[e * w.rows + r],
+                None => int::bf16_weight(code as f32, zero as f32, g.scales[gi]),
+            };
         }
         Elem::Bf16 => half::bf16::from_le_bytes([w.data[at(c)], w.data[at(c) + 1]]).to_f32(),
         Elem::F16 => half::f16::from_le_bytes([w.data[at(c)], w.data[at(c) + 1]]).to_f32(),

@@ -53,6 +53,9 @@ fn amd_presets_choose_the_aiter_backends() {
             BackendId::AiterW8a8Int8,
             false,
         ),
+        // W4A8 on the fp8 MFMA: the e4m3fn activation rule re-read as fnuz on gfx942.
+        (&mi300x, "w4a8", &layer, BackendId::AiterW4a8, true),
+        (&mi355x, "w4a8", &layer, BackendId::AiterW4a8, false),
         (&mi355x, "nvfp4-a16", &layer, BackendId::AiterNvfp4, false),
         (
             &mi355x,

@@ -150,6 +150,9 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
             Activation::SiluAndMul,
             BackendId::AiterW8a8Int8,
         ),
+        // W4A8: int4 codes as e4m3 on the fp8 MFMA (gfx942 re-reads the fn rule as fnuz).
+        (942, "w4a8", Activation::SiluAndMul, BackendId::AiterW4a8),
+        (950, "w4a8", Activation::GeluAndMul, BackendId::AiterW4a8),
         // gfx90a: bf16 / f16 MFMA only, so the 16-bit and weight-only paths.
         (90, "nvfp4", Activation::SiluAndMul, BackendId::AiterNvfp4),
         (90, "bf16", Activation::SiluAndMul, BackendId::AiterBf16),
@@ -219,7 +222,8 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
     // int4 / NVFP4 K in 64s (32 shuffled bytes), so their rows always fill the tiles.
     let shapes = |name: &str| {
         let whole_k = match QuantScheme::parse(name).unwrap() {
-            QuantScheme::Mx { .. } => 128,
+            // MX: whole scaled-MFMA steps; W4A8: whole groups of 128.
+            QuantScheme::Mx { .. } | QuantScheme::W4A8 => 128,
             // fp4 rows are K / 2 bytes, shuffled in 32-byte units.
             QuantScheme::Nvfp4 { .. } => 64,
             // int4 rows are K / 2 bytes, shuffled in 32-byte units.

@@ -240,6 +240,7 @@ fn scaled_gemm(
         null,   // act-order g_idx: none
         i(0),   // integer group size
         i(0),   // integer bits
+        null,   // W4A8 channel scales: none
     ];
     let launch = LaunchConfig {
         grid: (1, 1, 1),

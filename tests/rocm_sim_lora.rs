@@ -54,7 +54,7 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
     const GPT_OSS: Activation = Activation::GPT_OSS;
     use BackendId::{
         AiterBf16, AiterFp8, AiterFp8Block128, AiterMxFp8, AiterMxNative, AiterMxfp4, AiterNvfp4,
-        AiterW8a8Int8, AiterWna16,
+        AiterW4a8, AiterW8a8Int8, AiterWna16,
     };
     let cases = [
         case(942, "bf16", SiluAndMul, AiterBf16),
@@ -89,6 +89,12 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
             ..case(90, "w8a8-int8", GeluAndMul, AiterW8a8Int8)
         },
         case(942, "mxfp6-e2m3", GeluAndMul, AiterMxFp8),
+        // W4A8's groups of 128: whole groups in both GEMMs, and a shared expert (I = 128).
+        case(942, "w4a8", SiluAndMul, AiterW4a8),
+        Case {
+            shared: true,
+            ..case(950, "w4a8", GeluAndMul, AiterW4a8)
+        },
         case(90, "nvfp4-a16", GeluAndMul, AiterNvfp4),
         case(90, "bf16", SiluAndMul, AiterBf16),
         case(90, "w8a16-channel", SiluAndMul, AiterWna16),
@@ -114,7 +120,10 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
         } else {
             (5, 160, 96, 13)
         };
-        let shared_i = c.shared.then_some(64);
+        // The shared expert's I: whole int groups (W4A8's are 128).
+        let shared_i = c
+            .shared
+            .then_some(if c.scheme == "w4a8" { 128 } else { 64 });
         use_stand_in(&clang, &mut stand_ins, c.gfx);
         let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
         let config = LayerConfig {

@@ -10,6 +10,7 @@
 //! each prepared w13 row, the gate projection's B row in columns `0..R` or the up
 //! projection's in `R..2R` (zeros elsewhere), exactly where the emulation adds each delta.
 
+use super::ExpertsIo;
 use crate::device::{Arg, Buffer, Runtime};
 use crate::error::{Error, Result};
 use crate::moe::{Activation, Lora, LoraProj};
@@ -47,6 +48,21 @@ pub struct LoraRoute {
 }
 
 impl LoraRoute {
+    /// The route of one forward's aligned slots, for a layer of `experts` experts.
+    pub fn of(io: &ExpertsIo, experts: usize) -> Self {
+        LoraRoute {
+            slots: io.max_blocks * io.block_tokens,
+            sorted: io.sorted,
+            num_slots: io.num_slots,
+            block_expert: io.block_expert,
+            bt: io.block_tokens,
+            pairs: io.tokens * io.top_k,
+            top_k: io.top_k,
+            token_adapter: io.token_adapter,
+            experts,
+        }
+    }
+
     /// Token blocks in the workspace (the kernels' grid x).
     pub fn blocks(&self) -> usize {
         self.slots / self.bt

@@ -60,6 +60,9 @@ backend_ids! {
     AiterNvfp4 => "aiter-nvfp4",
     /// INT8 W8A8: per-channel s8 weights, per-token s8 activations, int8 MFMA.
     AiterW8a8Int8 => "aiter-w8a8-int8",
+    /// W4A8: int4 weights (groups of 128, per-channel scale) as e4m3 codes against fp8
+    /// per-token activations on the fp8 MFMA (gfx942, gfx950).
+    AiterW4a8 => "aiter-w4a8",
     /// int4 / int8 weight-only (GPTQ, AWQ, act-order) expanded to bf16 in registers.
     AiterWna16 => "aiter-wna16",
     /// gfx950 `v_mfma_scale`: MXFP4 / MXFP6 weights with MX or fp8 activations.

@@ -19,6 +19,7 @@ use super::needs::{Availability, Hardware, Needs};
 use super::schemes::{
     every_scheme, fp8_any_block, fp8_block128, fp8_tensor_or_channel, int8_w8a8, int_weight_only,
     marlin, mx_quantized_activations, mxfp4_weight_only, none, nvfp4_weights, unquantized, w4a8,
+    w4a8_int4,
 };
 use crate::moe::Activation;
 
@@ -123,7 +124,7 @@ const fn wgpu() -> Availability {
     )
 }
 
-static BACKENDS: [BackendSpec; 19] = [
+static BACKENDS: [BackendSpec; 20] = [
     // NVIDIA. Hopper-only paths first, then fp8 (sm_89+), then the sm_80 weight-only ones.
     BackendSpec {
         id: BackendId::CudaFp8Block128,
@@ -265,6 +266,18 @@ static BACKENDS: [BackendSpec; 19] = [
             schemes: int8_w8a8,
             runs: "w8a8-int8 (int8 weights per channel, int8 activations per token) on the \
                    int8 MFMA",
+            ..AITER_BASE
+        },
+    },
+    BackendSpec {
+        id: BackendId::AiterW4a8,
+        needs: Needs {
+            // The fp8 MFMA: gfx942 (e4m3fnuz, the activations' e4m3fn rule re-read) and
+            // gfx950; gfx90a has none.
+            schemes: w4a8_int4,
+            runs: "w4a8 (int4 weights in groups of 128 with a channel scale, fp8 per-token \
+                   activations) on the fp8 MFMA",
+            fp8_matrix: true,
             ..AITER_BASE
         },
     },

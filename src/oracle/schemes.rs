@@ -134,6 +134,21 @@ pub(super) fn w4a8(s: &S) -> Fit {
     }
 }
 
+/// W4A8 alone (int4 in groups of 128 with a per-channel scale, fp8 per-token
+/// activations): `code − 8` is exact in e4m3, so the fp8 matrix cores take the codes as
+/// they are and the group scales go on each 128-column partial sum.
+pub(super) fn w4a8_int4(s: &S) -> Fit {
+    match s {
+        S::W4A8 => Fit::Runs,
+        S::Unquantized(_)
+        | S::Fp8 { .. }
+        | S::Nvfp4 { .. }
+        | S::Mx { .. }
+        | S::IntWeightOnly { .. }
+        | S::Int8W8A8 => Fit::Other,
+    }
+}
+
 /// INT8 W8A8 (int8 weights per channel, int8 activations per token): int8 tensor cores
 /// with exact s32 accumulators.
 pub(super) fn int8_w8a8(s: &S) -> Fit {

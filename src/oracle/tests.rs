@@ -181,13 +181,21 @@ fn amd_integer_weight_only_and_gfx90a_run_natively() {
             assert_eq!(pick(s, &caps).0, BackendId::AiterNvfp4, "{s} {}", caps.arch);
         }
         assert_eq!(pick("w8a8-int8", &caps).0, BackendId::AiterW8a8Int8);
-        // W4A8's fp8 activations are not taken by the weight-only kernel.
-        assert_ne!(pick("w4a8", &caps).0, BackendId::AiterWna16);
     }
+    // W4A8 on the fp8 MFMA (gfx942, gfx950); its fp8 activations are not taken by the
+    // weight-only kernel, so gfx90a emulates it.
+    assert_eq!(
+        pick("w4a8", &Capabilities::mi300x()).0,
+        BackendId::AiterW4a8
+    );
+    assert_eq!(
+        pick("w4a8", &Capabilities::mi355x()).0,
+        BackendId::AiterW4a8
+    );
     // gfx90a has no fp8 or MX matrix cores: those schemes stay emulated there, each
     // AITER backend turned down by the hardware, not by its scheme.
     let mi250 = Capabilities::mi250x();
-    for s in ["fp8", "fp8-block128", "mxfp4-a-mxfp4"] {
+    for s in ["fp8", "fp8-block128", "mxfp4-a-mxfp4", "w4a8"] {
         let (built, sel) = pick(s, &mi250);
         assert_eq!(built, BackendId::Emulation, "{s}\n{sel}");
     }

@@ -325,17 +325,7 @@ impl VendorExperts for CudaExperts {
             }
             None => (x, 0),
         };
-        let route = LoraRoute {
-            slots,
-            sorted: io.sorted,
-            num_slots: io.num_slots,
-            block_expert: io.block_expert,
-            bt: tile.bt,
-            pairs,
-            top_k,
-            token_adapter: io.token_adapter,
-            experts: e,
-        };
+        let route = LoraRoute::of(io, e);
         // Act-order: the input gathered per slot in the expert's sorted K order (the LoRA
         // shrink below still reads `x` itself, in checkpoint order, as its A expects).
         let (act1, act1_by_slot) = match &self.w13.k_perm {

@@ -210,9 +210,19 @@ impl HipExperts {
         (amax, codes, scales): (&Buffer<HipDevice>, &Buffer<HipDevice>, &Buffer<HipDevice>),
         stream: &Stream,
     ) -> Result<(u64, u64, i32)> {
-        let (num_rows, sorted, pairs) = match routing {
-            Some((n, s, p)) => (Arg::Ptr(n), Arg::Ptr(s), p),
-            None => (Arg::Ptr(0), Arg::Ptr(0), 0),
+        let (num_rows, sorted, pairs) = routing.unwrap_or((0, 0, 0));
+        // Every fm_*_rows kernel starts with the rows it reads: the source, its shape, and
+        // (for slots) the slot count, the sorted pairs and the pair count.
+        let rows_then = |rest: &[Arg<'static>]| -> Vec<Arg<'static>> {
+            let lead = [
+                Arg::Ptr(src),
+                Arg::I32(rows as i32),
+                Arg::I32(cols as i32),
+                Arg::Ptr(num_rows),
+                Arg::Ptr(sorted),
+                Arg::I32(pairs as i32),
+            ];
+            lead.iter().chain(rest).copied().collect()
         };
         let f16 = Arg::I32(self.is_f16 as i32);
         // fm_quant_rows: fp8 by `mode` (after the amax pass for per-tensor) or int8 (4).
@@ -224,16 +234,7 @@ impl HipExperts {
             };
             if mode == 0 {
                 self.dev.zero(amax.addr(), 4, stream)?;
-                let args = [
-                    Arg::Ptr(src),
-                    Arg::I32(rows as i32),
-                    Arg::I32(cols as i32),
-                    num_rows,
-                    sorted,
-                    Arg::I32(pairs as i32),
-                    f16,
-                    ptr(amax),
-                ];
+                let args = rows_then(&[f16, ptr(amax)]);
                 self.launch(
                     &self.quant,
                     "fm_amax_rows",
@@ -242,13 +243,7 @@ impl HipExperts {
                     stream,
                 )?;
             }
-            let args = [
-                Arg::Ptr(src),
-                Arg::I32(rows as i32),
-                Arg::I32(cols as i32),
-                num_rows,
-                sorted,
-                Arg::I32(pairs as i32),
+            let args = rows_then(&[
                 Arg::I32(mode),
                 ptr(amax),
                 Arg::F32(static_scale),
@@ -256,7 +251,7 @@ impl HipExperts {
                 f16,
                 ptr(codes),
                 ptr(scales),
-            ];
+            ]);
             self.launch(
                 &self.quant,
                 "fm_quant_rows",
@@ -272,18 +267,7 @@ impl HipExperts {
             ActPlan::Int8PerRow => quant_rows(4, 0.0),
             ActPlan::Mx { fmt } => {
                 let blocks = rows * cols / 32;
-                let args = [
-                    Arg::Ptr(src),
-                    Arg::I32(rows as i32),
-                    Arg::I32(cols as i32),
-                    num_rows,
-                    sorted,
-                    Arg::I32(pairs as i32),
-                    Arg::I32(fmt),
-                    f16,
-                    ptr(codes),
-                    ptr(scales),
-                ];
+                let args = rows_then(&[Arg::I32(fmt), f16, ptr(codes), ptr(scales)]);
                 self.launch(
                     &self.quant,
                     "fm_mx_quant_rows",
@@ -300,16 +284,7 @@ impl HipExperts {
                     "NVFP4 activation width",
                 )?;
                 let blocks = rows * cols / crate::quant::nvfp4::BLOCK;
-                let args = [
-                    Arg::Ptr(src),
-                    Arg::I32(rows as i32),
-                    Arg::I32(cols as i32),
-                    num_rows,
-                    sorted,
-                    Arg::I32(pairs as i32),
-                    Arg::F32(global),
-                    ptr(codes),
-                ];
+                let args = rows_then(&[Arg::F32(global), ptr(codes)]);
                 self.launch(
                     &self.quant,
                     "fm_nvfp4_qdq_rows",
@@ -338,9 +313,9 @@ impl HipExperts {
         let pairs = io.tokens * io.top_k;
         let (fmt_w, fmt_a) = self.variant.mx_formats();
         // Whether fp8 codes are e4m3fnuz: read where fp8 is decoded in software, and by
-        // the MX-on-fp8 kernel, which encodes its codes in the device's flavour.
+        // the MX-on-fp8 and W4A8 kernels, which encode their codes in the device's flavour.
         let fnuz = match self.variant {
-            Variant::MxOnFp8 { .. } => self.device_fnuz,
+            Variant::MxOnFp8 { .. } | Variant::W4a8 => self.device_fnuz,
             _ => self.fp8_mode != 0,
         };
         let wbits = match self.variant {
@@ -383,6 +358,7 @@ impl HipExperts {
             Arg::Ptr(w.int_g_idx()),
             Arg::I32(w.int_group()),
             Arg::I32(wbits),
+            Arg::Ptr(w.int_channel_scales()),
         ];
         self.launch(
             &self.gemm,
@@ -471,17 +447,7 @@ impl VendorExperts for HipExperts {
         let (h, i) = (self.hidden, self.intermediate);
         let slots = io.max_blocks * TILE_T;
         let pairs = io.tokens * io.top_k;
-        let route = LoraRoute {
-            slots,
-            sorted: io.sorted,
-            num_slots: io.num_slots,
-            block_expert: io.block_expert,
-            bt: TILE_T,
-            pairs,
-            top_k: io.top_k,
-            token_adapter: io.token_adapter,
-            experts: self.num_experts,
-        };
+        let route = LoraRoute::of(io, self.num_experts);
         if let Some(l) = lora {
             // Gate and up read the unquantized (scaled) hidden states, as in the emulation.
             lora::shrink_expand(

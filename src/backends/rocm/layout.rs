@@ -16,6 +16,9 @@
 //!   scales, zero points and act-order `g_idx` keep the checkpoint's `[E, rows, groups]` /
 //!   `[E, cols]` indexing, so act-order needs no permutation: the kernel looks each
 //!   column's group up;
+//! - W4A8 int4 codes are shuffled the same way, with their group scales (e4m3 values in
+//!   f32) and f32 channel scales as the checkpoint has them; the fp8 kernel takes
+//!   `code − 8` as an e4m3 code (exact) and applies the scales to its partial sums;
 //! - INT8 W8A8 codes become signed (`code ^ 0x80` = code − 128) and are shuffled as bytes,
 //!   with their f32 scale per row.
 //!
@@ -117,6 +120,9 @@ pub struct IntGroups {
     pub zeros: Option<Vec<u8>>,
     /// Act-order: the group of each input column, `[E, cols]`.
     pub g_idx: Option<Vec<u32>>,
+    /// W4A8's f32 scale per row, `[E, rows]`: its codes are not rounded to bf16 but
+    /// multiplied out exactly, `(code − 8) · group · channel`, as the fp8 MFMA sees them.
+    pub channel_scales: Option<Vec<f32>>,
 }
 
 /// Both projections of a layer, and what was converted on the way.
@@ -220,7 +226,10 @@ impl HipGemmWeights {
             .zeros
             .as_ref()
             .map_or(int::mid_code(bits), |z| z[gi] as i32);
-        int::bf16_weight(code as f32, zero as f32, g.scales[gi])
+        match &g.channel_scales {
+            Some(cs) => (code as i32 - zero) as f32 * g.scales[gi] * cs[e * self.rows + r],
+            None => int::bf16_weight(code as f32, zero as f32, g.scales[gi]),
+        }
     }
 }
 
@@ -322,12 +331,35 @@ fn prepare_tensor(
                 scales: iw.scales.clone(),
                 zeros: iw.zeros.clone(),
                 g_idx: iw.g_idx.clone(),
+                channel_scales: None,
             });
             let bytes = match iw.bits {
                 IntBits::Int4 => iw.packed4.iter().flat_map(|w| w.to_le_bytes()).collect(),
                 IntBits::Int8 => iw.bytes.clone(),
             };
             (Elem::Int(iw.bits), bytes, None, None)
+        }
+        (WeightData::Int(iw), QuantScheme::W4A8) => {
+            let (Some(cs), IntBits::Int4, None, None) =
+                (&iw.channel_scales, iw.bits, &iw.zeros, &iw.g_idx)
+            else {
+                return Err(Error::BackendUnavailable {
+                    backend: "rocm".into(),
+                    reasons: format!(
+                        "{scheme} on the fp8 MFMA takes symmetric int4 weights with group and \
+                         channel scales (no zero points or act-order)"
+                    ),
+                });
+            };
+            int_groups = Some(IntGroups {
+                group: iw.group,
+                scales: iw.scales.clone(),
+                zeros: None,
+                g_idx: None,
+                channel_scales: Some(cs.clone()),
+            });
+            let bytes = iw.packed4.iter().flat_map(|w| w.to_le_bytes()).collect();
+            (Elem::Int(IntBits::Int4), bytes, None, None)
         }
         _ => return Err(unsupported(scheme)),
     };
@@ -477,7 +509,7 @@ fn unprepare_tensor(w: &HipGemmWeights, flavor: Option<Fp8Flavor>) -> Result<Qua
                 scales: g.scales,
                 zeros: g.zeros,
                 g_idx: g.g_idx,
-                channel_scales: None,
+                channel_scales: g.channel_scales,
             })
         }
     };

@@ -20,6 +20,9 @@ pub(super) enum Variant {
     },
     /// INT8 W8A8: s8 weights and activations on the int8 MFMA, i32 sums.
     W8a8,
+    /// W4A8: int4 codes − 8 as e4m3 against fp8 per-token activations on the fp8 MFMA,
+    /// group scales on each 128-column partial sum, the channel scale at the end.
+    W4a8,
     /// gfx950 scaled MFMA; formats as the instruction numbers them.
     MxNative {
         fmt_w: i32,
@@ -43,6 +46,7 @@ impl Variant {
             Variant::Nvfp4A16 => "fm_gemm_nvfp4a16",
             Variant::IntA16 { .. } => "fm_gemm_wna16",
             Variant::W8a8 => "fm_gemm_w8a8",
+            Variant::W4a8 => "fm_gemm_w4a8",
             Variant::MxNative { .. } => "fm_gemm_mx",
             Variant::MxOnFp8 { .. } => "fm_gemm_mxfp8",
         }
@@ -60,7 +64,8 @@ impl Variant {
             | Variant::Mxfp4A16
             | Variant::Nvfp4A16
             | Variant::IntA16 { .. }
-            | Variant::W8a8 => (0, 0),
+            | Variant::W8a8
+            | Variant::W4a8 => (0, 0),
         }
     }
 }
@@ -122,6 +127,7 @@ pub(super) fn plan(
         | (B::AiterNvfp4, Variant::Nvfp4A16)
         | (B::AiterWna16, Variant::IntA16 { .. })
         | (B::AiterW8a8Int8, Variant::W8a8)
+        | (B::AiterW4a8, Variant::W4a8)
         | (B::AiterMxNative, Variant::MxNative { .. })
         | (B::AiterMxFp8, Variant::MxOnFp8 { .. }) => true,
         (
@@ -133,6 +139,7 @@ pub(super) fn plan(
             | Variant::Nvfp4A16
             | Variant::IntA16 { .. }
             | Variant::W8a8
+            | Variant::W4a8
             | Variant::MxNative { .. }
             | Variant::MxOnFp8 { .. },
         ) => false,
@@ -201,6 +208,14 @@ fn plan_for_scheme(
             )
         }
         QuantScheme::Int8W8A8 => (Variant::W8a8, ActPlan::Int8PerRow, ActPlan::Int8PerRow),
+        QuantScheme::W4A8 => {
+            // quant/activation.rs: W4A8 takes dynamic per-token e4m3fn activations.
+            let per_token = ActPlan::Fp8 {
+                mode: 1,
+                static_scale: 0.0,
+            };
+            (Variant::W4a8, per_token, per_token)
+        }
         QuantScheme::IntWeightOnly { bits, .. } => (
             Variant::IntA16 {
                 bits: bits.bits() as i32,

@@ -1,6 +1,7 @@
 //! One projection (w13 or w2) of the routed experts on an AMD GPU: the prepared layout's
-//! shuffled weights, fp8 scales, MX / NVFP4 block scales and NVFP4 global scales, integer group scales, zero points and act-order
-//! `g_idx`, and the bias, uploaded once.
+//! shuffled weights, fp8 scales, MX / NVFP4 block scales and NVFP4 global scales, integer
+//! group scales, zero points, act-order `g_idx` and W4A8 channel scales, and the bias,
+//! uploaded once.
 
 use super::layout::HipGemmWeights;
 use crate::device::hip::HipDevice;
@@ -27,6 +28,7 @@ pub(super) struct IntGroupsOnDevice {
     pub(super) scales: Buffer<HipDevice>,
     pub(super) zeros: Option<Buffer<HipDevice>>,
     pub(super) g_idx: Option<Buffer<HipDevice>>,
+    pub(super) channel_scales: Option<Buffer<HipDevice>>,
 }
 
 impl DeviceWeights {
@@ -48,6 +50,7 @@ impl DeviceWeights {
                 scales: Buffer::from_slice(dev, &g.scales)?,
                 zeros: upload_opt(dev, &g.zeros)?,
                 g_idx: upload_opt(dev, &g.g_idx)?,
+                channel_scales: upload_opt(dev, &g.channel_scales)?,
             }),
             None => None,
         };
@@ -99,6 +102,14 @@ impl DeviceWeights {
         self.int
             .as_ref()
             .and_then(|g| g.g_idx.as_ref())
+            .map_or(0, Buffer::addr)
+    }
+
+    /// W4A8's channel scales (0: not a W4A8 projection).
+    pub(super) fn int_channel_scales(&self) -> u64 {
+        self.int
+            .as_ref()
+            .and_then(|g| g.channel_scales.as_ref())
             .map_or(0, Buffer::addr)
     }
 
