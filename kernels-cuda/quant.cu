@@ -196,6 +196,30 @@ fm_gather_cols(const u16* __restrict__ src, int cols, int by_slot, const int* __
   for (int c = threadIdx.x; c < cols; c += Q_THREADS) d[c] = s[pe[c]];
 }
 
+// Static fp8 scales calibrated per expert: codes[slot] = e4m3(clamp(x / s, -448, 448)) with
+// s = expert_scales[e] for every slot in use, e = the slot's expert and x = its token's row
+// (`by_slot` = 0: the hidden states) or the slot's own (1: the intermediate), as
+// `fm_quant_rows` mode 3 rounds; scales[slot] = s, which the GEMMs then read per row (gemm1
+// reads its input by slot). One block per slot; padding slots are left alone.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_quant_slots(const u16* __restrict__ src, int cols, int by_slot, const int* __restrict__ sorted,
+               const int* __restrict__ num_slots, const int* __restrict__ block_expert, int bt,
+               int pairs, int top_k, const float* __restrict__ expert_scales, u8* __restrict__ codes,
+               float* __restrict__ scales) {
+  const int slot = blockIdx.x;
+  if (slot >= num_slots[0]) return;
+  const int pair = sorted[slot];
+  if (pair >= pairs) return;
+  const int e = block_expert[slot / bt];
+  if (e < 0) return;
+  const float s = expert_scales[e];
+  if (threadIdx.x == 0) scales[slot] = s;
+  const u16* x = src + (long)(by_slot ? slot : pair / top_k) * cols;
+  u8* q = codes + (long)slot * cols;
+  for (int c = threadIdx.x; c < cols; c += Q_THREADS)
+    q[c] = f32_to_e4m3(fminf(fmaxf(bf16_to_f32(x[c]) / s, -FM_E4M3_MAX), FM_E4M3_MAX));
+}
+
 // e4m3fn byte (sign ignored: block scales are >= 0) -> f32, exactly.
 __device__ __forceinline__ float e4m3_to_f32_abs(u8 b) {
   const u32 ex = (b >> 3) & 0xfu, man = b & 7u;

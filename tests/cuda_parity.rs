@@ -473,7 +473,7 @@ mod gpu {
                     };
                     let mut w =
                         ExpertWeights::quantize(&DenseExperts::random(&one, 31), scheme).unwrap();
-                    w.input_scales = weights.input_scales;
+                    w.input_scales = weights.input_scales.clone();
                     SharedExpertWeights {
                         weights: w,
                         gate: Some(gate.clone()),

@@ -419,14 +419,24 @@ fn run_case(c: &Case, seed: u64) {
     };
     let qr = Quant::Scheme(
         &weights.scheme,
-        ActQuant::for_scheme(&weights.scheme, Stage::W13, weights.input_scales).unwrap(),
-        ActQuant::for_scheme(&weights.scheme, Stage::W2, weights.input_scales).unwrap(),
+        ActQuant::for_scheme(&weights.scheme, Stage::W13, weights.input_scales.as_ref()).unwrap(),
+        ActQuant::for_scheme(&weights.scheme, Stage::W2, weights.input_scales.as_ref()).unwrap(),
     );
     let qs = match &shared {
         Some(s) => Quant::Scheme(
             &s.weights.scheme,
-            ActQuant::for_scheme(&s.weights.scheme, Stage::W13, s.weights.input_scales).unwrap(),
-            ActQuant::for_scheme(&s.weights.scheme, Stage::W2, s.weights.input_scales).unwrap(),
+            ActQuant::for_scheme(
+                &s.weights.scheme,
+                Stage::W13,
+                s.weights.input_scales.as_ref(),
+            )
+            .unwrap(),
+            ActQuant::for_scheme(
+                &s.weights.scheme,
+                Stage::W2,
+                s.weights.input_scales.as_ref(),
+            )
+            .unwrap(),
         ),
         None => Quant::Exact,
     };

@@ -49,7 +49,7 @@ fn run(scheme: &str, shared: bool) -> Outputs {
             ..config.clone()
         };
         let mut w = ExpertWeights::quantize(&DenseExperts::random(&one, 4), scheme).unwrap();
-        w.input_scales = weights.input_scales;
+        w.input_scales = weights.input_scales.clone();
         SharedExpertWeights {
             weights: w,
             gate: None,

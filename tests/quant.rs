@@ -289,13 +289,39 @@ fn bad_input_is_an_error_naming_the_problem() {
 }
 
 #[test]
-fn per_expert_input_scales_reduce_to_their_maximum() {
+fn per_expert_input_scales_are_kept_for_fp8_and_reduced_for_nvfp4() {
     let d = dense(3, 128, 64, 6);
     let mut q = ExpertWeights::quantize(&d, QuantScheme::parse("fp8-static").unwrap()).unwrap();
     q.set_input_scales_per_expert(&[0.5, 2.0, 1.0], &[0.1, 0.1, 0.1])
         .unwrap();
-    assert_eq!(q.input_scales, Some(InputScales { w13: 2.0, w2: 0.1 }));
+    // fp8: each expert its own; agreeing values stay one per tensor.
+    let want = InputScales {
+        w13: vec![0.5, 2.0, 1.0],
+        w2: vec![0.1],
+    };
+    assert_eq!(q.input_scales.as_ref(), Some(&want));
+    assert_eq!(want.of(Stage::W13, 1), 2.0);
+    assert_eq!(want.of(Stage::W2, 2), 0.1);
+    assert!(want.is_per_expert());
     q.validate().unwrap();
+    // A count that is neither 1 nor E is refused.
+    q.input_scales = Some(InputScales {
+        w13: vec![0.5, 2.0],
+        w2: vec![0.1],
+    });
+    assert!(matches!(q.validate(), Err(Error::Shape { .. })));
+    // NVFP4 W4A4 takes one global scale per GEMM input: the maximum, and differing ones
+    // set by hand are refused.
+    let mut n = ExpertWeights::quantize(&d, QuantScheme::parse("nvfp4").unwrap()).unwrap();
+    n.set_input_scales_per_expert(&[0.5, 2.0, 1.0], &[0.1, 0.3, 0.2])
+        .unwrap();
+    assert_eq!(n.input_scales, Some(InputScales::uniform(2.0, 0.3)));
+    n.validate().unwrap();
+    n.input_scales = Some(InputScales {
+        w13: vec![0.5, 2.0, 1.0],
+        w2: vec![0.3],
+    });
+    assert!(matches!(n.validate(), Err(Error::Config(m)) if m.contains("one per tensor")));
     assert!(matches!(
         q.set_input_scales_per_expert(&[0.5, f32::NAN, 1.0], &[0.1; 3]),
         Err(Error::Scale { .. })

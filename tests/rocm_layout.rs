@@ -14,8 +14,8 @@ use fleetmoe::moe::{Activation, EmulatedExperts, Experts, LayerConfig};
 use fleetmoe::oracle::Conversion;
 use fleetmoe::quant::activation::round_to_model_dtype;
 use fleetmoe::quant::{
-    fp8, int, mx, ActQuant, DenseExperts, ExpertWeights, Fp8Flavor, IntBits, MxElem, QuantScheme,
-    Stage, WeightData,
+    fp8, int, mx, DenseExperts, ExpertWeights, Fp8Flavor, IntBits, MxElem, QuantScheme, Stage,
+    StageQuant, WeightData,
 };
 
 const SCHEMES: &[&str] = &[
@@ -230,8 +230,10 @@ fn a_consumer_of_the_prepared_layout_reproduces_the_emulation() {
                 let layer = prepare(&w, *flavor).unwrap();
                 let (h, i) = (cfg.hidden, cfg.intermediate);
                 let rows13 = act.w13_rows(i);
-                let a1 = ActQuant::for_scheme(&w.scheme, Stage::W13, w.input_scales).unwrap();
-                let a2 = ActQuant::for_scheme(&w.scheme, Stage::W2, w.input_scales).unwrap();
+                let a1 =
+                    StageQuant::for_scheme(&w.scheme, Stage::W13, w.input_scales.as_ref()).unwrap();
+                let a2 =
+                    StageQuant::for_scheme(&w.scheme, Stage::W2, w.input_scales.as_ref()).unwrap();
                 let w13: Vec<Vec<f32>> = (0..cfg.num_experts)
                     .map(|e| dense_from(&layer.w13, e))
                     .collect();
@@ -266,7 +268,7 @@ fn a_consumer_of_the_prepared_layout_reproduces_the_emulation() {
                     act.apply(&g, &mut a[p * i..(p + 1) * i]);
                 }
                 round_to_model_dtype(&w.scheme, &mut a);
-                a2.apply(&mut a, i).unwrap();
+                a2.apply(&mut a, i, &pairs.experts).unwrap();
                 let mut got = vec![0f32; tokens * h];
                 for p in 0..n {
                     let (e, t, j) = (pairs.experts[p], p / cfg.top_k, p % cfg.top_k);

@@ -38,8 +38,9 @@ fn as_fnuz(w: &ExpertWeights) -> ExpertWeights {
         }
     }
     if let Some(s) = &mut f.input_scales {
-        s.w13 = fnuz::fn_to_fnuz_input_scale(s.w13).unwrap();
-        s.w2 = fnuz::fn_to_fnuz_input_scale(s.w2).unwrap();
+        for v in s.w13.iter_mut().chain(s.w2.iter_mut()) {
+            *v = fnuz::fn_to_fnuz_input_scale(*v).unwrap();
+        }
     }
     f
 }

@@ -177,7 +177,7 @@ fn lora_on_the_amd_layer_matches_the_emulation() {
                 ..config.clone()
             };
             let mut sw = ExpertWeights::quantize(&DenseExperts::random(&one, 31), scheme).unwrap();
-            sw.input_scales = w.input_scales;
+            sw.input_scales = w.input_scales.clone();
             SharedExpertWeights {
                 weights: sw,
                 gate: Some(common::uniform(&mut rng, hidden, 0.05)),

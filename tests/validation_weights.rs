@@ -305,10 +305,7 @@ fn input_scales_must_be_finite_and_positive() {
             why,
         );
     }
-    w.input_scales = Some(InputScales {
-        w13: f32::INFINITY,
-        w2: 0.1,
-    });
+    w.input_scales = Some(InputScales::uniform(f32::INFINITY, 0.1));
     assert_scale(w.validate(), "w13 input scale", f32::INFINITY, "infinite");
     assert_scale(
         layer(c, &w, LayerExtras::default()),
@@ -316,4 +313,10 @@ fn input_scales_must_be_finite_and_positive() {
         f32::INFINITY,
         "infinite",
     );
+    // Kept per expert, each is checked and named.
+    w.input_scales = Some(InputScales {
+        w13: vec![0.5; E],
+        w2: vec![0.1, 0.2, -0.3, 0.1],
+    });
+    assert_scale(w.validate(), "w2 input scale of expert 2", -0.3, "negative");
 }

@@ -296,7 +296,7 @@ mod gpu {
                 };
                 let mut w =
                     ExpertWeights::quantize(&DenseExperts::random(&one, 31), scheme).unwrap();
-                w.input_scales = weights.input_scales;
+                w.input_scales = weights.input_scales.clone();
                 SharedExpertWeights {
                     weights: w,
                     gate: Some(gate.clone()),
@@ -469,10 +469,7 @@ fn wgpu_activation_quantization_is_the_emulations() {
         .iter()
         .map(|v| half::bf16::from_f32(*v).to_f32())
         .collect();
-    let scales = Some(InputScales {
-        w13: 0.01,
-        w2: 0.02,
-    });
+    let scales = Some(InputScales::uniform(0.01, 0.02));
     let mut bad = Vec::new();
     for name in [
         "fp8",
@@ -488,7 +485,7 @@ fn wgpu_activation_quantization_is_the_emulations() {
         "w8a8-int8",
     ] {
         let scheme = QuantScheme::parse(name).unwrap();
-        let a = ActQuant::for_scheme(&scheme, Stage::W13, scales).unwrap();
+        let a = ActQuant::for_scheme(&scheme, Stage::W13, scales.as_ref()).unwrap();
         let mut want = x.clone();
         a.apply(&mut want, cols).unwrap();
         let got = qdq_host(&dev, &a, &x, cols).unwrap();

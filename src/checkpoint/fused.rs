@@ -241,8 +241,8 @@ pub(super) fn refuse(ck: &Checkpoint, fused: &str, quant: &QuantFormat) -> Error
 }
 
 /// What loading layer `n`'s fused fp8 experts does to their scales (headers and the small
-/// scale tensors only): which experts' gate and up halves differ, and whether static
-/// activation scales differ across experts.
+/// scale tensors only): which experts' gate and up halves differ. (Static activation
+/// scales that differ across experts are kept per expert: nothing to note.)
 pub(super) fn notes(ck: &Checkpoint, n: usize, scheme: &QuantScheme) -> Result<LayerNotes> {
     let mut out = LayerNotes::default();
     if !matches!(ck.experts_format(n)?, QuantFormat::NativeFp8 { .. }) {
@@ -250,25 +250,11 @@ pub(super) fn notes(ck: &Checkpoint, n: usize, scheme: &QuantScheme) -> Result<L
     }
     let block = ck.block(n);
     let gu = format!("{block}.experts.gate_up_proj");
-    let dn = format!("{block}.experts.down_proj");
     let e = ck.config.num_experts;
     let s = &ck.shards;
     if fp8_per_tensor(scheme) {
         if let Halves::Two(v) = gate_up_halves(s, &gu, e)? {
             out.fp8_per_channel = (0..e).filter(|&x| v[2 * x] != v[2 * x + 1]).collect();
-        }
-    }
-    if scheme.needs_static_input_scales() {
-        let a13 = scales(s, &format!("{gu}_activation_scale"), &[e])?;
-        let a2 = scales(s, &format!("{dn}_activation_scale"), &[e])?;
-        let spread = |v: &[f32]| v.iter().any(|&x| x != v[0]);
-        if spread(&a13) || spread(&a2) {
-            let max = |v: &[f32]| v.iter().fold(0f32, |m, &x| m.max(x));
-            out.approximations.push(format!(
-                "static input scales differ across experts; their maximum is used (w13 {}, w2 {}), as vLLM's kernels take one per tensor",
-                max(&a13),
-                max(&a2)
-            ));
         }
     }
     Ok(out)

@@ -4,9 +4,11 @@
 //! Exact: fp8 per-tensor gate and up scales that differ in some expert make the layer
 //! load as fp8 per-channel (gate rows carry the gate scale, up rows the up scale, down
 //! rows their expert's scale), keeping the activation rule; no code is requantized.
+//! fp8 static input scales that differ across experts are kept per expert.
 //! Approximate, as vLLM: NVFP4 gate and up global scales that differ are folded into the
 //! e4m3 block scales of the smaller half (rounded); static input scales that differ
-//! between gate and up, or across experts, are replaced by their maximum.
+//! between gate and up, and NVFP4's that differ across experts, are replaced by their
+//! maximum.
 
 use super::arch::Proj;
 use super::config::QuantFormat;
@@ -136,10 +138,10 @@ pub(crate) fn notes(ck: &Checkpoint, n: usize, scheme: &QuantScheme) -> Result<L
             ));
         }
         let spread = |v: &[f32]| v.iter().any(|&x| x != v[0]);
-        if spread(&w13) || spread(&w2) {
+        if !scheme.per_expert_input_scales() && (spread(&w13) || spread(&w2)) {
             let max = |v: &[f32]| v.iter().fold(0f32, |m, &x| m.max(x));
             out.approximations.push(format!(
-                "static input scales differ across experts; their maximum is used (w13 {}, w2 {}), as vLLM's kernels take one per tensor",
+                "static input scales differ across experts; their maximum is used (w13 {}, w2 {}), as the NVFP4 kernels take one global scale per tensor",
                 max(&w13),
                 max(&w2)
             ));

@@ -11,7 +11,7 @@ use super::topk::TopK;
 use crate::error::{check_len, checked_size, Error, Result};
 use crate::oracle::BackendId;
 use crate::quant::activation::round_to_model_dtype;
-use crate::quant::{ActQuant, ExpertWeights, Numerics, QuantScheme, Stage};
+use crate::quant::{ExpertWeights, Numerics, QuantScheme, Stage, StageQuant};
 use rayon::prelude::*;
 
 /// Dequantized experts: the emulation backend's own layout.
@@ -26,8 +26,9 @@ pub struct DenseMlp {
     w2: Vec<Vec<f32>>,
     w13_bias: Option<Vec<f32>>,
     w2_bias: Option<Vec<f32>>,
-    pub a1: ActQuant,
-    pub a2: ActQuant,
+    /// The gemm1 and gemm2 input rules (per expert where static scales differ).
+    pub a1: StageQuant,
+    pub a2: StageQuant,
 }
 
 /// A pair's LoRA: the expert's projections, rank and scaling.
@@ -101,8 +102,8 @@ impl DenseMlp {
             w2,
             w13_bias: weights.w13_bias.clone(),
             w2_bias: weights.w2_bias.clone(),
-            a1: ActQuant::for_scheme(&weights.scheme, Stage::W13, weights.input_scales)?,
-            a2: ActQuant::for_scheme(&weights.scheme, Stage::W2, weights.input_scales)?,
+            a1: StageQuant::for_scheme(&weights.scheme, Stage::W13, weights.input_scales.as_ref())?,
+            a2: StageQuant::for_scheme(&weights.scheme, Stage::W2, weights.input_scales.as_ref())?,
         })
     }
 
@@ -160,7 +161,7 @@ impl DenseMlp {
             Vec::new()
         };
         if quantize_w2_input {
-            self.a2.apply(&mut act, i)?;
+            self.a2.apply(&mut act, i, &pairs.experts)?;
         }
         let mut y = vec![0f32; n * h];
         for (e, ps) in pairs
@@ -233,8 +234,8 @@ impl EmulatedExperts {
     /// reproduces vLLM's fp8 and NVFP4 rules for comparing with a vLLM run; the default,
     /// `Numerics::Producer`, is what the native kernels compute).
     pub fn with_numerics(mut self, numerics: Numerics) -> Self {
-        self.mlp.a1 = self.mlp.a1.with_numerics(numerics);
-        self.mlp.a2 = self.mlp.a2.with_numerics(numerics);
+        self.mlp.a1 = self.mlp.a1.clone().with_numerics(numerics);
+        self.mlp.a2 = self.mlp.a2.clone().with_numerics(numerics);
         self
     }
 
@@ -254,14 +255,11 @@ impl EmulatedExperts {
             "expert inputs and outputs (pairs × width)",
             &[topk.pairs(), h.max(rows13)],
         )?;
-        let a1 = if quantize_inputs {
-            self.mlp.a1
-        } else {
-            ActQuant::None
-        };
+        let none = StageQuant::none();
+        let a1 = if quantize_inputs { &self.mlp.a1 } else { &none };
         let pairs = prepare(
             &self.mlp.scheme,
-            &a1,
+            a1,
             x,
             h,
             topk,

@@ -460,11 +460,11 @@ pub fn calibrate(
         return Ok(());
     }
     let mut probe = weights.clone();
-    probe.input_scales = Some(crate::quant::InputScales { w13: 1.0, w2: 1.0 });
+    probe.input_scales = Some(crate::quant::InputScales::uniform(1.0, 1.0));
     let (_, amax1, amax2) =
         EmulatedExperts::prepare(&probe, config)?.forward_with_stats(x, topk, None, false)?;
     let s1 = crate::quant::ActQuant::static_scale_for(&weights.scheme, amax1);
     let s2 = crate::quant::ActQuant::static_scale_for(&weights.scheme, amax2);
-    weights.input_scales = Some(crate::quant::InputScales { w13: s1, w2: s2 });
+    weights.input_scales = Some(crate::quant::InputScales::uniform(s1, s2));
     Ok(())
 }

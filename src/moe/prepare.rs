@@ -4,7 +4,7 @@
 use super::topk::TopK;
 use crate::error::{check_len, checked_size, Result};
 use crate::quant::activation::round_to_model_dtype;
-use crate::quant::{ActQuant, QuantScheme};
+use crate::quant::{QuantScheme, StageQuant};
 
 /// Pair `p = t·k + j` is token `t`'s `j`-th choice.
 pub struct Pairs {
@@ -23,7 +23,7 @@ pub struct Pairs {
 /// before quantization (Llama 4); otherwise rows are copies of the token.
 pub fn prepare(
     scheme: &QuantScheme,
-    a1: &ActQuant,
+    a1: &StageQuant,
     x: &[f32],
     hidden: usize,
     topk: &TopK,
@@ -54,7 +54,7 @@ pub fn prepare(
         }
     }
     let unquantized = inputs.clone();
-    a1.apply(&mut inputs, hidden)?;
+    a1.apply(&mut inputs, hidden, &experts)?;
     Ok(Pairs {
         inputs,
         unquantized,

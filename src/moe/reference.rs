@@ -8,7 +8,7 @@ use super::config::LayerConfig;
 use super::topk::TopK;
 use crate::error::{check_len, checked_size, Result};
 use crate::quant::activation::round_to_model_dtype;
-use crate::quant::{ActQuant, ExpertWeights, Stage};
+use crate::quant::{ExpertWeights, Stage, StageQuant};
 
 fn to_f32_rounded(scheme: &crate::quant::QuantScheme, v: &[f64]) -> Vec<f32> {
     let mut f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
@@ -40,12 +40,13 @@ pub fn forward_f64(
     let scheme = &weights.scheme;
     let (a1, a2) = if quantize {
         (
-            ActQuant::for_scheme(scheme, Stage::W13, weights.input_scales)?,
-            ActQuant::for_scheme(scheme, Stage::W2, weights.input_scales)?,
+            StageQuant::for_scheme(scheme, Stage::W13, weights.input_scales.as_ref())?,
+            StageQuant::for_scheme(scheme, Stage::W2, weights.input_scales.as_ref())?,
         )
     } else {
-        (ActQuant::None, ActQuant::None)
+        (StageQuant::none(), StageQuant::none())
     };
+    let pair_experts: Vec<usize> = topk.ids().iter().map(|&e| e as usize).collect();
     let on_input = config.apply_router_weight_on_input;
     let pairs = topk.pairs();
     // gemm1 inputs for every pair, then activation quantization over all of them.
@@ -69,7 +70,7 @@ pub fn forward_f64(
             }
         }
     }
-    a1.apply(&mut inputs, h)?;
+    a1.apply(&mut inputs, h, &pair_experts)?;
     let mut act = vec![0f64; pairs * i];
     let mut y = vec![0f64; pairs * h];
     let mut act_f32 = vec![0f32; pairs * i];
@@ -128,7 +129,7 @@ pub fn forward_f64(
             } else {
                 act.iter().map(|&v| v as f32).collect()
             };
-            a2.apply(&mut act_f32, i)?;
+            a2.apply(&mut act_f32, i, &pair_experts)?;
         }
     }
     let mut out = vec![0f64; topk.tokens() * h];

@@ -111,11 +111,12 @@ impl SharedExperts {
         };
         let mlp = &self.mlp;
         let unquantized = inputs.clone();
-        mlp.a1.apply(&mut inputs, h)?;
+        let experts = vec![0; tokens];
+        mlp.a1.apply(&mut inputs, h, &experts)?;
         let pairs = Pairs {
             inputs,
             unquantized,
-            experts: vec![0; tokens],
+            experts,
             by_expert: vec![(0..tokens).collect()],
         };
         let lora: Vec<PairLora<'_>> = (0..tokens)

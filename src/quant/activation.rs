@@ -63,11 +63,31 @@ pub enum ActQuant {
 }
 
 impl ActQuant {
-    /// The rule `scheme` applies at `stage`; static schemes need `input_scales`.
+    /// The rule `scheme` applies at `stage`; static schemes need `input_scales`, and one
+    /// that differs per expert there needs `StageQuant` instead.
     pub fn for_scheme(
         scheme: &QuantScheme,
         stage: Stage,
-        input_scales: Option<InputScales>,
+        input_scales: Option<&InputScales>,
+    ) -> Result<Self> {
+        if let Some(s) = input_scales.filter(|s| s.shared(stage).is_none()) {
+            if scheme.needs_static_input_scales() {
+                return Err(Error::Config(format!(
+                    "{scheme}'s {stage:?} input scales differ across {} experts: take the \
+                     rule per expert (StageQuant)",
+                    s.stage(stage).len()
+                )));
+            }
+        }
+        Self::for_expert(scheme, stage, input_scales, 0)
+    }
+
+    /// The rule `scheme` applies at `stage` to the inputs of `expert`.
+    pub fn for_expert(
+        scheme: &QuantScheme,
+        stage: Stage,
+        input_scales: Option<&InputScales>,
+        expert: usize,
     ) -> Result<Self> {
         let static_scale = || -> Result<f32> {
             let s = input_scales.ok_or_else(|| Error::Missing {
@@ -75,10 +95,7 @@ impl ActQuant {
                 why: "load them from the checkpoint or calibrate with fleetmoe::moe::calibrate"
                     .into(),
             })?;
-            Ok(match stage {
-                Stage::W13 => s.w13,
-                Stage::W2 => s.w2,
-            })
+            Ok(s.of(stage, expert))
         };
         Ok(match *scheme {
             QuantScheme::Unquantized(_) | QuantScheme::IntWeightOnly { .. } => ActQuant::None,
@@ -217,6 +234,89 @@ impl ActQuant {
                 }
                 x.chunks_mut(mx::BLOCK).for_each(|b| mx_block_qdq(b, elem));
             }
+        }
+        Ok(())
+    }
+}
+
+/// The quantize-dequantize of one GEMM input, for every expert: one rule for all, or
+/// (fp8 static scales calibrated per expert) one rule per expert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageQuant(Vec<ActQuant>);
+
+impl StageQuant {
+    /// Inputs kept as they are.
+    pub fn none() -> Self {
+        StageQuant(vec![ActQuant::None])
+    }
+
+    /// What `scheme` does at `stage`, per expert where its static scales differ.
+    pub fn for_scheme(
+        scheme: &QuantScheme,
+        stage: Stage,
+        input_scales: Option<&InputScales>,
+    ) -> Result<Self> {
+        match input_scales.filter(|s| s.shared(stage).is_none()) {
+            Some(s) if scheme.needs_static_input_scales() => (0..s.stage(stage).len())
+                .map(|e| ActQuant::for_expert(scheme, stage, Some(s), e))
+                .collect::<Result<Vec<_>>>()
+                .map(StageQuant),
+            _ => Ok(StageQuant(vec![ActQuant::for_scheme(
+                scheme,
+                stage,
+                input_scales,
+            )?])),
+        }
+    }
+
+    /// The same rules under `numerics`.
+    pub fn with_numerics(self, numerics: Numerics) -> Self {
+        StageQuant(
+            self.0
+                .into_iter()
+                .map(|a| a.with_numerics(numerics))
+                .collect(),
+        )
+    }
+
+    /// The one rule every expert shares, if they do.
+    pub fn uniform(&self) -> Option<ActQuant> {
+        match self.0.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
+    /// The rule of `expert`.
+    pub fn of(&self, expert: usize) -> ActQuant {
+        match self.0.as_slice() {
+            [one] => *one,
+            v => v.get(expert).copied().unwrap_or(ActQuant::None),
+        }
+    }
+
+    /// Quantizes and dequantizes `x` (`rows × cols`) in place, row `r` by the rule of
+    /// `experts[r]`. One shared rule covers the whole tensor at once (so a dynamic
+    /// per-tensor scale spans every row) and reads no expert.
+    pub fn apply(&self, x: &mut [f32], cols: usize, experts: &[usize]) -> Result<()> {
+        if let Some(one) = self.uniform() {
+            return one.apply(x, cols);
+        }
+        if cols == 0 || x.len() != experts.len() * cols {
+            return Err(Error::shape(
+                "activations",
+                format!("{} rows of {cols}", experts.len()),
+                x.len(),
+            ));
+        }
+        for (row, &e) in x.chunks_mut(cols).zip(experts) {
+            if e >= self.0.len() {
+                return Err(Error::Config(format!(
+                    "activation row of expert {e}, which has no input scale ({} experts)",
+                    self.0.len()
+                )));
+            }
+            self.0[e].apply(row, cols)?;
         }
         Ok(())
     }

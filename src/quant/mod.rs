@@ -12,7 +12,7 @@ pub mod scheme;
 mod validate;
 pub mod weights;
 
-pub use activation::{ActQuant, Numerics, Stage};
+pub use activation::{ActQuant, Numerics, Stage, StageQuant};
 pub use dense::DenseExperts;
 pub use quantize::{group_size, stored_bytes_per_expert};
 pub use scheme::*;

@@ -289,6 +289,16 @@ impl QuantScheme {
         }
     }
 
+    /// Whether its static input scales may differ per expert: fp8 activations quantize
+    /// with each expert's own scale; NVFP4 W4A4 takes one global scale per GEMM input.
+    pub fn per_expert_input_scales(&self) -> bool {
+        match self {
+            QuantScheme::Fp8 { act, .. } => *act == ActScale::StaticPerTensor,
+            QuantScheme::Mx { act, .. } => *act == MxAct::Fp8Static,
+            _ => false,
+        }
+    }
+
     /// The fp8 flavour the scheme stores, if it stores fp8 weights or activations.
     pub fn fp8_flavor(&self) -> Option<Fp8Flavor> {
         match self {

@@ -2,6 +2,7 @@
 //! variant against the scheme, every length, and every value a forward trusts — no NaN
 //! codes, scales finite and positive, and no weight larger than `MAX_WEIGHT_MAGNITUDE`.
 
+use super::activation::Stage;
 use super::quantize::{check_dims, group_size};
 use super::scheme::{Fp8Flavor, IntBits, MxElem, QuantScheme};
 use super::weights::{ExpertWeights, InputScales, IntWeights, QuantTensor, WeightData};
@@ -386,18 +387,43 @@ impl ExpertWeights {
     /// backends' prepare, dequantization — calls it (or its per-expert part) first.
     pub fn validate(&self) -> Result<()> {
         self.validate_weights()?;
-        match (self.scheme.needs_static_input_scales(), self.input_scales) {
+        match (self.scheme.needs_static_input_scales(), &self.input_scales) {
             (true, None) => Err(Error::Missing {
                 what: format!("static input scales for scheme {}", self.scheme),
                 why: "load them from the checkpoint or calibrate with fleetmoe::moe::calibrate"
                     .into(),
             }),
-            (_, Some(s)) => {
-                check_scale("w13 input scale", s.w13)?;
-                check_scale("w2 input scale", s.w2)
-            }
+            (_, Some(s)) => self.validate_input_scales(s),
             (false, None) => Ok(()),
         }
+    }
+
+    /// Each stage has one scale or one per expert, every one finite and positive; only
+    /// fp8 activations take differing per-expert scales (NVFP4 W4A4's kernels take one
+    /// global scale per GEMM input).
+    fn validate_input_scales(&self, s: &InputScales) -> Result<()> {
+        for (proj, stage) in [("w13", Stage::W13), ("w2", Stage::W2)] {
+            let v = s.stage(stage);
+            if v.len() != 1 && v.len() != self.num_experts {
+                return Err(Error::shape(
+                    format!("{proj} input scales"),
+                    format!("1 (per tensor) or {} (per expert)", self.num_experts),
+                    v.len(),
+                ));
+            }
+            v.iter().enumerate().try_for_each(|(e, &x)| match v.len() {
+                1 => check_scale(&format!("{proj} input scale"), x),
+                _ => check_scale(&format!("{proj} input scale of expert {e}"), x),
+            })?;
+            if s.shared(stage).is_none() && !self.scheme.per_expert_input_scales() {
+                return Err(Error::Config(format!(
+                    "{proj} input scales differ across experts, but {} takes one per tensor \
+                     (set_input_scales_per_expert reduces them to their maximum)",
+                    self.scheme
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Shapes and lengths only, no values: what a consumer needs to index safely. For
@@ -427,25 +453,31 @@ impl ExpertWeights {
     }
 
     /// Sets static input scales from per-expert checkpoint values, each of which must be
-    /// finite and positive (the error names the expert and projection). Kernels take one
-    /// scale per tensor, so differing values are reduced to their maximum (never clipping
-    /// an expert's calibrated range), with a warning, as vLLM does.
+    /// finite and positive (the error names the expert and projection). fp8 activations
+    /// keep each expert's scale (one per tensor when they agree); NVFP4 W4A4, whose
+    /// kernels take one global scale per GEMM input, reduces differing values to their
+    /// maximum (never clipping an expert's calibrated range), with a warning, as vLLM does.
     pub fn set_input_scales_per_expert(&mut self, w13: &[f32], w2: &[f32]) -> Result<()> {
         check_len("per-expert w13 input scales", w13.len(), self.num_experts)?;
         check_len("per-expert w2 input scales", w2.len(), self.num_experts)?;
-        let reduce = |proj: &str, v: &[f32]| -> Result<f32> {
+        let per_expert = self.scheme.per_expert_input_scales();
+        let keep = |proj: &str, v: &[f32]| -> Result<Vec<f32>> {
             v.iter().enumerate().try_for_each(|(e, &s)| {
                 check_scale(&format!("{proj} input scale of expert {e}"), s)
             })?;
             let max = v.iter().copied().fold(f32::MIN_POSITIVE, f32::max);
-            if v.iter().any(|&s| s != max) {
+            if v.iter().all(|&s| s == max) {
+                Ok(vec![max])
+            } else if per_expert {
+                Ok(v.to_vec())
+            } else {
                 log::warn!("{proj} input scales differ across experts; using their maximum {max}");
+                Ok(vec![max])
             }
-            Ok(max)
         };
         self.input_scales = Some(InputScales {
-            w13: reduce("w13", w13)?,
-            w2: reduce("w2", w2)?,
+            w13: keep("w13", w13)?,
+            w2: keep("w2", w2)?,
         });
         Ok(())
     }

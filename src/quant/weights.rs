@@ -1,6 +1,7 @@
 //! `ExpertWeights`: all experts' w13 and w2 with their scales, in checkpoint layout.
 //! Backends convert from here into their own layouts; emulation dequantizes from here.
 
+use super::activation::Stage;
 use super::scheme::{IntBits, QuantScheme};
 
 /// One projection (w13 or w2) of every expert: `[experts, rows, cols]`, rows = output
@@ -61,14 +62,55 @@ pub struct IntWeights {
     pub channel_scales: Option<Vec<f32>>,
 }
 
-/// Static activation scales (one per tensor after reducing the per-expert values of the
-/// checkpoint to their maximum): `x ≈ code · scale`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Static activation scales, `x ≈ code · scale`: one per tensor (length 1) or, for fp8
+/// checkpoints calibrated per expert, one per expert (length E). Kept per expert because
+/// each expert's calibrated range is its own: reducing them to one scale rounds every
+/// expert but the widest on a coarser grid.
+#[derive(Debug, Clone, PartialEq)]
 pub struct InputScales {
-    /// Scale of the hidden states entering w13.
-    pub w13: f32,
-    /// Scale of the activation output entering w2.
-    pub w2: f32,
+    /// Scales of the hidden states entering w13.
+    pub w13: Vec<f32>,
+    /// Scales of the activation output entering w2.
+    pub w2: Vec<f32>,
+}
+
+impl InputScales {
+    /// One scale per tensor for each GEMM input.
+    pub fn uniform(w13: f32, w2: f32) -> Self {
+        InputScales {
+            w13: vec![w13],
+            w2: vec![w2],
+        }
+    }
+
+    /// The scales of `stage`'s input: length 1 or one per expert.
+    pub fn stage(&self, stage: Stage) -> &[f32] {
+        match stage {
+            Stage::W13 => &self.w13,
+            Stage::W2 => &self.w2,
+        }
+    }
+
+    /// The scale `expert` uses at `stage` (`validate` has checked the lengths).
+    pub fn of(&self, stage: Stage, expert: usize) -> f32 {
+        match self.stage(stage) {
+            [one] => *one,
+            v => v.get(expert).copied().unwrap_or(f32::NAN),
+        }
+    }
+
+    /// The one scale every expert shares at `stage`, if they do.
+    pub fn shared(&self, stage: Stage) -> Option<f32> {
+        let v = self.stage(stage);
+        v.first().copied().filter(|&f| v.iter().all(|&s| s == f))
+    }
+
+    /// Whether some stage's experts use differing scales.
+    pub fn is_per_expert(&self) -> bool {
+        [Stage::W13, Stage::W2]
+            .iter()
+            .any(|&st| self.shared(st).is_none())
+    }
 }
 
 /// All routed experts of one layer.

@@ -177,9 +177,17 @@ pub fn mutate(c: &mut ApiCase, r: &mut ChaCha8Rng) -> (String, Option<String>) {
         10 | 11 => weight_data(c, r, &mut refuse),
         12 => {
             let x = match c.weights.input_scales.as_mut() {
+                // One scale per expert (sometimes one short), one of them an edge value.
+                Some(s) if r.random_bool(0.5) => {
+                    s.w13 = vec![s.w13[0]; e.max(1)];
+                    if r.random_bool(0.2) {
+                        s.w13.pop();
+                    }
+                    poke(&mut s.w13, r)
+                }
                 Some(s) => {
-                    s.w13 = edge_f32(r);
-                    Some(s.w13)
+                    s.w13 = vec![edge_f32(r)];
+                    Some(s.w13[0])
                 }
                 None => None,
             };

@@ -6,7 +6,7 @@
 //! launches above.
 
 use super::experts::Cuda;
-use super::experts::{act_modes, CudaExperts};
+use super::experts::CudaExperts;
 use super::layout::{fp8_activations, Elem, GemmWeights, PreparedLayer};
 use super::packed::{Code, Packing};
 use crate::bench::roofline::{floor_us, Ceilings};
@@ -257,14 +257,9 @@ pub fn bench_shape(
             w2: random_projection(elem, e, h, i, 2, blocked),
         }
     };
-    let acts = act_modes(
-        &scheme,
-        Some(InputScales {
-            w13: 0.05,
-            w2: 0.05,
-        }),
-    )?;
-    let mut experts = CudaExperts::from_prepared(dev, &prepared, &scheme, acts, &config, backend)?;
+    let scales = InputScales::uniform(0.05, 0.05);
+    let mut experts =
+        CudaExperts::from_prepared(dev, &prepared, &scheme, Some(&scales), &config, backend)?;
     drop(prepared);
     if let Some((rank, count)) = lora {
         experts.attach_lora(&random_lora(&config, rank, count))?;

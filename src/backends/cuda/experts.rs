@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{activation_code, ExpertsIo, KernelFile, Vendor, VendorExperts};
 use crate::moe::{Activation, LayerConfig, Lora};
 use crate::oracle::{BackendId, Selection};
-use crate::quant::{ExpertWeights, QuantScheme};
+use crate::quant::{ExpertWeights, InputScales, QuantScheme, Stage};
 use std::sync::Arc;
 
 /// NVIDIA GPUs, for the one GPU driver.
@@ -85,6 +85,9 @@ pub struct CudaExperts {
     weight_on_input: bool,
     /// fp8 quantization of gemm1's and gemm2's inputs; `None` for bf16 / f16.
     acts: Option<(ActMode, ActMode)>,
+    /// `[E]` f32 static scales of gemm1's and gemm2's inputs where `acts` is
+    /// `StaticPerExpert` (set together with `acts` by `from_prepared`).
+    expert_scales: [Option<Buffer<CudaDevice>>; 2],
     /// Resident LoRA adapters, if the layer has any.
     lora: Option<DeviceLora>,
     /// The `wgmma` tiles that run gemm2's wide batches (`gemm_family`; empty: mma.sync
@@ -130,9 +133,14 @@ impl CudaExperts {
         crate::moe::emulation::check_weights_match(weights, config)?;
         weights.validate()?;
         let prepared = layout::prepare(weights, config.activation)?;
-        let acts = act_modes(&weights.scheme, weights.input_scales)?;
-        let mut experts =
-            Self::from_prepared(dev, &prepared, &weights.scheme, acts, config, backend)?;
+        let mut experts = Self::from_prepared(
+            dev,
+            &prepared,
+            &weights.scheme,
+            weights.input_scales.as_ref(),
+            config,
+            backend,
+        )?;
         if let Some(l) = lora {
             experts.attach_lora(l)?;
         }
@@ -153,16 +161,30 @@ impl CudaExperts {
         Ok(())
     }
 
-    /// Uploads weights already in the kernels' layout (the benchmark makes them directly).
+    /// Uploads weights already in the kernels' layout (the benchmark makes them directly)
+    /// and the static input scales `scheme` quantizes its activations with, if any.
     pub fn from_prepared(
         dev: &Arc<CudaDevice>,
         prepared: &PreparedLayer,
         scheme: &QuantScheme,
-        acts: Option<(ActMode, ActMode)>,
+        input_scales: Option<&InputScales>,
         config: &LayerConfig,
         backend: BackendId,
     ) -> Result<Self> {
         let variant = variant_for(backend, scheme)?;
+        let acts = act_modes(scheme, input_scales)?;
+        let upload_scales = |mode: Option<ActMode>, stage| -> Result<_> {
+            match (mode, input_scales) {
+                (Some(ActMode::StaticPerExpert), Some(s)) => {
+                    Ok(Some(Buffer::from_slice(&**dev, s.stage(stage))?))
+                }
+                _ => Ok(None),
+            }
+        };
+        let expert_scales = [
+            upload_scales(acts.map(|a| a.0), Stage::W13)?,
+            upload_scales(acts.map(|a| a.1), Stage::W2)?,
+        ];
         let wide = if gemm_family(dev)? {
             variant.sm90_wide_tiles()?
         } else {
@@ -182,6 +204,7 @@ impl CudaExperts {
             activation: config.activation,
             weight_on_input: config.apply_router_weight_on_input,
             acts,
+            expert_scales,
             lora: None,
             wide1: if on1 { wide.clone() } else { Vec::new() },
             wide: if on2 { wide } else { Vec::new() },
@@ -234,11 +257,16 @@ impl VendorExperts for CudaExperts {
             _ => 1,
         };
         let perm_bytes = |w: &DeviceWeights, n: usize| if w.k_perm.is_some() { n } else { 4 };
+        // Static scales per expert quantize gemm1's input per slot.
+        let x_rows = match self.acts {
+            Some((ActMode::StaticPerExpert, _)) => tokens.max(slots),
+            _ => tokens,
+        };
         Ok(Scratch {
-            x_codes: alloc(tokens * h * code_bytes)?,
+            x_codes: alloc(x_rows * h * code_bytes)?,
             x_perm: alloc(perm_bytes(&self.w13, slots * h * 2))?,
             inter_perm: alloc(perm_bytes(&self.w2, slots * i * 2))?,
-            x_scales: alloc(tokens * h.div_ceil(128) * 4)?,
+            x_scales: alloc(x_rows * h.div_ceil(128) * 4)?,
             inter: alloc(slots * i * 2)?,
             inter_codes: alloc(slots * i * code_bytes)?,
             inter_scales: alloc(slots * i.div_ceil(128) * 4)?,
@@ -286,7 +314,30 @@ impl VendorExperts for CudaExperts {
         let x = io.x;
         let amax1 = ws.amax.addr();
         let amax2 = ws.amax.addr() + 4;
+        let route = LoraRoute::of(io, e);
+        let expert_scales = |stage: usize| {
+            self.expert_scales[stage]
+                .as_ref()
+                .map(|b| b.addr())
+                .ok_or_else(|| Error::Config("per-expert input scales were not uploaded".into()))
+        };
+        // gemm1 reads its input by token, or (quantized per expert, or act-order) by slot.
+        let mut act1_by_slot = 0;
         let (act1, x_scales) = match self.acts {
+            Some((ActMode::StaticPerExpert, _)) => {
+                m.quant_slots(
+                    x,
+                    h,
+                    false,
+                    &route,
+                    expert_scales(0)?,
+                    ws.x_codes.addr(),
+                    ws.x_scales.addr(),
+                    stream,
+                )?;
+                act1_by_slot = 1;
+                (ws.x_codes.addr(), ws.x_scales.addr())
+            }
             Some((ActMode::Nvfp4 { global }, _)) => {
                 m.nvfp4_qdq_rows(
                     x,
@@ -325,10 +376,10 @@ impl VendorExperts for CudaExperts {
             }
             None => (x, 0),
         };
-        let route = LoraRoute::of(io, e);
-        // Act-order: the input gathered per slot in the expert's sorted K order (the LoRA
-        // shrink below still reads `x` itself, in checkpoint order, as its A expects).
-        let (act1, act1_by_slot) = match &self.w13.k_perm {
+        // Act-order (weight-only schemes, so never with the above): the input gathered per
+        // slot in the expert's sorted K order (the LoRA shrink below still reads `x`
+        // itself, in checkpoint order, as its A expects).
+        let act1 = match &self.w13.k_perm {
             Some(perm) => {
                 m.gather_cols(
                     act1,
@@ -339,9 +390,10 @@ impl VendorExperts for CudaExperts {
                     ws.x_perm.addr(),
                     stream,
                 )?;
-                (ws.x_perm.addr(), 1)
+                act1_by_slot = 1;
+                ws.x_perm.addr()
             }
-            None => (act1, 0),
+            None => act1,
         };
         let is_f16 = self.is_f16();
         if let Some(l) = lora {
@@ -446,6 +498,19 @@ impl VendorExperts for CudaExperts {
             )?;
         }
         let (act2, inter_scales) = match self.acts {
+            Some((_, ActMode::StaticPerExpert)) => {
+                m.quant_slots(
+                    ws.inter.addr(),
+                    i,
+                    true,
+                    &route,
+                    expert_scales(1)?,
+                    ws.inter_codes.addr(),
+                    ws.inter_scales.addr(),
+                    stream,
+                )?;
+                (ws.inter_codes.addr(), ws.inter_scales.addr())
+            }
             Some((_, ActMode::Nvfp4 { global })) => {
                 m.nvfp4_qdq_rows(
                     ws.inter.addr(),

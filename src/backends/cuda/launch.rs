@@ -197,6 +197,44 @@ impl Modules {
             .launch(&self.quant, "fm_gather_cols", cfg, &args, stream)
     }
 
+    /// fp8 with static scales per expert: `codes[slot]`, `scales[slot]` for every slot in
+    /// use (`fm_quant_slots`; the row is the slot's token, or the slot itself with
+    /// `by_slot`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn quant_slots(
+        &self,
+        src: u64,
+        cols: usize,
+        by_slot: bool,
+        route: &LoraRoute,
+        expert_scales: u64,
+        codes: u64,
+        scales: u64,
+        stream: &Stream,
+    ) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid: (route.slots.max(1) as u32, 1, 1),
+            block: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = [
+            Arg::Ptr(src),
+            Arg::I32(cols as i32),
+            Arg::I32(by_slot as i32),
+            Arg::Ptr(route.sorted),
+            Arg::Ptr(route.num_slots),
+            Arg::Ptr(route.block_expert),
+            Arg::I32(route.bt as i32),
+            Arg::I32(route.pairs as i32),
+            Arg::I32(route.top_k as i32),
+            Arg::Ptr(expert_scales),
+            Arg::Ptr(codes),
+            Arg::Ptr(scales),
+        ];
+        self.dev
+            .launch(&self.quant, "fm_quant_slots", cfg, &args, stream)
+    }
+
     /// NVFP4 W4A4 activation quantize-dequantize of bf16 rows into bf16 `q · block scale`,
     /// `step_factor` (1 / global) written to `factor` for the GEMM (`fm_nvfp4_qdq_rows`).
     #[allow(clippy::too_many_arguments)]

@@ -5,7 +5,7 @@ use super::kernels::{GemmVariant, Tile};
 use crate::error::{Error, Result};
 use crate::oracle::BackendId;
 use crate::quant::{
-    ActScale, FloatDtype, Fp8Flavor, InputScales, IntBits, MxAct, MxElem, QuantScheme,
+    ActScale, FloatDtype, Fp8Flavor, InputScales, IntBits, MxAct, MxElem, QuantScheme, Stage,
 };
 
 /// How a GEMM input is quantized: fp8 (the `mode` of `fm_quant_rows`), or NVFP4's
@@ -16,6 +16,9 @@ pub enum ActMode {
     PerRow,
     PerRowGroup128,
     Static(f32),
+    /// Static scales calibrated per expert (`fm_quant_slots`): codes and one scale per
+    /// slot, gemm1's input then read by slot; the scales live in `CudaExperts`.
+    StaticPerExpert,
     /// INT8 W8A8: s8 codes per row, scale amax / 127 (`fm_quant_rows` mode 4).
     Int8PerRow,
     /// NVFP4 W4A4: 16-element blocks quantize-dequantized to bf16 (`fm_nvfp4_qdq_rows`),
@@ -33,8 +36,9 @@ impl ActMode {
             ActMode::PerRowGroup128 => 2,
             ActMode::Static(_) => 3,
             ActMode::Int8PerRow => 4,
-            // Not an fp8 mode: `fm_nvfp4_qdq_rows` runs it, never `fm_quant_rows`.
+            // Not `fm_quant_rows` modes: `fm_nvfp4_qdq_rows` and `fm_quant_slots` run them.
             ActMode::Nvfp4 { .. } => -1,
+            ActMode::StaticPerExpert => -2,
         }
     }
 
@@ -46,6 +50,7 @@ impl ActMode {
             | ActMode::PerRow
             | ActMode::PerRowGroup128
             | ActMode::Int8PerRow
+            | ActMode::StaticPerExpert
             | ActMode::Nvfp4 { .. } => 0.0,
         }
     }
@@ -55,7 +60,7 @@ impl ActMode {
         match self {
             // NVFP4: the per-tensor 1 / global, applied by the GEMM epilogue.
             ActMode::PerTensor | ActMode::Static(_) | ActMode::Nvfp4 { .. } => (0, 0),
-            ActMode::PerRow | ActMode::Int8PerRow => (1, 0),
+            ActMode::PerRow | ActMode::Int8PerRow | ActMode::StaticPerExpert => (1, 0),
             ActMode::PerRowGroup128 => (cols.div_ceil(128) as i32, 1),
         }
     }
@@ -64,45 +69,50 @@ impl ActMode {
 /// How `scheme` quantizes gemm1's and gemm2's inputs (`None`: not at all).
 pub fn act_modes(
     scheme: &QuantScheme,
-    input_scales: Option<InputScales>,
+    input_scales: Option<&InputScales>,
 ) -> Result<Option<(ActMode, ActMode)>> {
+    let statics = |why: &str| {
+        input_scales.ok_or_else(|| Error::Missing {
+            what: "static input scales".into(),
+            why: format!("{scheme} quantizes activations with {why}"),
+        })
+    };
+    // One static scale, or one per expert where the checkpoint's differ.
+    let fp8_static = |s: &InputScales, stage| match s.shared(stage) {
+        Some(v) => ActMode::Static(v),
+        None => ActMode::StaticPerExpert,
+    };
     Ok(match scheme {
         QuantScheme::Fp8 { act, .. } => Some(match act {
             ActScale::DynamicPerTensor => (ActMode::PerTensor, ActMode::PerTensor),
             ActScale::DynamicPerToken => (ActMode::PerRow, ActMode::PerRow),
             ActScale::DynamicPerGroup128 => (ActMode::PerRowGroup128, ActMode::PerRowGroup128),
             ActScale::StaticPerTensor => {
-                let s = input_scales.ok_or_else(|| Error::Missing {
-                    what: "static input scales".into(),
-                    why: format!("{scheme} quantizes activations with calibrated scales"),
-                })?;
-                (ActMode::Static(s.w13), ActMode::Static(s.w2))
+                let s = statics("calibrated scales")?;
+                (fp8_static(s, Stage::W13), fp8_static(s, Stage::W2))
             }
         }),
         QuantScheme::W4A8 => Some((ActMode::PerRow, ActMode::PerRow)),
         QuantScheme::Int8W8A8 => Some((ActMode::Int8PerRow, ActMode::Int8PerRow)),
         QuantScheme::Nvfp4 { w4a4: true } => {
-            let s = input_scales.ok_or_else(|| Error::Missing {
-                what: "static input scales".into(),
-                why: format!("{scheme} quantizes activations with calibrated global scales"),
-            })?;
-            // quant/activation.rs: `global = 1 / input_scale`, in f32.
+            let s = statics("calibrated global scales")?;
+            // quant/activation.rs: `global = 1 / input_scale`, in f32 (validation keeps
+            // NVFP4's scales one per tensor).
             Some((
                 ActMode::Nvfp4 {
-                    global: 1.0 / s.w13,
+                    global: 1.0 / s.of(Stage::W13, 0),
                 },
-                ActMode::Nvfp4 { global: 1.0 / s.w2 },
+                ActMode::Nvfp4 {
+                    global: 1.0 / s.of(Stage::W2, 0),
+                },
             ))
         }
         QuantScheme::Mx {
             act: MxAct::Fp8Static,
             ..
         } => {
-            let s = input_scales.ok_or_else(|| Error::Missing {
-                what: "static input scales".into(),
-                why: format!("{scheme} quantizes activations with calibrated scales"),
-            })?;
-            Some((ActMode::Static(s.w13), ActMode::Static(s.w2)))
+            let s = statics("calibrated scales")?;
+            Some((fp8_static(s, Stage::W13), fp8_static(s, Stage::W2)))
         }
         _ => None,
     })

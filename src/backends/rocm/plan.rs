@@ -3,7 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::oracle::BackendId;
-use crate::quant::{ActScale, ExpertWeights, FloatDtype, Fp8Flavor, MxAct, MxElem, QuantScheme};
+use crate::quant::{
+    ActScale, ExpertWeights, FloatDtype, Fp8Flavor, MxAct, MxElem, QuantScheme, Stage,
+};
 
 /// The GEMM kernel family (gemm.hip's variants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,11 +163,24 @@ fn plan_for_scheme(
     scheme: &QuantScheme,
     weights: &ExpertWeights,
 ) -> Result<(Variant, ActPlan, ActPlan)> {
-    let statics = || {
-        weights.input_scales.ok_or_else(|| Error::Missing {
-            what: "static input scales".into(),
-            why: format!("{scheme} quantizes activations with calibrated scales"),
-        })
+    // One static scale per GEMM input (w13, w2).
+    let statics = || -> Result<(f32, f32)> {
+        let s = weights
+            .input_scales
+            .as_ref()
+            .ok_or_else(|| Error::Missing {
+                what: "static input scales".into(),
+                why: format!("{scheme} quantizes activations with calibrated scales"),
+            })?;
+        match (s.shared(Stage::W13), s.shared(Stage::W2)) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            _ => Err(Error::BackendUnavailable {
+                backend: "rocm".into(),
+                reasons: "the HIP kernels take one static input scale per GEMM input, the \
+                          checkpoint's differ per expert"
+                    .into(),
+            }),
+        }
     };
     Ok(match *scheme {
         QuantScheme::Unquantized(FloatDtype::Bf16) => (Variant::Bf16, ActPlan::None, ActPlan::None),
@@ -186,7 +201,7 @@ fn plan_for_scheme(
                         mode: 3,
                         static_scale: v,
                     };
-                    (st(s.w13), st(s.w2))
+                    (st(s.0), st(s.1))
                 }
             };
             (Variant::Fp8, a1, a2)
@@ -201,10 +216,8 @@ fn plan_for_scheme(
             // quant/activation.rs: `global = 1 / input_scale`, in f32.
             (
                 Variant::Nvfp4A16,
-                ActPlan::Nvfp4 {
-                    global: 1.0 / s.w13,
-                },
-                ActPlan::Nvfp4 { global: 1.0 / s.w2 },
+                ActPlan::Nvfp4 { global: 1.0 / s.0 },
+                ActPlan::Nvfp4 { global: 1.0 / s.1 },
             )
         }
         QuantScheme::Int8W8A8 => (Variant::W8a8, ActPlan::Int8PerRow, ActPlan::Int8PerRow),
@@ -248,8 +261,8 @@ fn plan_for_scheme(
                     fmt_w: mx_fmt(elem),
                     fmt_a: FMT_FP8,
                 },
-                st(s.w13),
-                st(s.w2),
+                st(s.0),
+                st(s.1),
             )
         }
         other => {

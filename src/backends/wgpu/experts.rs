@@ -160,15 +160,27 @@ impl WgpuExperts {
         crate::moe::emulation::check_weights_match(weights, config)?;
         weights.validate()?;
         let scheme = weights.scheme;
+        if weights
+            .input_scales
+            .as_ref()
+            .is_some_and(|s| s.is_per_expert())
+        {
+            return Err(Error::BackendUnavailable {
+                backend: backend.name().into(),
+                reasons: "the WGSL kernels take one static input scale per GEMM input, the \
+                          checkpoint's differ per expert"
+                    .into(),
+            });
+        }
         let a1 = ActPlan::new(&ActQuant::for_scheme(
             &scheme,
             Stage::W13,
-            weights.input_scales,
+            weights.input_scales.as_ref(),
         )?)?;
         let a2 = ActPlan::new(&ActQuant::for_scheme(
             &scheme,
             Stage::W2,
-            weights.input_scales,
+            weights.input_scales.as_ref(),
         )?)?;
         let w13 = PackedProjection::new(&scheme, &weights.w13)?;
         let w2 = PackedProjection::new(&scheme, &weights.w2)?;
