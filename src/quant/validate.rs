@@ -415,7 +415,9 @@ impl ExpertWeights {
                 1 => check_scale(&format!("{proj} input scale"), x),
                 _ => check_scale(&format!("{proj} input scale of expert {e}"), x),
             })?;
-            if s.shared(stage).is_none() && !self.scheme.per_expert_input_scales() {
+            let one_per_tensor =
+                self.scheme.needs_static_input_scales() && !self.scheme.per_expert_input_scales();
+            if s.shared(stage).is_none() && one_per_tensor {
                 return Err(Error::Config(format!(
                     "{proj} input scales differ across experts, but {} takes one per tensor \
                      (set_input_scales_per_expert reduces them to their maximum)",

@@ -209,7 +209,8 @@ fn random_lora(config: &LayerConfig, rank: usize, count: usize) -> Lora {
 /// `api_path`, each cell is also timed the way an engine embeds the layer (bf16 hidden
 /// states in, bf16 out, `forward_device` captured in a graph on the caller's stream; top-k
 /// given, and routed on the GPU from logits that pick the same experts) and through the
-/// host `forward` (f32 in and out, wall clock).
+/// host `forward` (f32 in and out, wall clock). With `per_expert_scales`, a static fp8
+/// scheme's experts each get their own input scales (0.05 · 1..2).
 #[allow(clippy::too_many_arguments)]
 pub fn bench_shape(
     dev: &Arc<CudaDevice>,
@@ -220,6 +221,7 @@ pub fn bench_shape(
     reps: usize,
     lora: Option<(usize, usize)>,
     api_path: bool,
+    per_expert_scales: bool,
 ) -> Result<Vec<BenchRow>> {
     let config = LayerConfig {
         shared_intermediate: None,
@@ -257,7 +259,17 @@ pub fn bench_shape(
             w2: random_projection(elem, e, h, i, 2, blocked),
         }
     };
-    let scales = InputScales::uniform(0.05, 0.05);
+    let scales = if per_expert_scales && scheme.per_expert_input_scales() {
+        let spread: Vec<f32> = (0..e)
+            .map(|x| 0.05 * (1.0 + x as f32 / e as f32))
+            .collect();
+        InputScales {
+            w13: spread.clone(),
+            w2: spread,
+        }
+    } else {
+        InputScales::uniform(0.05, 0.05)
+    };
     let mut experts =
         CudaExperts::from_prepared(dev, &prepared, &scheme, Some(&scales), &config, backend)?;
     drop(prepared);

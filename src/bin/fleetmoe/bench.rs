@@ -143,6 +143,7 @@ fn gpu(args: &BenchArgs) -> Result<(Vec<BenchRow>, String)> {
                 args.reps,
                 args.lora.map(|rank| (rank, args.adapters as usize)),
                 args.api,
+                args.per_expert_scales,
             )
         };
         bar.inc();

@@ -140,6 +140,10 @@ pub struct BenchArgs {
     /// captured in a graph on the caller's stream) and the host `forward`.
     #[arg(long)]
     api: bool,
+    /// Static fp8 schemes: give each expert its own input scales, as checkpoints
+    /// calibrated per expert do (gemm1's input is then quantized per token slot).
+    #[arg(long)]
+    per_expert_scales: bool,
     /// This GPU's dense bf16 matrix rate (TFLOP/s), replacing the table's; required on a
     /// GPU without measured ceilings.
     #[arg(long)]
@@ -148,7 +152,7 @@ pub struct BenchArgs {
     #[arg(long)]
     fp8_tflops: Option<f64>,
     /// Time the emulation on this host instead of a GPU (any build, any machine).
-    #[arg(long, conflicts_with_all = ["lora", "api", "bf16_tflops", "fp8_tflops"])]
+    #[arg(long, conflicts_with_all = ["lora", "api", "per_expert_scales", "bf16_tflops", "fp8_tflops"])]
     cpu: bool,
     /// With --cpu: routed experts per shape (the emulation holds its experts in f32); by
     /// default the fewest (at least 4) the shape's routing allows.
