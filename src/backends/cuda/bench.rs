@@ -260,9 +260,7 @@ pub fn bench_shape(
         }
     };
     let scales = if per_expert_scales && scheme.per_expert_input_scales() {
-        let spread: Vec<f32> = (0..e)
-            .map(|x| 0.05 * (1.0 + x as f32 / e as f32))
-            .collect();
+        let spread: Vec<f32> = (0..e).map(|x| 0.05 * (1.0 + x as f32 / e as f32)).collect();
         InputScales {
             w13: spread.clone(),
             w2: spread,
