@@ -182,7 +182,7 @@ mod gpu {
                     let e = case.experts;
                     let spread = |v: f32, k: usize| -> Vec<f32> {
                         (0..e)
-                            .map(|x| v * (1.0 + 3.0 * ((x * 5 + k) % e) as f32 / (e - 1) as f32))
+                            .map(|x| v * (1.0 + 3.0 * ((x + k) % e) as f32 / (e - 1) as f32))
                             .collect()
                     };
                     weights
