@@ -10,7 +10,9 @@
 // K over lanes that A and B share is a correct dot product. The result lane holds rows
 // 4g..4g+3 of its slot's column.
 //
-// Stage 1 (gemm1) reads activation row `token` (= pair / top_k) and writes f32
+// Stage 1 (gemm1) reads activation row `token` (= pair / top_k), or row `slot` with
+// `act_by_slot` (static fp8 scales per expert: fm_quant_slots quantized each slot's row with
+// its expert's scale, and `ascale_mode` 1 reads that scale per slot), and writes f32
 // [slots, N] with the bias added; stage 2 (gemm2) reads activation row `slot` and adds
 // router weight * (y + bias) into out[token, N] (the weighted combine, fused).
 // LoRA (lora.hip): where `lora_delta` is given, a slot whose token has an adapter
@@ -28,7 +30,8 @@
 //   3 MXFP4 weights, bf16 / f16 activations: fp4 and its e8m0 scale decoded to bf16 in
 //     registers, 16x16x16 MFMA.
 //   4 MX native (gfx950): v_mfma_scale_f32_16x16x128_f8f6f4 with MXFP4 / MXFP6 weights
-//     and their e8m0 scales, and MX (same element type) or static-scale fp8 activations.
+//     and their e8m0 scales, and MX (same element type) or static-scale fp8 activations
+//     (`a_static` per tensor, or per slot from `ascale` with `ascale_mode` 1).
 //   5 integer weight-only (GPTQ / AWQ int4 / int8), bf16 activations: each code expanded
 //     to bf16 in registers as bf16((code - zero) * bf16(scale)) with its group's scale
 //     (`wscale`, [E, N, K / group]) and zero point (`zeros`, same indexing; null: the
@@ -40,7 +43,8 @@
 //     e4m3 value); fp8 activations arrive as fm_quant_rows' codes. Each block's dot
 //     product is multiplied by its e8m0 scales (weight row's, and the activation row's
 //     for MX activations) as it finishes — the scaled MFMA's arithmetic, done outside it;
-//     a static fp8 activation scale (`ascale`, stored as the GEMM reads it) at the end.
+//     a static fp8 activation scale (`ascale`, stored as the GEMM reads it; per slot with
+//     `ascale_mode` 1, scales calibrated per expert) at the end.
 //   8 INT8 W8A8: s8 weights (the checkpoint's unsigned codes - 128, shuffled as bytes) with
 //     a scale per row (`wscale`, [E, N]) against s8 activations with a scale per row
 //     (`ascale`, fm_quant_rows mode 4): i32 sums, exact, from the int8 MFMA (16x16x32 on
@@ -69,11 +73,13 @@ struct Ctx {
   int e;               // expert
   int slot;            // this lane's slot
   int pair;            // its pair (>= pairs: padding)
-  long arow;           // activation row (token for stage 1, slot for stage 2), -1 if none
+  long arow;           // activation row (token for stage 1 unless act_by_slot, else slot),
+                       // -1 if none
 };
 
 // Activation scale of row `arow`, 128-column chunk `c`: mode 0/3 per tensor (and static),
-// 1 per row, 2 per row per 128 columns.
+// 1 per row (dynamic per token, or static per expert stored per slot), 2 per row per 128
+// columns.
 FM_INLINE float act_scale(const float* s, int mode, long arow, int c, int K) {
   if (!s) return 1.0f;
   if (mode == 1) return s[arow];
@@ -212,7 +218,7 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
                     int is_f16, int fmt_w, int fmt_a, int weight_on_input,
                     const float* __restrict__ lora_delta, const int* __restrict__ token_adapter,
                     const u8* __restrict__ zeros, const u32* __restrict__ g_idx, int group,
-                    int wbits, const float* __restrict__ wchan) {
+                    int wbits, const float* __restrict__ wchan, int act_by_slot) {
   Ctx x;
   x.lane = tid_x() % FM_WAVE;
   x.g = x.lane / 16;
@@ -222,7 +228,7 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
   if (x.e < 0 || x.n0 >= N) return;
   x.slot = bid_y() * TILE_T + x.j;
   x.pair = sorted[x.slot];
-  x.arow = x.pair >= pairs ? -1 : (stage == 1 ? x.pair / top_k : x.slot);
+  x.arow = x.pair >= pairs ? -1 : (stage == 1 && !act_by_slot ? x.pair / top_k : x.slot);
   const int wn = x.n0 + x.lane % 16;  // the weight row this lane loads
   v4f acc = {0.0f, 0.0f, 0.0f, 0.0f};
 
@@ -323,8 +329,12 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
         acc[r] += part[r] * e8m0_scale(wmx[shuffled_scale(pc, (long)x.e * N + n, blk)]) * sa;
       }
     }
-    if (a_is_fp8 && x.arow >= 0)
-      for (int r = 0; r < 4; ++r) acc[r] *= ((const float*)ascale)[0];
+    if (a_is_fp8 && x.arow >= 0) {
+      // The static scale: per tensor, or (ascale_mode 1) the slot's expert's.
+      const float* as = (const float*)ascale;
+      const float s = ascale_mode == 1 ? as[x.arow] : as[0];
+      for (int r = 0; r < 4; ++r) acc[r] *= s;
+    }
 #else
     (void)fmt_w; (void)fmt_a;
     FM_TRAP();  // the oracle picks this variant only where the fp8 MFMA exists
@@ -395,8 +405,12 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       }
       acc = mfma_scale(fmt_w, fmt_a, a, b, acc, sa, sb);
     }
-    if (a_is_fp8)
-      for (int r = 0; r < 4; ++r) acc[r] *= a_static;
+    if (a_is_fp8 && x.arow >= 0) {
+      // The static scale: `a_static` per tensor, or (ascale_mode 1) the slot's expert's,
+      // which fm_quant_slots stored per slot.
+      const float s = ascale_mode == 1 ? ((const float*)ascale)[x.arow] : a_static;
+      for (int r = 0; r < 4; ++r) acc[r] *= s;
+    }
 #else
     (void)fmt_w; (void)fmt_a; (void)a_static;
     FM_TRAP();  // the scaled MFMA exists on gfx950 only; the oracle never picks it elsewhere
@@ -412,10 +426,11 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       const int* block_expert, const float* topk_w, float* out, int N, int K, int top_k,       \
       int pairs, int fnuz, int is_f16, int fmt_w, int fmt_a, int weight_on_input,             \
       const float* lora_delta, const int* token_adapter, const u8* zeros, const u32* g_idx,   \
-      int group, int wbits, const float* wchan) {                                              \
+      int group, int wbits, const float* wchan, int act_by_slot) {                             \
     gemm<V>(STAGE, w, wscale, wscale_mode, wmx, bias, act, ascale, ascale_mode, a_static,      \
             sorted, block_expert, topk_w, out, N, K, top_k, pairs, fnuz, is_f16, fmt_w, fmt_a, \
-            weight_on_input, lora_delta, token_adapter, zeros, g_idx, group, wbits, wchan);    \
+            weight_on_input, lora_delta, token_adapter, zeros, g_idx, group, wbits, wchan,     \
+            act_by_slot);                                                                      \
   }
 
 FM_GEMM_KERNEL(fm_gemm_bf16_up, 0, 1)

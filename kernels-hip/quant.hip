@@ -9,6 +9,7 @@
 //        e4m3fn rule and re-read as e4m3fnuz exactly as the weights are (0x80 -> 0x00,
 //        stored scale doubled), so the matrix cores multiply the very values the
 //        emulation does (fnuz's extra code, 240, is not used).
+//        Static scales calibrated per expert: fm_quant_slots, one scale per slot.
 //   MX:  Quark's "even" e8m0 scale per 32 columns, elements rne and saturating.
 // Rows of the expert-sorted intermediate whose slot is padding (sorted[r] >= pairs) are
 // skipped; `num_rows` (device) bounds the rows when given.
@@ -116,6 +117,32 @@ fm_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __rest
     return;
   }
   for (int c = tid; c < cols; c += Q_THREADS)
+    q[c] = encode_act(model_to_f32(x[c], is_f16), s, fp8_mode);
+}
+
+// Static fp8 scales calibrated per expert (kernels-cuda/quant.cu's fm_quant_slots, the
+// same leading arguments): for every slot in use, e = its block's expert, x = its token's
+// row (`by_slot` 0: the hidden states, gemm1) or the slot's own (1: the intermediate,
+// gemm2), codes[slot] = the fp8_mode rule of x / expert_scales[e] (as mode 3 above) and
+// scales[slot] = that scale as the GEMM reads it (doubled for fp8_mode 2, per expert as per
+// tensor); the GEMMs then read codes and scales per slot (gemm1 with act_by_slot). One
+// workgroup per slot; padding slots are left alone.
+extern "C" __global__ void __launch_bounds__(Q_THREADS)
+fm_quant_slots(const u16* __restrict__ src, int cols, int by_slot, const int* __restrict__ sorted,
+               const int* __restrict__ num_slots, const int* __restrict__ block_expert, int bt,
+               int pairs, int top_k, const float* __restrict__ expert_scales, int fp8_mode,
+               int is_f16, u8* __restrict__ codes, float* __restrict__ scales) {
+  const int slot = bid_x();
+  if (slot >= num_slots[0]) return;
+  const int pair = sorted[slot];
+  if (pair >= pairs) return;
+  const int e = block_expert[slot / bt];
+  if (e < 0) return;
+  const float s = expert_scales[e];
+  if (tid_x() == 0) scales[slot] = stored_scale(s, fp8_mode);
+  const u16* x = src + (long)(by_slot ? slot : pair / top_k) * cols;
+  u8* q = codes + (long)slot * cols;
+  for (int c = tid_x(); c < cols; c += Q_THREADS)
     q[c] = encode_act(model_to_f32(x[c], is_f16), s, fp8_mode);
 }
 

@@ -8,6 +8,8 @@
 //   fm_row_amax    amax of each row (one workgroup per row)
 //   fm_amax_total  amax of the whole tensor from the row amaxes (one thread)
 //   fm_qdq         the scheme's quantize-dequantize, one element per thread
+//   fm_qdq_slots   fp8 with a static scale per expert: a GEMM input row per slot of the
+//                  aligned batch, quantized with the scale of the slot's expert
 
 override WG_X: u32 = 64u;
 override WG_Y: u32 = 1u;
@@ -37,8 +39,8 @@ fn model_value(i: u32, is_f16: bool) -> f32 {
     return bitcast<f32>(((w >> (16u * (i % 2u))) & 0xffffu) << 16u);
 }
 
-// Every launch of this module passes four pointers (null where unused) and ten scalars,
-// so `p` sits at binding 4 for every entry point.
+// Every launch of this module but fm_qdq_slots's passes four pointers (null where unused)
+// and ten scalars, so `p` sits at binding 4 for every other entry point.
 
 // fm_to_f32(src model dtype, dst f32, _, _; n, is_f16)
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
@@ -142,6 +144,11 @@ fn round_grid(x: f32, mbits: i32, emin: i32, gmax: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(r) | (bitcast<u32>(x) & 0x80000000u));
 }
 
+// The fp8 rule of `ActQuant::Fp8` with scale `s`: e4m3(clamp(v / s, ±gmax)) · s.
+fn fp8_qdq(v: f32, s: f32, mbits: i32, emin: i32, gmax: f32) -> f32 {
+    return round_grid(clamp(div_rn(v, s), -gmax, gmax), mbits, emin, gmax) * s;
+}
+
 fn src(i: u32) -> f32 {
     return bitcast<f32>(a0[i]);
 }
@@ -199,7 +206,7 @@ fn fm_qdq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             }
             if (m != m) { s = nan(); } else { s = div_rn(max(m, 1e-12), gmax); }
         }
-        out = round_grid(clamp(div_rn(v, s), -gmax, gmax), mbits, emin, gmax) * s;
+        out = fp8_qdq(v, s, mbits, emin, gmax);
     } else if (mode == 2) {
         // int8 per token, symmetric.
         let s = div_rn(f1[row], 127.0);
@@ -227,4 +234,41 @@ fn fm_qdq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
     }
     f3[i] = out;
+}
+
+// fm_qdq_slots takes five pointers, so its scalars sit at binding 5 (binding 4 is its
+// output here, `p` for every other entry point: one variable per entry point).
+@group(0) @binding(1) var<storage, read_write> slot_pair: array<i32>;
+@group(0) @binding(2) var<storage, read_write> slot_block_expert: array<i32>;
+@group(0) @binding(4) var<storage, read_write> slot_out: array<f32>;
+
+struct SlotParams {
+    slots: i32, cols: i32, bt: i32, top_k: i32, pairs: i32, by_token: i32,
+    experts: i32, mbits: i32, emin: i32, gmax: f32,
+    present: u32,
+}
+@group(0) @binding(5) var<storage, read> ps: SlotParams;
+
+// fm_qdq_slots(src f32 bits, sorted, block_expert, expert scales, dst; slots, cols, bt,
+//              top_k, pairs, by_token, experts, mbits, emin, gmax)
+// dst[slot, :] = fp8_qdq(src[row, :], scales[e]) with e the expert of the slot's block and
+// row the slot's token (`by_token`, gemm1's input: hidden states [tokens, cols]) or the
+// slot itself (gemm2's: the intermediate [slots, cols]); slots without a pair get 0.
+@compute @workgroup_size(WG_X, WG_Y, WG_Z)
+fn fm_qdq_slots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat(wid, nwg, lid);
+    let cols = u32(max(ps.cols, 0));
+    if (cols == 0u || i >= u32(max(ps.slots, 0)) * cols) { return; }
+    let slot = i / cols;
+    let col = i % cols;
+    let e = slot_block_expert[slot / u32(max(ps.bt, 1))];
+    let pair = slot_pair[slot];
+    var out = 0.0;
+    if (e >= 0 && e < ps.experts && pair >= 0 && pair < ps.pairs) {
+        var row = slot;
+        if (ps.by_token != 0) { row = u32(pair) / u32(max(ps.top_k, 1)); }
+        out = fp8_qdq(src(row * cols + col), f3[e], ps.mbits, ps.emin, ps.gmax);
+    }
+    slot_out[i] = out;
 }

@@ -56,6 +56,7 @@ struct Params {
     weighted: u32,     // gemm2: multiply by the router weight
     tokens: u32,
     hidden: u32,
+    x_by_slot: u32,    // gemm1: x holds a row per slot (per-expert static fp8), not per token
     present: u32,
 }
 @group(0) @binding(14) var<storage, read> p: Params;
@@ -161,8 +162,9 @@ struct Tile {
 
 // Shared by both GEMMs: the block's expert, and the K loop over 16-wide tiles. Thread
 // (tx, ty) loads input element (slot ty, k0 + tx) — gemm1 (`two`) reads the slot's token
-// row, gemm2 the slot's own row — and weight element (column ty, k0 + tx): gemm1 column j
-// reads its gate and up rows, gemm2 column n row n; `cols` columns exist.
+// row (the slot's own row when `x_by_slot`), gemm2 the slot's own row — and weight
+// element (column ty, k0 + tx): gemm1 column j reads its gate and up rows, gemm2 column n
+// row n; `cols` columns exist.
 fn tile(lid: vec3<u32>, wid: vec3<u32>, two: bool, cols: u32) -> Tile {
     let tx = lid.x;
     let ty = lid.y;
@@ -200,7 +202,7 @@ fn tile(lid: vec3<u32>, wid: vec3<u32>, two: bool, cols: u32) -> Tile {
         var xv = 0.0;
         if (slot_ok && kx < kk) {
             var r = slot;
-            if (two) { r = pair / p.top_k; }
+            if (two && p.x_by_slot == 0u) { r = pair / p.top_k; }
             xv = x[r * kk + kx];
         }
         xs[ty * T + tx] = xv;
@@ -236,7 +238,8 @@ fn tile(lid: vec3<u32>, wid: vec3<u32>, two: bool, cols: u32) -> Tile {
     return t;
 }
 
-// gemm1: x [tokens, K] f32 (quantize-dequantized), out = inter [slots, I].
+// gemm1: x [tokens, K] f32 (quantize-dequantized), or [slots, K] (`x_by_slot`: each
+// slot's row quantized with its expert's static scale), out = inter [slots, I].
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn fm_gemm_up(@builtin(local_invocation_id) lid: vec3<u32>,
               @builtin(workgroup_id) wid: vec3<u32>) {

@@ -318,6 +318,105 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
     assert_eq!(layer.selection().chosen, BackendId::Emulation);
 }
 
+/// Static fp8 input scales calibrated per expert (`InputScales` with one scale per expert,
+/// spread over 4x): `fm_quant_slots` quantizes gemm1's input per slot and gemm2's per slot,
+/// each with its expert's scale, for every HIP variant that takes static fp8 activations —
+/// fp8 on gfx950 (e4m3fn) and gfx942 (the e4m3fn rule re-read as e4m3fnuz, scales doubled
+/// per expert; and an e4m3fnuz checkpoint), MX with fp8 activations on the scaled MFMA
+/// (gfx950) and on the fp8 MFMA (gfx942). The layer must match the emulation within the
+/// static cases' tolerance, and must clearly miss the emulation of the same weights with
+/// the scales reduced to their maximum (what ignoring the per-expert scales computes).
+#[test]
+fn static_fp8_scales_per_expert_on_the_simulator_match_the_emulation() {
+    let Some((clang, mut stand_ins)) = simulator() else {
+        return;
+    };
+    // (gfx, scheme, backend, whether w13's scales differ too: else only w2's do)
+    let cases: &[(u32, &str, BackendId, bool)] = &[
+        (950, "fp8-static", BackendId::AiterFp8, true),
+        (942, "fp8-static", BackendId::AiterFp8, true),
+        (942, "fp8-static", BackendId::AiterFp8, false),
+        (942, "fp8-wchannel-astatic-fnuz", BackendId::AiterFp8, true),
+        (950, "mxfp4-a-fp8", BackendId::AiterMxNative, true),
+        (950, "mxfp6-e3m2-a-fp8", BackendId::AiterMxNative, true),
+        (942, "mxfp4-a-fp8", BackendId::AiterMxFp8, true),
+        (942, "mxfp6-e2m3-a-fp8", BackendId::AiterMxFp8, true),
+    ];
+    for &(gfx, name, want, both) in cases {
+        use_stand_in(&clang, &mut stand_ins, gfx);
+        let target = Target::hip(0).expect("the stand-in opens as an AMD GPU");
+        let scheme = QuantScheme::parse(name).unwrap();
+        // An odd expert count and a batch whose slots outnumber its tokens; MX needs K in
+        // whole 128-element steps.
+        let (experts, hidden, intermediate, tokens) = match scheme {
+            QuantScheme::Mx { .. } => (5, 256, 128, 13),
+            _ => (5, 160, 96, 13),
+        };
+        let config = LayerConfig::new(experts, 2, hidden, intermediate);
+        let dense = DenseExperts::random(&config, 21);
+        let mut w = ExpertWeights::quantize(&dense, scheme).unwrap();
+        let mut rng = common::rng(3);
+        let x = common::uniform(&mut rng, tokens * hidden, 1.5);
+        let topk = common::random_topk(&mut rng, tokens, config.top_k, experts);
+        fleetmoe::moe::calibrate(&mut w, &config, &x, &topk).unwrap();
+        let calibrated = w.input_scales.clone().unwrap();
+        // Factors 2^-1 .. 2^1 across the experts (gemm2's in the opposite order): some
+        // experts clip what the calibration kept, others round on a coarser grid.
+        let spread = |s: f32, rev: bool| -> Vec<f32> {
+            (0..experts)
+                .map(|e| {
+                    let e = if rev { experts - 1 - e } else { e };
+                    s * 2f32.powf(2.0 * e as f32 / (experts - 1) as f32 - 1.0)
+                })
+                .collect()
+        };
+        let s13 = calibrated.of(fleetmoe::quant::Stage::W13, 0);
+        let s2 = calibrated.of(fleetmoe::quant::Stage::W2, 0);
+        let w13 = if both {
+            spread(s13, false)
+        } else {
+            vec![s13; experts]
+        };
+        w.set_input_scales_per_expert(&w13, &spread(s2, true))
+            .unwrap();
+        let scales = w.input_scales.clone().unwrap();
+        assert!(scales.is_per_expert() && scales.w2.len() == experts);
+        assert_eq!(scales.w13.len(), if both { experts } else { 1 });
+
+        let layer = MoeLayer::new(config.clone(), &w, &target, LayerExtras::default()).unwrap();
+        assert_eq!(layer.selection().chosen, want, "{name} on gfx{gfx}");
+        let got = layer.forward(&x, RoutingInput::TopK(&topk), None).unwrap();
+        let emulate = |w: &ExpertWeights| {
+            MoeLayer::new(config.clone(), w, &Target::cpu(), LayerExtras::default())
+                .unwrap()
+                .forward(&x, RoutingInput::TopK(&topk), None)
+                .unwrap()
+        };
+        let reference = emulate(&w);
+        assert!(reference.iter().any(|v| *v != 0.0), "{name}: all zero");
+        let err = rel(&got, &reference);
+        // The same weights with each stage's scales reduced to their maximum.
+        let mut reduced = w.clone();
+        let max = |v: &[f32]| v.iter().copied().fold(0.0f32, f32::max);
+        reduced.input_scales = Some(fleetmoe::quant::InputScales::uniform(
+            max(&scales.w13),
+            max(&scales.w2),
+        ));
+        let ignored = rel(&got, &emulate(&reduced));
+        let tol = w.scheme.parity_tolerance();
+        println!(
+            "{name} gfx{gfx} per-expert scales (w13 {}): rel L2 {err:.2e} vs emulation \
+             (tolerance {tol:.0e}); {ignored:.2e} vs the max-reduced scales' emulation",
+            if both { "and w2" } else { "shared, w2" }
+        );
+        assert!(err < tol, "{name} gfx{gfx}: rel L2 {err:e} > {tol:e}");
+        assert!(
+            ignored > 4.0 * tol && ignored > 20.0 * err,
+            "{name} gfx{gfx}: the per-expert scales barely matter ({ignored:e} vs {err:e})"
+        );
+    }
+}
+
 /// Logits with many exact ties (multiples of 0.5), to check ties go to the lower index.
 fn tied_logits(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
     common::uniform(rng, n, 2.0)

@@ -241,6 +241,7 @@ fn scaled_gemm(
         i(0),   // integer group size
         i(0),   // integer bits
         null,   // W4A8 channel scales: none
+        i(0),   // gemm1 input by token (not by slot)
     ];
     let launch = LaunchConfig {
         grid: (1, 1, 1),

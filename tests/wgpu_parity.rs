@@ -4,7 +4,8 @@
 //! 16-wide tile (where the scheme's groups allow it), every activation, biases, the router
 //! weight on the input, LoRA with two adapters and tokens without one, a shared expert.
 //! Each case must be within the scheme's parity tolerance (`QuantScheme::parity_tolerance`);
-//! the worst error per scheme is printed as a table. Small shapes, so the suite runs in
+//! the worst error per scheme is printed as a table. Static fp8 input scales that differ
+//! per expert have their own cases (`per_expert`). Small shapes, so the suite runs in
 //! about a minute on lavapipe (software Vulkan). Without an adapter (or without feature
 //! `wgpu`) the test prints why it skipped.
 
@@ -145,10 +146,10 @@ mod gpu {
 
     /// The device path's output in the model dtype against the host's f32: bf16 rounds
     /// each element by at most 2^-9 relative, f16 by 2^-11.
-    const DEVICE_TOL: f64 = 4e-3;
+    pub(super) const DEVICE_TOL: f64 = 4e-3;
 
     /// `forward_device` on device buffers the test owns, output in the model dtype.
-    fn device_forward(
+    pub(super) fn device_forward(
         layer: &MoeLayer,
         x: &[f32],
         logits: &[f32],
@@ -199,7 +200,7 @@ mod gpu {
             .collect())
     }
 
-    fn rel(got: &[f32], want: &[f32]) -> f64 {
+    pub(super) fn rel(got: &[f32], want: &[f32]) -> f64 {
         let num: f64 = got
             .iter()
             .zip(want)
@@ -415,6 +416,214 @@ mod gpu {
             "wgpu differs from emulation:\n{}",
             failures.join("\n")
         );
+    }
+}
+
+/// Static fp8 input scales that differ per expert (`set_input_scales_per_expert`, spread
+/// over 4x): the wgpu experts quantize each (token, expert) pair's gemm1 and gemm2 inputs
+/// with that expert's scale, as the emulation does, and the answer is visibly not the one
+/// of the scales reduced to their maximum (so the case would fail if they were ignored).
+#[cfg(feature = "wgpu")]
+mod per_expert {
+    use super::gpu::{device_forward, rel, DEVICE_TOL};
+    use super::REQUIRE;
+    use fleetmoe::moe::*;
+    use fleetmoe::oracle::BackendId;
+    use fleetmoe::quant::dense::gaussian;
+    use fleetmoe::quant::{DenseExperts, ExpertWeights, InputScales, QuantScheme};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// Every scheme the wgpu experts run with static fp8 activations.
+    const SCHEMES: &[&str] = &[
+        "fp8-static",
+        "fp8-wchannel-astatic-fnuz",
+        "mxfp4-a-fp8",
+        "mxfp6-e3m2-a-fp8",
+        "mxfp6-e2m3-a-fp8",
+    ];
+
+    /// Expert `e` of `n`'s factor on the calibrated scale: `lo` to `4 lo`, evenly spaced,
+    /// so most pairs of experts are not a power of two apart (which would round alike).
+    /// With `lo` = 1 no value is clipped and the experts differ by their grids alone;
+    /// with `lo` = 0.5 the narrowest experts also clip their largest inputs.
+    fn spread(lo: f32, e: usize, n: usize) -> f32 {
+        lo * (1.0 + 3.0 * e as f32 / (n - 1) as f32)
+    }
+
+    #[test]
+    fn wgpu_per_expert_input_scales_match_emulation() {
+        let target = match Target::wgpu(0) {
+            Ok(t) => t,
+            Err(e) => {
+                assert!(std::env::var_os(REQUIRE).is_none(), "{REQUIRE} is set: {e}");
+                println!("skipped: {e}");
+                return;
+            }
+        };
+        println!("device: {}", target.capabilities());
+        let mut failures = Vec::new();
+        // (experts, top_k, hidden, intermediate, tokens, router weight on the input, the
+        // smallest scale factor)
+        for (n, &(experts, top_k, hidden, inter, tokens, on_input, lo)) in [
+            (6, 2, 128, 96, 23, false, 0.5),
+            (6, 2, 128, 96, 23, false, 1.0),
+            (5, 3, 96, 64, 17, false, 1.0),
+            (4, 1, 64, 64, 9, true, 0.5),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let config = LayerConfig {
+                apply_router_weight_on_input: on_input,
+                routing: if on_input {
+                    Routing::SigmoidTop1
+                } else {
+                    Routing::SoftmaxTopK { renormalize: true }
+                },
+                ..LayerConfig::new(experts, top_k, hidden, inter)
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(9100 + n as u64);
+            let x = gaussian(&mut rng, tokens * hidden, 1.0);
+            let logits = gaussian(&mut rng, tokens * experts, 1.0);
+            let dense = DenseExperts::random(&config, 300 + n as u64);
+            let topk = Router::new(&config)
+                .unwrap()
+                .route(&logits, tokens)
+                .unwrap();
+            for &name in SCHEMES {
+                let scheme = QuantScheme::parse(name).unwrap();
+                let mut weights = ExpertWeights::quantize(&dense, scheme).unwrap();
+                calibrate(&mut weights, &config, &x, &topk).unwrap();
+                let base = weights.input_scales.clone().unwrap();
+                let (s1, s2) = (base.w13[0], base.w2[0]);
+                // w2's factors run the other way, so no expert keeps one ratio for both.
+                let w13: Vec<f32> = (0..experts).map(|e| s1 * spread(lo, e, experts)).collect();
+                let w2: Vec<f32> = (0..experts)
+                    .map(|e| s2 * spread(lo, experts - 1 - e, experts))
+                    .collect();
+                weights.set_input_scales_per_expert(&w13, &w2).unwrap();
+                let scales = weights.input_scales.clone().unwrap();
+                assert!(scales.is_per_expert() && scales.w13.len() == experts);
+                let mut reduced = weights.clone();
+                let max = |v: &[f32]| v.iter().copied().fold(0.0f32, f32::max);
+                reduced.input_scales = Some(InputScales::uniform(max(&w13), max(&w2)));
+
+                let gpu = match MoeLayer::new(
+                    config.clone(),
+                    &weights,
+                    &target,
+                    LayerExtras::default(),
+                ) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        failures.push(format!("{name} case {n}: building the layer: {e}"));
+                        continue;
+                    }
+                };
+                if gpu.selection().chosen != BackendId::Wgpu {
+                    failures.push(format!(
+                        "{name} case {n}: the oracle chose {}:\n{}",
+                        gpu.selection().chosen,
+                        gpu.selection()
+                    ));
+                    continue;
+                }
+                let emu = |w: &ExpertWeights| {
+                    MoeLayer::new(config.clone(), w, &Target::cpu(), LayerExtras::default())
+                        .unwrap()
+                };
+                let route = RoutingInput::Logits(&logits);
+                let got = match gpu.forward(&x, route, None) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        failures.push(format!("{name} case {n}: forward: {e}"));
+                        continue;
+                    }
+                };
+                let want = emu(&weights).forward(&x, route, None).unwrap();
+                let ignored = emu(&reduced).forward(&x, route, None).unwrap();
+                let err = rel(&got, &want);
+                let off = rel(&got, &ignored);
+                let tol = scheme.parity_tolerance();
+                let dev = device_forward(&gpu, &x, &logits, None)
+                    .map(|d| rel(&d, &got))
+                    .unwrap_or(f64::INFINITY);
+                // Matching the emulation, and far from the max-reduced scales' answer.
+                let ok = err <= tol
+                    && got.iter().all(|v| v.is_finite())
+                    && off > 2.0 * tol
+                    && off > 20.0 * err
+                    && dev <= DEVICE_TOL;
+                println!(
+                    "{:4} {name:18} E={experts} k={top_k} H={hidden:3} I={inter:3} M={tokens:2} on_input={on_input} scales {lo}..{}x  rel L2 {err:.2e} (tol {tol:.0e}), vs max-reduced scales {off:.2e}, device path {dev:.1e}",
+                    if ok { "ok" } else { "FAIL" },
+                    4.0 * lo,
+                );
+                if !ok {
+                    failures.push(format!(
+                        "{name} case {n}: {err:.2e} (tol {tol:.0e}), max-reduced {off:.2e}, device {dev:.1e}"
+                    ));
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "wgpu per-expert input scales:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    /// `fm_qdq_slots` against `StageQuant::apply`, value for value: each row quantized
+    /// with its expert's static scale (fp8 e4m3fn and e4m3fnuz).
+    #[test]
+    fn wgpu_per_expert_quantization_is_the_emulations() {
+        use fleetmoe::backends::wgpu::experts::qdq_slots_host;
+        use fleetmoe::device::wgpu::WgpuDevice;
+        use fleetmoe::quant::{Stage, StageQuant};
+        let dev = match WgpuDevice::new(0) {
+            Ok(d) => d,
+            Err(e) => {
+                assert!(std::env::var_os(REQUIRE).is_none(), "{REQUIRE} is set: {e}");
+                println!("skipped: {e}");
+                return;
+            }
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(19);
+        let (rows, cols, experts) = (41, 96, 5);
+        let x: Vec<f32> = gaussian(&mut rng, rows * cols, 1.0)
+            .iter()
+            .map(|v| half::bf16::from_f32(*v).to_f32())
+            .collect();
+        let ids: Vec<usize> = (0..rows).map(|r| (r * 7 + r / 3) % experts).collect();
+        let w13: Vec<f32> = (0..experts)
+            .map(|e| 0.004 * spread(0.5, e, experts))
+            .collect();
+        let scales = InputScales {
+            w13: w13.clone(),
+            w2: w13.iter().rev().copied().collect(),
+        };
+        let mut bad = Vec::new();
+        for name in ["fp8-static", "fp8-wtensor-astatic-fnuz", "mxfp4-a-fp8"] {
+            let scheme = QuantScheme::parse(name).unwrap();
+            for stage in [Stage::W13, Stage::W2] {
+                let a = StageQuant::for_scheme(&scheme, stage, Some(&scales)).unwrap();
+                assert!(a.uniform().is_none());
+                let mut want = x.clone();
+                a.apply(&mut want, cols, &ids).unwrap();
+                let got = qdq_slots_host(&dev, &a, &x, cols, &ids).unwrap();
+                let diff = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(g, w)| g.to_bits() != w.to_bits())
+                    .count();
+                println!("{name:14} {stage:?}: {diff} of {} differ", x.len());
+                if diff > 0 {
+                    bad.push(format!("{name} {stage:?}"));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{bad:?}");
     }
 }
 

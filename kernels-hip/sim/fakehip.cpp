@@ -48,7 +48,7 @@ const Kernel kKernels[] = {
     FM_K(fm_gemm_wna16_down), FM_K(fm_gemm_nvfp4a16_up), FM_K(fm_gemm_nvfp4a16_down),
     FM_K(fm_gemm_mxfp8_up), FM_K(fm_gemm_mxfp8_down), FM_K(fm_gemm_w8a8_up),
     FM_K(fm_gemm_w8a8_down), FM_K(fm_gemm_w4a8_up), FM_K(fm_gemm_w4a8_down),
-    FM_K(fm_nvfp4_qdq_rows), FM_K(fm_shared_gate),
+    FM_K(fm_nvfp4_qdq_rows), FM_K(fm_quant_slots),    FM_K(fm_shared_gate),
     FM_K(fm_finalize),       FM_K(fm_clamp_slots),     FM_K(fm_lora_shrink),
     FM_K(fm_lora_expand),
 };

@@ -68,6 +68,23 @@ impl LoraRoute {
         self.slots / self.bt
     }
 
+    /// The leading arguments of the per-slot kernels (`fm_gather_cols`, `fm_quant_slots`):
+    /// the source `src` (`cols` wide, rows by token, or by slot with `by_slot`) and the
+    /// route that gives each slot its pair and expert.
+    pub fn slot_args(&self, src: u64, cols: usize, by_slot: bool) -> [Arg<'static>; 9] {
+        [
+            Arg::Ptr(src),
+            Arg::I32(cols as i32),
+            Arg::I32(by_slot as i32),
+            Arg::Ptr(self.sorted),
+            Arg::Ptr(self.num_slots),
+            Arg::Ptr(self.block_expert),
+            Arg::I32(self.bt as i32),
+            Arg::I32(self.pairs as i32),
+            Arg::I32(self.top_k as i32),
+        ]
+    }
+
     /// `fm_lora_shrink`'s arguments: `t = A · x` (`rows` rows of A, `k` wide; x rows by
     /// token, or by slot with `x_by_slot`).
     #[allow(clippy::too_many_arguments)]

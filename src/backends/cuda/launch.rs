@@ -180,19 +180,9 @@ impl Modules {
             block: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = [
-            Arg::Ptr(src),
-            Arg::I32(cols as i32),
-            Arg::I32(by_slot as i32),
-            Arg::Ptr(route.sorted),
-            Arg::Ptr(route.num_slots),
-            Arg::Ptr(route.block_expert),
-            Arg::I32(route.bt as i32),
-            Arg::I32(route.pairs as i32),
-            Arg::I32(route.top_k as i32),
-            Arg::Ptr(perm),
-            Arg::Ptr(dst),
-        ];
+        let lead = route.slot_args(src, cols, by_slot);
+        let rest = [Arg::Ptr(perm), Arg::Ptr(dst)];
+        let args: Vec<Arg> = lead.iter().chain(&rest).copied().collect();
         self.dev
             .launch(&self.quant, "fm_gather_cols", cfg, &args, stream)
     }
@@ -217,20 +207,9 @@ impl Modules {
             block: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = [
-            Arg::Ptr(src),
-            Arg::I32(cols as i32),
-            Arg::I32(by_slot as i32),
-            Arg::Ptr(route.sorted),
-            Arg::Ptr(route.num_slots),
-            Arg::Ptr(route.block_expert),
-            Arg::I32(route.bt as i32),
-            Arg::I32(route.pairs as i32),
-            Arg::I32(route.top_k as i32),
-            Arg::Ptr(expert_scales),
-            Arg::Ptr(codes),
-            Arg::Ptr(scales),
-        ];
+        let lead = route.slot_args(src, cols, by_slot);
+        let rest = [Arg::Ptr(expert_scales), Arg::Ptr(codes), Arg::Ptr(scales)];
+        let args: Vec<Arg> = lead.iter().chain(&rest).copied().collect();
         self.dev
             .launch(&self.quant, "fm_quant_slots", cfg, &args, stream)
     }

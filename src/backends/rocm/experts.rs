@@ -2,7 +2,9 @@
 //! runs them. Weights are prepared once (`layout`: fnuz normalisation on gfx942, AITER's
 //! 16×16 shuffle, e8m0 scale shuffle) and uploaded; each forward queues activation
 //! quantization → gemm1 (+ bias) → the activation → quantization of the intermediate →
-//! gemm2 with the router-weighted sum fused, on the caller's stream. With LoRA adapters
+//! gemm2 with the router-weighted sum fused, on the caller's stream (static fp8 scales
+//! calibrated per expert quantize both inputs per expert-sorted slot, `fm_quant_slots`,
+//! and gemm1 then reads its input by slot). With LoRA adapters
 //! resident, `lora.hip` computes each slot's gate/up and down delta rows first and the
 //! GEMM epilogues add them where the emulation does (before the activation, before the
 //! router weight).
@@ -22,8 +24,10 @@ use crate::gpu::lora::{DeviceLora, LoraRoute};
 use crate::gpu::{activation_code, ExpertsIo, KernelFile, Vendor, VendorExperts};
 use crate::moe::{Activation, LayerConfig, Lora};
 use crate::oracle::{BackendId, Conversion, Selection};
-use crate::quant::{ExpertWeights, Fp8Flavor};
+use crate::quant::{ExpertWeights, Fp8Flavor, Stage};
 use std::sync::Arc;
+
+mod quantize;
 
 type Stream = <HipDevice as Runtime>::Stream;
 
@@ -78,6 +82,10 @@ pub struct HipExperts {
     weight_on_input: bool,
     a1: ActPlan,
     a2: ActPlan,
+    /// `[E]` f32 static scales of gemm1's and gemm2's inputs where `a1` / `a2` is
+    /// `Fp8PerExpert` (the checkpoint's, as calibrated; `fm_quant_slots` stores them as
+    /// the GEMM reads them).
+    expert_scales: [Option<Buffer<HipDevice>>; 2],
     is_f16: bool,
     /// `fm_quant_rows`' fp8_mode: 0 e4m3fn codes, 1 e4m3fnuz codes of an e4m3fnuz
     /// checkpoint, 2 the e4m3fn rule re-read as e4m3fnuz (an e4m3fn checkpoint on gfx942).
@@ -149,6 +157,30 @@ impl HipExperts {
         }
         let prepared = layout::prepare_layout(weights, fp8)?;
         let load = |f| dev.load(&kernels::module(f));
+        let upload_scales = |p: ActPlan, stage| -> Result<_> {
+            match (p, &weights.input_scales) {
+                (ActPlan::Fp8PerExpert, Some(s)) => {
+                    let v = s.stage(stage);
+                    if v.len() != config.num_experts {
+                        return Err(Error::shape(
+                            format!("{stage:?} input scales"),
+                            format!("one per expert ({})", config.num_experts),
+                            v.len(),
+                        ));
+                    }
+                    Ok(Some(Buffer::from_slice(&**dev, v)?))
+                }
+                (ActPlan::Fp8PerExpert, None) => Err(Error::Missing {
+                    what: "static input scales".into(),
+                    why: format!("{} quantizes activations per expert", weights.scheme),
+                }),
+                _ => Ok(None),
+            }
+        };
+        let expert_scales = [
+            upload_scales(a1, Stage::W13)?,
+            upload_scales(a2, Stage::W2)?,
+        ];
         Ok(HipExperts {
             dev: dev.clone(),
             backend,
@@ -165,6 +197,7 @@ impl HipExperts {
             weight_on_input: config.apply_router_weight_on_input,
             a1,
             a2,
+            expert_scales,
             is_f16: variant == Variant::F16,
             fp8_mode: fp8_mode(&weights.scheme, fp8)?,
             device_fnuz: dev.capabilities().fp8 == Some(Fp8Flavor::E4M3Fnuz),
@@ -195,106 +228,6 @@ impl HipExperts {
         stream: &Stream,
     ) -> Result<()> {
         self.dev.launch(m, kernel, c, args, stream)
-    }
-
-    /// Quantizes `rows` rows of the model-dtype matrix `src` (`cols` wide) for a GEMM;
-    /// returns the buffers the GEMM reads (codes or the input itself, and scales).
-    #[allow(clippy::too_many_arguments)]
-    fn quantize(
-        &self,
-        plan: ActPlan,
-        src: u64,
-        rows: usize,
-        cols: usize,
-        routing: Option<(u64, u64, usize)>,
-        (amax, codes, scales): (&Buffer<HipDevice>, &Buffer<HipDevice>, &Buffer<HipDevice>),
-        stream: &Stream,
-    ) -> Result<(u64, u64, i32)> {
-        let (num_rows, sorted, pairs) = routing.unwrap_or((0, 0, 0));
-        // Every fm_*_rows kernel starts with the rows it reads: the source, its shape, and
-        // (for slots) the slot count, the sorted pairs and the pair count.
-        let rows_then = |rest: &[Arg<'static>]| -> Vec<Arg<'static>> {
-            let lead = [
-                Arg::Ptr(src),
-                Arg::I32(rows as i32),
-                Arg::I32(cols as i32),
-                Arg::Ptr(num_rows),
-                Arg::Ptr(sorted),
-                Arg::I32(pairs as i32),
-            ];
-            lead.iter().chain(rest).copied().collect()
-        };
-        let f16 = Arg::I32(self.is_f16 as i32);
-        // fm_quant_rows: fp8 by `mode` (after the amax pass for per-tensor) or int8 (4).
-        let quant_rows = |mode: i32, static_scale: f32| -> Result<(u64, u64, i32)> {
-            let fp8_mode = match self.variant {
-                // The scaled MFMA (gfx950) reads OCP fp8.
-                Variant::MxNative { .. } => 0,
-                _ => self.fp8_mode,
-            };
-            if mode == 0 {
-                self.dev.zero(amax.addr(), 4, stream)?;
-                let args = rows_then(&[f16, ptr(amax)]);
-                self.launch(
-                    &self.quant,
-                    "fm_amax_rows",
-                    cfg((rows.div_ceil(256).min(1024), 1), 256, 0),
-                    &args,
-                    stream,
-                )?;
-            }
-            let args = rows_then(&[
-                Arg::I32(mode),
-                ptr(amax),
-                Arg::F32(static_scale),
-                Arg::I32(fp8_mode),
-                f16,
-                ptr(codes),
-                ptr(scales),
-            ]);
-            self.launch(
-                &self.quant,
-                "fm_quant_rows",
-                cfg((rows, 1), 256, 0),
-                &args,
-                stream,
-            )?;
-            Ok((codes.addr(), scales.addr(), mode))
-        };
-        match plan {
-            ActPlan::None => Ok((src, 0, 0)),
-            ActPlan::Fp8 { mode, static_scale } => quant_rows(mode, static_scale),
-            ActPlan::Int8PerRow => quant_rows(4, 0.0),
-            ActPlan::Mx { fmt } => {
-                let blocks = rows * cols / 32;
-                let args = rows_then(&[Arg::I32(fmt), f16, ptr(codes), ptr(scales)]);
-                self.launch(
-                    &self.quant,
-                    "fm_mx_quant_rows",
-                    cfg((blocks.div_ceil(256), 1), 256, 0),
-                    &args,
-                    stream,
-                )?;
-                Ok((codes.addr(), scales.addr(), 0))
-            }
-            ActPlan::Nvfp4 { global } => {
-                crate::error::check_group(
-                    crate::quant::nvfp4::BLOCK,
-                    cols,
-                    "NVFP4 activation width",
-                )?;
-                let blocks = rows * cols / crate::quant::nvfp4::BLOCK;
-                let args = rows_then(&[Arg::F32(global), ptr(codes)]);
-                self.launch(
-                    &self.quant,
-                    "fm_nvfp4_qdq_rows",
-                    cfg((blocks.div_ceil(256).clamp(1, 4096), 1), 256, 0),
-                    &args,
-                    stream,
-                )?;
-                Ok((codes.addr(), 0, 0))
-            }
-        }
     }
 
     /// One grouped GEMM launch (`stage` 1: gemm1 into `out` [slots, N]; 2: gemm2 added
@@ -359,6 +292,8 @@ impl HipExperts {
             Arg::I32(w.int_group()),
             Arg::I32(wbits),
             Arg::Ptr(w.int_channel_scales()),
+            // gemm1 reads its input by slot where it was quantized per expert.
+            Arg::I32((stage == 1 && self.a1.per_slot()) as i32),
         ];
         self.launch(
             &self.gemm,
@@ -420,10 +355,16 @@ impl VendorExperts for HipExperts {
         let rank = self.lora.as_ref().map_or(0, |l| l.rank);
         // LoRA buffers only when adapters are resident.
         let lora_floats = |n: usize| if self.lora.is_some() { n * 4 } else { 4 };
+        // Static scales per expert quantize gemm1's input per slot.
+        let x_rows = if self.a1.per_slot() {
+            tokens.max(slots)
+        } else {
+            tokens
+        };
         Ok(Scratch {
             amax: alloc(4)?,
-            x_codes: alloc(tokens * h * self.a1.code_bytes())?,
-            x_scales: alloc(tokens * h.div_ceil(32) * 4)?,
+            x_codes: alloc(x_rows * h * self.a1.code_bytes())?,
+            x_scales: alloc(x_rows * h.div_ceil(32) * 4)?,
             g: alloc(slots * self.w13.rows * 4)?,
             inter: alloc(slots * i * 2)?,
             i_codes: alloc(slots * i * self.a2.code_bytes())?,
@@ -463,11 +404,11 @@ impl VendorExperts for HipExperts {
         }
         let delta = |b: &Buffer<HipDevice>| if lora.is_some() { b.addr() } else { 0 };
         let act1 = self.quantize(
-            self.a1,
+            Stage::W13,
             io.x,
             io.tokens,
             h,
-            None,
+            &route,
             (&ws.amax, &ws.x_codes, &ws.x_scales),
             stream,
         )?;
@@ -515,11 +456,11 @@ impl VendorExperts for HipExperts {
             )?;
         }
         let act2 = self.quantize(
-            self.a2,
+            Stage::W2,
             ws.inter.addr(),
             slots,
             i,
-            Some((io.num_slots, io.sorted, pairs)),
+            &route,
             (&ws.amax, &ws.i_codes, &ws.i_scales),
             stream,
         )?;

@@ -79,6 +79,10 @@ pub(super) enum ActPlan {
     None,
     /// fp8 with a dynamic (0 per tensor, 1 per row, 2 per row per 128) or static (3) scale.
     Fp8 { mode: i32, static_scale: f32 },
+    /// fp8 with static scales calibrated per expert (`fm_quant_slots`): codes and one
+    /// scale per slot, which the GEMM reads per row (gemm1 by slot); the scales are the
+    /// checkpoint's `InputScales::stage`, uploaded by `HipExperts`.
+    Fp8PerExpert,
     /// MX in the weights' element type (`fm_mx_quant_rows`).
     Mx { fmt: i32 },
     /// INT8 W8A8: s8 codes per row, scale amax / 127 (`fm_quant_rows` mode 4).
@@ -93,8 +97,17 @@ impl ActPlan {
     pub(super) fn code_bytes(self) -> usize {
         match self {
             ActPlan::Nvfp4 { .. } => 2,
-            ActPlan::None | ActPlan::Fp8 { .. } | ActPlan::Int8PerRow | ActPlan::Mx { .. } => 1,
+            ActPlan::None
+            | ActPlan::Fp8 { .. }
+            | ActPlan::Fp8PerExpert
+            | ActPlan::Int8PerRow
+            | ActPlan::Mx { .. } => 1,
         }
+    }
+
+    /// Whether the GEMM input is quantized per slot, gemm1's then read by slot.
+    pub(super) fn per_slot(self) -> bool {
+        matches!(self, ActPlan::Fp8PerExpert)
     }
 }
 
@@ -163,24 +176,25 @@ fn plan_for_scheme(
     scheme: &QuantScheme,
     weights: &ExpertWeights,
 ) -> Result<(Variant, ActPlan, ActPlan)> {
-    // One static scale per GEMM input (w13, w2).
-    let statics = || -> Result<(f32, f32)> {
-        let s = weights
-            .input_scales
-            .as_ref()
-            .ok_or_else(|| Error::Missing {
-                what: "static input scales".into(),
-                why: format!("{scheme} quantizes activations with calibrated scales"),
-            })?;
-        match (s.shared(Stage::W13), s.shared(Stage::W2)) {
-            (Some(a), Some(b)) => Ok((a, b)),
-            _ => Err(Error::BackendUnavailable {
-                backend: "rocm".into(),
-                reasons: "the HIP kernels take one static input scale per GEMM input, the \
-                          checkpoint's differ per expert"
-                    .into(),
-            }),
-        }
+    let statics = || {
+        weights.input_scales.as_ref().ok_or_else(|| Error::Missing {
+            what: "static input scales".into(),
+            why: format!("{scheme} quantizes activations with calibrated scales"),
+        })
+    };
+    // Static fp8 activations: `fm_quant_rows` mode 3 with the one scale every expert
+    // shares at a stage (it doubles it for fp8_mode 2), or `fm_quant_slots` with each
+    // expert's own (the same rule per expert).
+    let fp8_statics = || -> Result<(ActPlan, ActPlan)> {
+        let s = statics()?;
+        let st = |stage| match s.shared(stage) {
+            Some(v) => ActPlan::Fp8 {
+                mode: 3,
+                static_scale: v,
+            },
+            None => ActPlan::Fp8PerExpert,
+        };
+        Ok((st(Stage::W13), st(Stage::W2)))
     };
     Ok(match *scheme {
         QuantScheme::Unquantized(FloatDtype::Bf16) => (Variant::Bf16, ActPlan::None, ActPlan::None),
@@ -194,15 +208,7 @@ fn plan_for_scheme(
                 ActScale::DynamicPerTensor => (fp8(0), fp8(0)),
                 ActScale::DynamicPerToken => (fp8(1), fp8(1)),
                 ActScale::DynamicPerGroup128 => (fp8(2), fp8(2)),
-                ActScale::StaticPerTensor => {
-                    // The checkpoint's scale: fm_quant_rows doubles it for fp8_mode 2.
-                    let s = statics()?;
-                    let st = |v: f32| ActPlan::Fp8 {
-                        mode: 3,
-                        static_scale: v,
-                    };
-                    (st(s.0), st(s.1))
-                }
+                ActScale::StaticPerTensor => fp8_statics()?,
             };
             (Variant::Fp8, a1, a2)
         }
@@ -213,11 +219,24 @@ fn plan_for_scheme(
         QuantScheme::Nvfp4 { w4a4: false } => (Variant::Nvfp4A16, ActPlan::None, ActPlan::None),
         QuantScheme::Nvfp4 { w4a4: true } => {
             let s = statics()?;
-            // quant/activation.rs: `global = 1 / input_scale`, in f32.
+            // quant/activation.rs: `global = 1 / input_scale`, in f32; one per GEMM input
+            // (validation reduces NVFP4's per-expert scales to their maximum).
+            let global = |stage| {
+                s.shared(stage).map(|v| 1.0 / v).ok_or_else(|| {
+                    Error::Config(format!(
+                        "{scheme} takes one static input scale per GEMM input, these differ \
+                         per expert"
+                    ))
+                })
+            };
             (
                 Variant::Nvfp4A16,
-                ActPlan::Nvfp4 { global: 1.0 / s.0 },
-                ActPlan::Nvfp4 { global: 1.0 / s.1 },
+                ActPlan::Nvfp4 {
+                    global: global(Stage::W13)?,
+                },
+                ActPlan::Nvfp4 {
+                    global: global(Stage::W2)?,
+                },
             )
         }
         QuantScheme::Int8W8A8 => (Variant::W8a8, ActPlan::Int8PerRow, ActPlan::Int8PerRow),
@@ -251,18 +270,14 @@ fn plan_for_scheme(
             elem,
             act: MxAct::Fp8Static,
         } => {
-            let s = statics()?;
-            let st = |v: f32| ActPlan::Fp8 {
-                mode: 3,
-                static_scale: v,
-            };
+            let (a1, a2) = fp8_statics()?;
             (
                 Variant::MxNative {
                     fmt_w: mx_fmt(elem),
                     fmt_a: FMT_FP8,
                 },
-                st(s.0),
-                st(s.1),
+                a1,
+                a2,
             )
         }
         other => {
@@ -291,11 +306,11 @@ pub(super) fn fp8_mode(scheme: &QuantScheme, device: Option<Fp8Flavor>) -> Resul
 }
 
 /// The per-tensor factor the GEMM applies to its dot products: a static fp8 scale, or
-/// NVFP4's 1 / global.
+/// NVFP4's 1 / global (per-expert static scales are read per slot instead).
 pub(super) fn static_of(p: ActPlan) -> f32 {
     match p {
         ActPlan::Fp8 { static_scale, .. } => static_scale,
         ActPlan::Nvfp4 { global } => 1.0 / global,
-        ActPlan::None | ActPlan::Int8PerRow | ActPlan::Mx { .. } => 1.0,
+        ActPlan::None | ActPlan::Fp8PerExpert | ActPlan::Int8PerRow | ActPlan::Mx { .. } => 1.0,
     }
 }

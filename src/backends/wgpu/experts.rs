@@ -1,7 +1,8 @@
 //! `WgpuExperts`: the routed experts on one wgpu adapter, as the one GPU driver
 //! (`crate::gpu`) runs them. Weights stay quantized on the device in `layout`'s one form
 //! and are decoded in the shader. Each forward queues, on the caller's stream: the hidden
-//! states to f32 and their quantize-dequantize (`act.wgsl`, the emulation's rule) →
+//! states to f32 and their quantize-dequantize (`act.wgsl`, the emulation's rule; per
+//! slot with the slot's expert scale where static fp8 scales differ per expert) →
 //! LoRA gate/up deltas → gemm1 with bias, delta and the activation fused → LoRA down
 //! delta → the intermediate's quantize-dequantize → gemm2 with bias, delta and the router
 //! weight, one row per (token, choice) pair → the per-token sum into `io.out` in a fixed
@@ -9,9 +10,9 @@
 
 use super::kernels;
 use super::layout::PackedProjection;
-use super::plan::ActPlan;
-pub use super::qdq::qdq_host;
-use super::qdq::{act_launch, qdq};
+use super::plan::{ActPlan, StagePlan};
+use super::qdq::{act_launch, qdq, qdq_slots, SlotRows};
+pub use super::qdq::{qdq_host, qdq_slots_host};
 use crate::device::wgpu::WgpuDevice;
 use crate::device::{Arg, Buffer, LaunchConfig, Runtime};
 use crate::error::{checked_size, Error, Result};
@@ -19,7 +20,7 @@ use crate::gpu::lora::{DeviceLora, LoraPack};
 use crate::gpu::{activation_code, ExpertsIo, KernelFile, Vendor, VendorExperts};
 use crate::moe::{Activation, LayerConfig, Lora};
 use crate::oracle::{BackendId, Selection};
-use crate::quant::{ActQuant, ExpertWeights, FloatDtype, QuantScheme, Stage};
+use crate::quant::{ExpertWeights, FloatDtype, QuantScheme, Stage};
 use std::sync::Arc;
 
 pub(super) type Module = <WgpuDevice as Runtime>::Module;
@@ -130,6 +131,9 @@ pub struct WgpuExperts {
     weight_on_input: bool,
     a1: ActPlan,
     a2: ActPlan,
+    /// Each expert's static gemm1 / gemm2 input scale, where they differ per expert.
+    a1_scales: Option<Buffer<WgpuDevice>>,
+    a2_scales: Option<Buffer<WgpuDevice>>,
     is_f16: bool,
     lora: Option<DeviceLora<WgpuDevice>>,
 }
@@ -160,28 +164,15 @@ impl WgpuExperts {
         crate::moe::emulation::check_weights_match(weights, config)?;
         weights.validate()?;
         let scheme = weights.scheme;
-        if weights
-            .input_scales
-            .as_ref()
-            .is_some_and(|s| s.is_per_expert())
-        {
-            return Err(Error::BackendUnavailable {
-                backend: backend.name().into(),
-                reasons: "the WGSL kernels take one static input scale per GEMM input, the \
-                          checkpoint's differ per expert"
-                    .into(),
-            });
-        }
-        let a1 = ActPlan::new(&ActQuant::for_scheme(
-            &scheme,
-            Stage::W13,
-            weights.input_scales.as_ref(),
-        )?)?;
-        let a2 = ActPlan::new(&ActQuant::for_scheme(
-            &scheme,
-            Stage::W2,
-            weights.input_scales.as_ref(),
-        )?)?;
+        let stage = |st| StagePlan::new(&scheme, st, weights.input_scales.as_ref());
+        let (a1, a2) = (stage(Stage::W13)?, stage(Stage::W2)?);
+        let upload = |p: &StagePlan| {
+            p.expert_scales
+                .as_ref()
+                .map(|v| Buffer::from_slice(&**dev, v))
+                .transpose()
+        };
+        let (a1_scales, a2_scales) = (upload(&a1)?, upload(&a2)?);
         let w13 = PackedProjection::new(&scheme, &weights.w13)?;
         let w2 = PackedProjection::new(&scheme, &weights.w2)?;
         let load = |f| dev.load(&kernels::module(f));
@@ -198,8 +189,10 @@ impl WgpuExperts {
             intermediate: config.intermediate,
             activation: config.activation,
             weight_on_input: config.apply_router_weight_on_input,
-            a1,
-            a2,
+            a1: a1.plan,
+            a2: a2.plan,
+            a1_scales,
+            a2_scales,
             is_f16: scheme == QuantScheme::Unquantized(FloatDtype::F16),
             lora: None,
         };
@@ -236,7 +229,7 @@ pub(super) fn elements(n: usize) -> LaunchConfig {
 pub struct Scratch {
     tokens: usize,
     slots: usize,
-    /// Hidden states in f32, and quantize-dequantized.
+    /// Hidden states in f32, and quantize-dequantized (per slot with per-expert scales).
     x: Buffer<WgpuDevice>,
     xq: Buffer<WgpuDevice>,
     /// Row amaxes and the tensor's amax.
@@ -273,15 +266,28 @@ impl WgpuExperts {
         act_launch(&self.dev, &self.act, s.stream, kernel, c, ptrs, scalars)
     }
 
-    fn qdq(
-        &self,
-        s: &Pass<'_>,
-        plan: ActPlan,
-        src: u64,
-        rows: usize,
-        cols: usize,
-        dst: u64,
-    ) -> Result<u64> {
+    /// Quantize-dequantizes gemm1's (`up`: the hidden states, by token) or gemm2's input
+    /// (the intermediate, by slot) at `src` into `dst`; returns the buffer the GEMM reads.
+    /// With per-expert static scales gemm1's input is then a row per slot.
+    fn quantize_input(&self, s: &Pass<'_>, up: bool, src: u64, dst: u64) -> Result<u64> {
+        let (plan, scales, rows, cols) = if up {
+            (self.a1, &self.a1_scales, s.io.tokens, self.hidden)
+        } else {
+            (self.a2, &self.a2_scales, s.slots, self.intermediate)
+        };
+        if let Some(sc) = scales {
+            let r = SlotRows {
+                io: s.io,
+                slots: s.slots,
+                src,
+                by_token: up,
+                cols,
+                scales: (sc.addr(), self.num_experts),
+                dst,
+            };
+            qdq_slots(&self.dev, &self.act, s.stream, plan, &r)?;
+            return Ok(dst);
+        }
         let amax = (s.ws.amax.addr(), s.ws.total.addr());
         qdq(
             &self.dev,
@@ -368,6 +374,7 @@ impl WgpuExperts {
             (self.intermediate, self.hidden),
             self.is_f16,
             !self.weight_on_input,
+            up && self.a1_scales.is_some(),
         ));
         let cols = if up { self.intermediate } else { self.hidden };
         let c = LaunchConfig {
@@ -398,6 +405,7 @@ impl WgpuExperts {
             (self.intermediate, self.hidden),
             self.is_f16,
             false,
+            false,
         ));
         let n = io.tokens * self.hidden;
         let c = LaunchConfig::blocks(n.div_ceil(TILE * TILE), TILE as u32, 0);
@@ -418,7 +426,8 @@ fn gemm_scalars(
     (inter, hidden): (usize, usize),
     f16: bool,
     weighted: bool,
-) -> [Arg<'static>; 24] {
+    x_by_slot: bool,
+) -> [Arg<'static>; 25] {
     let u = |v: usize| Arg::U32(v as u32);
     [
         u(p.rows),
@@ -445,6 +454,7 @@ fn gemm_scalars(
         Arg::U32(weighted as u32),
         u(io.tokens),
         u(hidden),
+        Arg::U32(x_by_slot as u32),
     ]
 }
 
@@ -484,11 +494,16 @@ impl VendorExperts for WgpuExperts {
         };
         let rank = self.lora.as_ref().map_or(0, |l| l.rank);
         let lora = |n: usize| if self.lora.is_some() { n } else { 1 };
+        // Per-expert static scales quantize gemm1's input per slot.
+        let xq_rows = match self.a1_scales {
+            Some(_) => tokens.max(slots),
+            None => tokens,
+        };
         Ok(Scratch {
             tokens,
             slots,
             x: floats("wgpu hidden states", &[tokens, h])?,
-            xq: floats("wgpu quantized hidden states", &[tokens, h])?,
+            xq: floats("wgpu quantized hidden states", &[xq_rows, h])?,
             amax: floats("wgpu row amax", &[tokens.max(slots)])?,
             total: floats("wgpu amax", &[1])?,
             inter: floats("wgpu intermediate", &[slots, i])?,
@@ -545,7 +560,7 @@ impl VendorExperts for WgpuExperts {
                 zero,
             ],
         )?;
-        let x = self.qdq(&s, self.a1, ws.x.addr(), io.tokens, h, ws.xq.addr())?;
+        let x = self.quantize_input(&s, true, ws.x.addr(), ws.xq.addr())?;
         let delta13 = match lora {
             Some(l) => {
                 // Gate and up read the unquantized (scaled) hidden states, as the emulation.
@@ -579,7 +594,7 @@ impl VendorExperts for WgpuExperts {
             }
             None => 0,
         };
-        let inter = self.qdq(&s, self.a2, ws.inter.addr(), slots, i, ws.interq.addr())?;
+        let inter = self.quantize_input(&s, false, ws.inter.addr(), ws.interq.addr())?;
         self.dev
             .zero(ws.y.addr(), io.tokens * io.top_k * h * 4, stream)?;
         self.gemm_launch(&s, false, inter, delta2)?;

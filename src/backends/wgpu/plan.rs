@@ -2,7 +2,9 @@
 //! the two cannot disagree about the rule): the mode, the extent of a dynamic scale, and
 //! the minifloat grid values are rounded to.
 
-use crate::quant::{ActQuant, ActScale, Fp8Flavor, MxElem, Numerics};
+use crate::quant::{
+    ActQuant, ActScale, Fp8Flavor, InputScales, MxElem, Numerics, QuantScheme, Stage,
+};
 use crate::{Error, Result};
 
 /// A minifloat grid: stored mantissa bits, smallest normal exponent, largest value.
@@ -133,6 +135,44 @@ impl ActPlan {
     /// Whether the dynamic scale spans the whole tensor (one extra reduction).
     pub fn per_tensor(&self) -> bool {
         self.mode == 1 && self.rule == 0
+    }
+}
+
+/// One GEMM input's quantization: one plan for every expert, or (fp8 with static scales
+/// calibrated per expert) the fp8 plan with each expert's scale, which `fm_qdq_slots`
+/// applies to each slot's row by the slot's expert (`StageQuant`'s rule per pair).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagePlan {
+    pub plan: ActPlan,
+    /// One static scale per expert, where they differ.
+    pub expert_scales: Option<Vec<f32>>,
+}
+
+impl StagePlan {
+    /// What `scheme` does at `stage`, read off the emulation's rules.
+    pub fn new(
+        scheme: &QuantScheme,
+        stage: Stage,
+        input_scales: Option<&InputScales>,
+    ) -> Result<Self> {
+        match input_scales.filter(|s| s.shared(stage).is_none()) {
+            Some(s) if scheme.per_expert_input_scales() => {
+                let plan = ActPlan::new(&ActQuant::for_expert(scheme, stage, Some(s), 0)?)?;
+                if plan.mode != 1 || plan.rule != 3 {
+                    return Err(Error::Config(format!(
+                        "{scheme}: per-expert input scales on a rule that is not static fp8"
+                    )));
+                }
+                Ok(StagePlan {
+                    plan,
+                    expert_scales: Some(s.stage(stage).to_vec()),
+                })
+            }
+            _ => Ok(StagePlan {
+                plan: ActPlan::new(&ActQuant::for_scheme(scheme, stage, input_scales)?)?,
+                expert_scales: None,
+            }),
+        }
     }
 }
 
