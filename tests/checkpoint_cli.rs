@@ -42,6 +42,22 @@ fn inspect_and_run_model() {
         },
         &mut r,
     );
+    // A bf16 shared expert beside the fp8 routed experts, as quantizers that exclude it
+    // leave it (DeepSeek-V2's default n_shared_experts 2: intermediate 2I).
+    experts(
+        &mut wr,
+        Lin::Bf16,
+        1,
+        H,
+        2 * I,
+        &|_, p| {
+            format!(
+                "{block}.shared_experts.{}",
+                ["gate_proj", "up_proj", "down_proj"][p]
+            )
+        },
+        &mut r,
+    );
     router(&mut wr, &format!("{block}.gate.weight"), E, H, &mut r);
     wr.write(dir.path(), 1);
     let mut c = config(
@@ -56,7 +72,9 @@ fn inspect_and_run_model() {
     for want in [
         "DeepSeek-V2",
         "moe layers   1 of 2: 1",
-        "fp8-block128 on layers 1",
+        "scheme       fp8-block128 on layers 1\n",
+        "shared       shared_experts scheme bf16 on layers 1\n",
+        "dense        layers 0 (before first_k_dense_replace 1): not MoE, not read\n",
         "grouped-topk",
         "mi300x",
     ] {

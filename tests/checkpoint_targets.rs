@@ -73,7 +73,8 @@ fn write(
 #[test]
 fn the_shared_expert_takes_its_own_group_and_ignore_leaves_it_unquantized() {
     // fp8 routed experts by pattern, an int4 shared expert by pattern; then the same with
-    // the shared expert ignored (bf16).
+    // the shared expert ignored (bf16); then a per-tensor fp8 shared expert whose gate and
+    // up scales differ, which loads as per-channel fp8.
     let q = json!({"quant_method": "compressed-tensors", "config_groups": {
         "group_0": fp8_group(json!(["re:.*mlp\\.experts\\..*"])),
         "group_1": int4_group(json!(["re:.*shared_expert\\..*"]))},
@@ -82,13 +83,30 @@ fn the_shared_expert_takes_its_own_group_and_ignore_leaves_it_unquantized() {
         group: 32,
         zp: false,
     };
-    for (q, shared, shared_scheme) in [
-        (q, int4, "w4a16-g32"),
+    let mut fp8_tensor = fp8_group(json!(["re:.*shared_expert\\..*"]));
+    fp8_tensor["weights"]["strategy"] = json!("tensor");
+    for (q, shared, shared_scheme, ignore) in [
+        (
+            q,
+            int4,
+            "w4a16-g32",
+            "config group ignore: lm_head, re:.*shared_expert_gate\n",
+        ),
         (
             json!({"quant_method": "compressed-tensors", "config_groups": {"group_0": fp8_group(json!(["Linear"]))},
                    "ignore": ["lm_head", "re:.*shared_expert\\."]}),
             Lin::Bf16,
             "bf16",
+            "config group ignore: lm_head, re:.*shared_expert\\.\n",
+        ),
+        (
+            json!({"quant_method": "compressed-tensors", "config_groups": {
+                "group_0": fp8_group(json!(["re:.*mlp\\.experts\\..*"])),
+                "group_1": fp8_tensor.clone()},
+                "ignore": ["lm_head", "re:.*shared_expert_gate"]}),
+            Lin::Fp8Tensor { input: false },
+            "fp8-channel",
+            "config group ignore: lm_head, re:.*shared_expert_gate\n",
         ),
     ] {
         let (dir, want, want_shared) = write(Lin::Fp8Channel, shared, q);
@@ -104,12 +122,29 @@ fn the_shared_expert_takes_its_own_group_and_ignore_leaves_it_unquantized() {
         let ds = sh.weights.dequantize().unwrap();
         assert!(max_rel(&ds.w13, &want_shared.w13) < 1e-6);
         assert!(max_rel(&ds.w2, &want_shared.w2) < 1e-6);
-        let report = inspect(dir.path()).unwrap().report;
+        let ins = inspect(dir.path()).unwrap();
+        let report = ins.report;
+        assert!(ins.problems.is_empty(), "{report}");
         assert!(
             report.contains("config group group_0: compressed-tensors float-quantized fp8"),
             "{report}"
         );
-        assert!(report.contains("config group ignore: lm_head"), "{report}");
+        // The whole ignore list, in the config's order.
+        assert!(report.contains(ignore), "no '{ignore}' in:\n{report}");
+        // Each projection set's scheme: the routed experts, and the shared expert as it
+        // loads (its own group, ignored, or per-tensor halves that differ).
+        assert!(
+            report.contains("scheme       fp8-channel on layers 1\n"),
+            "{report}"
+        );
+        let line = format!("shared       shared_expert scheme {shared_scheme} on layers 1\n");
+        assert!(report.contains(&line), "no '{line}' in:\n{report}");
+        // Layer 0 has no MoE block in these files.
+        assert!(
+            report
+                .contains("dense        layers 0 (no mlp.gate.weight tensor): not MoE, not read\n"),
+            "{report}"
+        );
     }
 }
 

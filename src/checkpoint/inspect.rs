@@ -14,23 +14,67 @@ use rand_chacha::ChaCha8Rng;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
+/// `(first, last)` runs of consecutive layer indices.
+type Runs = Vec<(usize, usize)>;
+
+/// The runs of consecutive values in sorted `v`.
+fn runs(v: &[usize]) -> Runs {
+    let mut out: Runs = Vec::new();
+    for &x in v {
+        match out.last_mut() {
+            Some((_, last)) if x == *last + 1 => *last = x,
+            _ => out.push((x, x)),
+        }
+    }
+    out
+}
+
+/// `a-b` ranges of `(first, last)` runs.
+fn show_runs(r: &[(usize, usize)]) -> String {
+    let out: Vec<String> = r
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                format!("{a}")
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    out.join(", ")
+}
+
 /// `a-b` ranges of sorted indices.
 fn ranges(v: &[usize]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
-            j += 1;
+    show_runs(&runs(v))
+}
+
+/// The runs of `0..total` that sorted `v` (each below `total`) leaves out, split into those
+/// below `k` and those from `k` on; computed from the runs, so a huge `total` costs nothing.
+fn gaps(v: &[usize], total: usize, k: usize) -> (Runs, Runs) {
+    let mut all = Vec::new();
+    let mut next = 0;
+    for (a, b) in runs(v) {
+        if a > next {
+            all.push((next, a - 1));
         }
-        out.push(if i == j {
-            format!("{}", v[i])
-        } else {
-            format!("{}-{}", v[i], v[j])
-        });
-        i = j + 1;
+        next = b + 1;
     }
-    out.join(", ")
+    if next < total {
+        all.push((next, total - 1));
+    }
+    let (mut below, mut from) = (Vec::new(), Vec::new());
+    for (a, b) in all {
+        if b < k {
+            below.push((a, b));
+        } else if a >= k {
+            from.push((a, b));
+        } else {
+            below.push((a, k - 1));
+            from.push((k, b));
+        }
+    }
+    (below, from)
 }
 
 /// The layer config the oracle is asked about, from `config.json` alone.
@@ -125,6 +169,26 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         c.num_layers,
         ranges(&layers)
     );
+    // The layers without a router: dense MLPs (DeepSeek / GLM `first_k_dense_replace`,
+    // Llama 4 `interleave_moe_layer_step`), which fleetmoe does not read.
+    let (before_k, no_router) = gaps(&layers, c.num_layers, c.first_k_dense);
+    if !before_k.is_empty() {
+        let _ = writeln!(
+            s,
+            "dense        layers {} (before first_k_dense_replace {}): not MoE, not read",
+            show_runs(&before_k),
+            c.first_k_dense
+        );
+    }
+    if !no_router.is_empty() {
+        let _ = writeln!(
+            s,
+            "dense        layers {} (no {}.{} tensor): not MoE, not read",
+            show_runs(&no_router),
+            ck.experts.block,
+            c.arch.router()
+        );
+    }
     for &n in &layers {
         if let Err(e) = router_matches_config(&ck, n) {
             problems.push(e.to_string());
@@ -152,6 +216,28 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
     }
     for (name, v) in &by_scheme {
         let _ = writeln!(s, "scheme       {name} on layers {}", ranges(v));
+    }
+    // The shared expert, decided as loading decides it (its own config group, `ignore`,
+    // or float weights beside quantized experts).
+    let mut by_shared: Vec<(String, Vec<usize>)> = Vec::new();
+    for &n in &layers {
+        let name = match ck.shared_scheme(n) {
+            Ok(Some(sc)) => sc.to_string(),
+            Ok(None) => continue,
+            Err(e) => {
+                problems.push(format!("layer {n}: {e}"));
+                format!("unreadable ({e})")
+            }
+        };
+        match by_shared.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => v.push(n),
+            None => by_shared.push((name, vec![n])),
+        }
+    }
+    if let Some(m) = c.arch.shared_module() {
+        for (name, v) in &by_shared {
+            let _ = writeln!(s, "shared       {m} scheme {name} on layers {}", ranges(v));
+        }
     }
     // What loading does to the stored scales: exact conversions, kept approximations.
     let mut by_note: Vec<(String, Vec<usize>)> = Vec::new();
@@ -358,4 +444,25 @@ pub fn run_model(opts: &RunModel) -> Result<(String, bool)> {
         );
     }
     Ok((s, err <= tol))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_split_at_first_k_dense_and_cost_nothing_for_a_huge_layer_count() {
+        assert_eq!(ranges(&[1, 2, 3, 5, 7, 8]), "1-3, 5, 7-8");
+        // DeepSeek-V3: layers 0-2 dense, 3-60 MoE.
+        let moe: Vec<usize> = (3..61).collect();
+        assert_eq!(gaps(&moe, 61, 3), (vec![(0, 2)], vec![]));
+        // Llama 4 interleaved: every other layer has no router.
+        assert_eq!(gaps(&[1, 3], 5, 0), (vec![], vec![(0, 0), (2, 2), (4, 4)]));
+        // A run that straddles first_k_dense is split; the tail up to a huge count is one run.
+        assert_eq!(
+            gaps(&[4], usize::MAX, 2),
+            (vec![(0, 1)], vec![(2, 3), (5, usize::MAX - 1)])
+        );
+        assert_eq!(show_runs(&gaps(&[0, 1], 2, 0).1), "");
+    }
 }

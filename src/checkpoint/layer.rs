@@ -185,6 +185,32 @@ fn shared_expert(
     config: &mut LayerConfig,
 ) -> Result<Option<SharedExpertWeights>> {
     let (s, c) = (&ck.shards, &ck.config);
+    let Some((format, sscheme)) = shared_storage(ck, block, m, si)? else {
+        return Ok(None);
+    };
+    let base = |p: Proj| format!("{block}.{m}.{}", proj_name(p));
+    let w = split_weights(ck, &format, &sscheme, 1, c.hidden, si, |_, p| base(p))?;
+    w.validate()?;
+    let gate = match ck.config.arch.shared_gate() {
+        Some(g) => Some(finite(s, &format!("{block}.{g}"), &[1, c.hidden])?),
+        None => None,
+    };
+    config.shared_intermediate = Some(si);
+    Ok(Some(SharedExpertWeights { weights: w, gate }))
+}
+
+/// How the shared expert of `block` (module `m`, intermediate `si`) is stored, from tensor
+/// headers only: its format and stored scheme, or `None` when the checkpoint has no
+/// shared-expert tensors and only a default said it exists. Loading and `inspect` both
+/// decide it here. Errors: projections in different config groups, some of the three
+/// projections missing, or none of them where `config.json` says there is one.
+pub(super) fn shared_storage(
+    ck: &Checkpoint,
+    block: &str,
+    m: &str,
+    si: usize,
+) -> Result<Option<(QuantFormat, QuantScheme)>> {
+    let (s, c) = (&ck.shards, &ck.config);
     let base = |p: Proj| format!("{block}.{m}.{}", proj_name(p));
     let projs = [Proj::Gate, Proj::Up, Proj::Down];
     // Quantizers often leave the shared expert unquantized (ModelOpt `exclude_modules`,
@@ -233,14 +259,7 @@ fn shared_expert(
     }
     let dtype = s.info(&names[2])?.map_or(Dtype::BF16, |(d, _)| d);
     let sscheme = scheme_of(&format, dtype);
-    let w = split_weights(ck, &format, &sscheme, 1, c.hidden, si, |_, p| base(p))?;
-    w.validate()?;
-    let gate = match ck.config.arch.shared_gate() {
-        Some(g) => Some(finite(s, &format!("{block}.{g}"), &[1, c.hidden])?),
-        None => None,
-    };
-    config.shared_intermediate = Some(si);
-    Ok(Some(SharedExpertWeights { weights: w, gate }))
+    Ok(Some((format, sscheme)))
 }
 
 /// A float tensor of `shape` whose every value is finite (a router bias or gate).

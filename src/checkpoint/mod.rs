@@ -121,6 +121,35 @@ impl Checkpoint {
         representation::notes(self, n, &self.stored_scheme(n)?)
     }
 
+    /// The scheme layer `n`'s shared expert loads as, or `None` where the architecture
+    /// has none or the checkpoint holds none (and only a default said it exists). Decided
+    /// as loading decides it (a float `.weight` is unquantized, else
+    /// [`format_of`](Self::format_of) the module), from tensor headers and, for fp8
+    /// per-tensor, the gate and up scalar scales: when they differ it loads as
+    /// per-channel fp8, exactly, as the routed experts do.
+    pub fn shared_scheme(&self, n: usize) -> Result<Option<QuantScheme>> {
+        let c = &self.config;
+        let (Some(m), Some(si)) = (c.arch.shared_module(), c.shared_intermediate) else {
+            return Ok(None);
+        };
+        let block = self.block(n);
+        let Some((_, stored)) = layer::shared_storage(self, &block, m, si)? else {
+            return Ok(None);
+        };
+        if representation::fp8_per_tensor(&stored) {
+            let scale = |p: Proj| -> Result<f32> {
+                let t = self
+                    .shards
+                    .get(&format!("{block}.{m}.{}.weight_scale", arch::proj_name(p)))?;
+                formats::positive(&t, t.scalar()?)
+            };
+            if scale(Proj::Gate)? != scale(Proj::Up)? {
+                return Ok(Some(representation::per_channel(stored)));
+            }
+        }
+        Ok(Some(stored))
+    }
+
     /// The format the linear layer `module` (its full name) is stored in: compressed-tensors
     /// decides by its config groups' `targets` and `ignore` (unmatched or ignored modules
     /// are unquantized); every other producer uses one format throughout.
