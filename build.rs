@@ -18,6 +18,7 @@ const FILES: &[&str] = &["align", "route", "quant", "gemm", "lora"];
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=kernels-hip");
+    println!("cargo:rerun-if-changed=kernels-common");
     println!("cargo:rerun-if-env-changed=FLEETMOE_HIP_CLANG");
     println!("cargo:rerun-if-env-changed=FLEETMOE_REQUIRE_HIP_CLANG");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("hip");

@@ -63,6 +63,20 @@ __device__ __forceinline__ void expand_e2m1_bf16(u32 w, u32 S0, u32 S1, u32* a) 
     a[j] = bf16x2_fma(e2m1x2_bf16(w >> (4 * j)), (j & 1) ? S1 : S0, FM_BF16X2_NEG0);
 }
 
+// MX values as e4m3 bytes (MXFP6 re-encoded, packed.rs): register j's two bytes sit at
+// bytes 2(j & 1) and 2(j & 1) + 1 of word j >> 1. prmt spreads them to bytes 0 and 2; the
+// sign, exponent and mantissa then land on bf16's fields, worth 2^-120 of the value (e4m3
+// subnormals become bf16 subnormals, exact); S = bf16x2 2^(s - 7) puts back 2^(s - 127).
+__device__ __forceinline__ u32 mx8_scale_bf16x2(u8 s) { return (u32)s * 0x00800080u + 0x3c003c00u; }
+__device__ __forceinline__ void expand_e4m3_bf16(u32 w0, u32 w1, u32 S0, u32 S1, u32* a) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const u32 t = prmt(j < 2 ? w0 : w1, 0u, (j & 1) ? 0x4342u : 0x4140u);
+    const u32 b = ((t & 0x007f007fu) << 4) | ((t & 0x00800080u) << 8);
+    a[j] = bf16x2_fma(b, (j & 1) ? S1 : S0, FM_BF16X2_NEG0);
+  }
+}
+
 // int4: entries hold the bf16 scale (low half) and bf16 128 + zero (high half). 128 + code
 // is built by placing the nibble in bf16's mantissa under exponent 2^7 (exact), the zero
 // is subtracted exactly, and the scale multiply rounds once to bf16.

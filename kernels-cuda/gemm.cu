@@ -20,11 +20,13 @@
 // DT:     element type: 0 bf16, 1 f16, 2 fp8 e4m3, 3 int8 (W8A8: s8 weights and per-token s8
 //         activations; the accumulators hold exact s32 sums over all of K, as int bits in
 //         the float registers, converted once after the K loop).
-// WQ:     packed low-bit weights (packed.rs): 1 MXFP4, 2 NVFP4, 3 uint4, 4 uint8. Each
+// WQ:     packed low-bit weights (packed.rs): 1 MXFP4, 2 NVFP4, 3 uint4, 4 uint8, 5 MX
+//         values as e4m3 bytes (MXFP6 re-encoded at load time, exactly). Each
 //         16-row group's stage arrives as fragment tiles plus a chunk of group scales and
 //         is expanded in registers (expand.cuh) instead of read with ldmatrix. With bf16
 //         activations the group scale is applied before the MMA; with fp8 ones (MXFP4,
-//         W4A8) each k32 MMA is accumulated apart and folded in scaled.
+//         W4A8, MX) each k32 MMA is accumulated apart and folded in scaled; MX activations
+//         (`ak32`) add their own scale per token and 32 K to that fold.
 
 struct GemmArgs {
   const u8* w;             // [E, N, K] elements of DT
@@ -53,13 +55,14 @@ struct GemmArgs {
   int group_log2;          // WQ: log2(group), or 30 when one group covers all of K
   int spc_log2;            // WQ: log2(stages per chunk), or 30 when one chunk covers all of K
   int act_by_slot;         // MODE 0/1: `act` is [slots, K] (gathered per slot: act-order), not [tokens, K]
-  int pad_;
+  int ak_row;              // MX activations: scales per row of `ak32` (K / 32)
+  const float* ak32;       // MX activations: [rows, K / 32] scale of each 32-column block, or null
 };
 
 // Bytes one lane holds per fragment tile, and the per-16-row stage sizes in shared memory.
 template <int DT, int WQ>
 struct Packed {
-  static constexpr int BITS = WQ == 4 ? 8 : 4;
+  static constexpr int BITS = WQ >= 4 ? 8 : 4;
   static constexpr int LANE = (DT == 2 ? 16 : 8) * BITS / 8;
   static constexpr int KF = DT == 2 ? 32 : 16;    // K per fragment tile
   static constexpr int STAGE = 4 * 32 * LANE;     // four tiles = 128 bytes of activations
@@ -118,7 +121,7 @@ __device__ __forceinline__ void packed_fragment(const GemmArgs& p, const u8* a, 
   const int within = (kin + ks * P::KF) >> gl2;
   const u8* sc = a + (BN / 16) * P::STAGE + rg * P::CHUNK;
   const int g = lane >> 2;
-  const int EB = (WQ == 1 || WQ == 2) ? 1 : 4;
+  const int EB = (WQ == 1 || WQ == 2 || WQ == 5) ? 1 : 4;
   const u8* e0 = sc + (g * gpc + within) * EB;
   const u8* e1 = sc + ((g + 8) * gpc + within) * EB;
   if constexpr (DT == 2) {
@@ -127,6 +130,15 @@ __device__ __forceinline__ void packed_fragment(const GemmArgs& p, const u8* a, 
       expand_e2m1_fp8(w.x, w.y, af);
       fold[0] = mx_fold_f32(*e0);
       fold[1] = mx_fold_f32(*e1);
+    } else if constexpr (WQ == 5) {
+      // Already e4m3 bytes in the A fragment's order: registers 0-3 are the lane's words.
+      const uint4 q = *reinterpret_cast<const uint4*>(tile);
+      af[0] = q.x;
+      af[1] = q.y;
+      af[2] = q.z;
+      af[3] = q.w;
+      fold[0] = e8m0_to_f32(*e0);
+      fold[1] = e8m0_to_f32(*e1);
     } else {
       expand_u4_fp8(w.x, w.y, af);
       fold[0] = *reinterpret_cast<const float*>(e0);
@@ -137,6 +149,9 @@ __device__ __forceinline__ void packed_fragment(const GemmArgs& p, const u8* a, 
   } else if constexpr (WQ == 2) {
     expand_e2m1_bf16(*reinterpret_cast<const u32*>(tile), nvfp4_scale_bf16x2(*e0),
                      nvfp4_scale_bf16x2(*e1), af);
+  } else if constexpr (WQ == 5) {
+    const uint2 w = *reinterpret_cast<const uint2*>(tile);
+    expand_e4m3_bf16(w.x, w.y, mx8_scale_bf16x2(*e0), mx8_scale_bf16x2(*e1), af);
   } else if constexpr (WQ == 3) {
     expand_u4_bf16(*reinterpret_cast<const u32*>(tile), *reinterpret_cast<const u32*>(e0),
                    *reinterpret_cast<const u32*>(e1), af);
@@ -451,6 +466,21 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
       const int ks = wk + kk * WK;
       u32 af[MI][4], bfr[NI][2];
       float fold[FOLD ? MI : 1][2];
+      // MX activations: the scale of this k32 block for each of the thread's token columns
+      // (1 without them; 0 past K and for padding slots, whose codes are zeros anyway).
+      float ak[FOLD ? NI : 1][2];
+      if constexpr (FOLD) {
+        const int k32 = (kbeg + kt * 128) / 32 + ks;
+#pragma unroll
+        for (int j = 0; j < NI; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int row = s_row[wt * WTT + j * 8 + 2 * (lane & 3) + h];
+            ak[j][h] = !p.ak32 ? 1.0f
+                       : (row >= 0 && k32 * 32 < p.K) ? p.ak32[(long)row * p.ak_row + k32]
+                                                      : 0.0f;
+          }
+      }
 #pragma unroll
       for (int i = 0; i < MI; ++i) {
         if constexpr (WQ != 0) {
@@ -487,10 +517,10 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
           } else if constexpr (FOLD) {
             float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             mma_32B<DT>(t, af[i], bfr[j]);
-            acc[i][j][0] += t[0] * fold[i][0];
-            acc[i][j][1] += t[1] * fold[i][0];
-            acc[i][j][2] += t[2] * fold[i][1];
-            acc[i][j][3] += t[3] * fold[i][1];
+            acc[i][j][0] += t[0] * fold[i][0] * ak[j][0];
+            acc[i][j][1] += t[1] * fold[i][0] * ak[j][1];
+            acc[i][j][2] += t[2] * fold[i][1] * ak[j][0];
+            acc[i][j][3] += t[3] * fold[i][1] * ak[j][1];
           } else {
             mma_32B<DT>(acc[i][j], af[i], bfr[j]);
           }
@@ -616,4 +646,12 @@ FM_TILES(fm_gemm_w4a8, 2, false, 3, FM_PTILE_)
 // INT8 W8A8 on int8 tensor cores (per-channel weight scales, per-token activation scales).
 #if !defined(FM_VARIANT) || FM_VARIANT == 10
 FM_TILES(fm_gemm_i8, 3, false, 0, FM_TILE_)
+#endif
+// MXFP6 weights as e4m3 bytes with their e8m0 block scales: bf16 activations (12), fp8
+// or MX ones (11).
+#if !defined(FM_VARIANT) || FM_VARIANT == 11
+FM_TILES(fm_gemm_mx8f8, 2, false, 5, FM_PTILE_)
+#endif
+#if !defined(FM_VARIANT) || FM_VARIANT == 12
+FM_TILES(fm_gemm_mx8, 0, false, 5, FM_PTILE_)
 #endif

@@ -31,6 +31,14 @@ __device__ __forceinline__ u16 f32_to_f16(float f) {
   return h;
 }
 
+// The portable names kernels-common/minifloat.h is written in (the HIP prelude has them
+// too); the module assembly places that file right after this one.
+#define FM_INLINE __device__ __forceinline__
+FM_INLINE float as_float(u32 u) { return __uint_as_float(u); }
+FM_INLINE u32 as_u32(float f) { return __float_as_uint(f); }
+FM_INLINE float fabs_(float x) { return fabsf(x); }
+FM_INLINE float rint_(float x) { return rintf(x); }
+
 // f32 -> e4m3fn, round to nearest even, saturating to +-448 (values are clamped by the
 // caller as the scheme says; saturation here only guards rounding at the edge).
 __device__ __forceinline__ u8 f32_to_e4m3(float x) {

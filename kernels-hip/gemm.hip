@@ -27,8 +27,9 @@
 //     folded in per 128 columns of K, so per-tensor, per-channel and 128x128-block
 //     weight scales with per-tensor, per-token or per-128-group activation scales all
 //     run here. gfx90a (no fp8 MFMA) decodes to bf16 in registers instead.
-//   3 MXFP4 weights, bf16 / f16 activations: fp4 and its e8m0 scale decoded to bf16 in
-//     registers, 16x16x16 MFMA.
+//   3 MX weights (MXFP4, MXFP6: `fmt_w`), bf16 / f16 activations: each code times its
+//     e8m0 scale decoded to bf16 / f16 in registers (exact: at most four significant
+//     bits times a power of two), 16x16x16 MFMA.
 //   4 MX native (gfx950): v_mfma_scale_f32_16x16x128_f8f6f4 with MXFP4 / MXFP6 weights
 //     and their e8m0 scales, and MX (same element type) or static-scale fp8 activations
 //     (`a_static` per tensor, or per slot from `ascale` with `ascale_mode` 1).
@@ -272,17 +273,16 @@ FM_INLINE void gemm(int stage, const u8* __restrict__ w, const float* __restrict
       }
   } else if constexpr (V == 3) {
     const u16* a16 = (const u16*)act;
-    const int row_bytes = K / 2;
+    const int wbits = mx_bits(fmt_w);
+    const int row_bytes = K * wbits / 8;
     const int pc = ((K / 32) + 7) / 8 * 8;
+    auto wbyte = [&](int i) { return w[shuffled_byte(x.e, N, row_bytes, wn, i)]; };
     for (int k = 0; k < K; k += 16) {
       const int kk = k + 4 * x.g;
       const float s = e8m0_to_f32(wmx[shuffled_scale(pc, (long)x.e * N + wn, kk / 32)]);
-      const u8 b0 = w[shuffled_byte(x.e, N, row_bytes, wn, kk / 2)];
-      const u8 b1 = w[shuffled_byte(x.e, N, row_bytes, wn, kk / 2 + 1)];
-      const u32 codes = (u32)b0 | ((u32)b1 << 8);
       v4s a, b;
       for (int q = 0; q < 4; ++q) {
-        const float v = mx_decode((codes >> (4 * q)) & 0xf, FM_MX_FP4) * s;
+        const float v = mx_decode(packed_code(wbyte, kk + q, wbits), fmt_w) * s;
         a[q] = (short)(is_f16 ? f32_to_f16(v) : f32_to_bf16(v));
         b[q] = x.arow < 0 ? 0 : (short)a16[x.arow * K + kk + q];
       }
@@ -439,8 +439,8 @@ FM_GEMM_KERNEL(fm_gemm_f16_up, 1, 1)
 FM_GEMM_KERNEL(fm_gemm_f16_down, 1, 2)
 FM_GEMM_KERNEL(fm_gemm_fp8_up, 2, 1)
 FM_GEMM_KERNEL(fm_gemm_fp8_down, 2, 2)
-FM_GEMM_KERNEL(fm_gemm_mxfp4a16_up, 3, 1)
-FM_GEMM_KERNEL(fm_gemm_mxfp4a16_down, 3, 2)
+FM_GEMM_KERNEL(fm_gemm_mxa16_up, 3, 1)
+FM_GEMM_KERNEL(fm_gemm_mxa16_down, 3, 2)
 FM_GEMM_KERNEL(fm_gemm_mx_up, 4, 1)
 FM_GEMM_KERNEL(fm_gemm_mx_down, 4, 2)
 FM_GEMM_KERNEL(fm_gemm_wna16_up, 5, 1)

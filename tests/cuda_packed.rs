@@ -10,7 +10,9 @@ use fleetmoe::backends::cuda::packed::{
 };
 use fleetmoe::formats::{unpack_fp4, unpack_int4_i32};
 use fleetmoe::moe::{Activation, LayerConfig};
-use fleetmoe::quant::{DenseExperts, ExpertWeights, QuantScheme, QuantTensor, WeightData};
+use fleetmoe::quant::{
+    fp8, mx, DenseExperts, ExpertWeights, Fp8Flavor, MxElem, QuantScheme, QuantTensor, WeightData,
+};
 use std::collections::HashSet;
 
 const E: usize = 3;
@@ -21,6 +23,11 @@ fn cases() -> Vec<(&'static str, usize, usize)> {
     vec![
         ("mxfp4", 256, 160),
         ("mxfp4-a-fp8", 192, 256),
+        // MX activations: the same packed e2m1 weights as mxfp4-a-fp8; MXFP6 re-encoded.
+        ("mxfp4-a-mxfp4", 160, 96),
+        ("mxfp6-e2m3", 256, 160),
+        ("mxfp6-e3m2-a-fp8", 192, 224),
+        ("mxfp6-e2m3-a-bf16", 224, 160),
         ("nvfp4-a16", 272, 176),
         // W4A4 packs the same weights (its activations are QDQ'd to bf16 on the device).
         ("nvfp4", 160, 96),
@@ -34,11 +41,23 @@ fn cases() -> Vec<(&'static str, usize, usize)> {
     ]
 }
 
-/// The checkpoint's codes, one per byte, `[E, rows, cols]`.
-fn checkpoint_codes(t: &QuantTensor) -> Vec<u8> {
-    match &t.data {
-        WeightData::Mx { packed, .. } | WeightData::Nvfp4 { packed, .. } => unpack_fp4(packed),
-        WeightData::Int(iw) => match iw.bits {
+/// The checkpoint's codes, one per byte, `[E, rows, cols]` — for MXFP6 (which the fp8
+/// kernels take as e4m3 bytes) the e4m3fn byte of each code's value.
+fn checkpoint_codes(scheme: &QuantScheme, t: &QuantTensor) -> Vec<u8> {
+    match (&t.data, scheme) {
+        (
+            WeightData::Mx { packed, .. },
+            QuantScheme::Mx {
+                elem: elem @ (MxElem::Fp6E2M3 | MxElem::Fp6E3M2),
+                ..
+            },
+        ) => mx::unpack(*elem, packed)
+            .unwrap()
+            .into_iter()
+            .map(|c| fp8::encode(Fp8Flavor::E4M3Fn, mx::decode(*elem, c)))
+            .collect(),
+        (WeightData::Mx { packed, .. } | WeightData::Nvfp4 { packed, .. }, _) => unpack_fp4(packed),
+        (WeightData::Int(iw), _) => match iw.bits {
             fleetmoe::quant::IntBits::Int4 => unpack_int4_i32(&iw.packed4),
             fleetmoe::quant::IntBits::Int8 => iw.bytes.clone(),
         },
@@ -47,6 +66,7 @@ fn checkpoint_codes(t: &QuantTensor) -> Vec<u8> {
 }
 
 fn check_projection(
+    scheme: &QuantScheme,
     name: &str,
     what: &str,
     t: &QuantTensor,
@@ -58,7 +78,7 @@ fn check_projection(
     let (rows, cols) = (t.rows, t.cols);
     // Codes: unpack, undo the row order, compare bit for bit.
     let got = unpack_codes(&p.data, packing, E, rows, cols);
-    let want = checkpoint_codes(t);
+    let want = checkpoint_codes(scheme, t);
     for e in 0..E {
         for (pr, &cr) in order.iter().enumerate() {
             assert_eq!(
@@ -137,8 +157,9 @@ fn packed_weights_round_trip_and_dequantize_to_the_checkpoint() {
             let p = prepare(&w, act).unwrap_or_else(|e| panic!("{name}: {e}"));
             let order13 = w13_row_order(act, inter).unwrap();
             let order2: Vec<usize> = (0..hidden).collect();
-            check_projection(name, "w13", &w.w13, &truth.w13, &p.w13, &order13);
-            check_projection(name, "w2", &w.w2, &truth.w2, &p.w2, &order2);
+            let s = &w.scheme;
+            check_projection(s, name, "w13", &w.w13, &truth.w13, &p.w13, &order13);
+            check_projection(s, name, "w2", &w.w2, &truth.w2, &p.w2, &order2);
         }
     }
 }
@@ -147,7 +168,7 @@ fn packed_weights_round_trip_and_dequantize_to_the_checkpoint() {
 fn every_lane_owns_distinct_bits_of_a_fragment_tile() {
     let config = LayerConfig::new(1, 1, 256, 128);
     let dense = DenseExperts::random(&config, 1);
-    for name in ["mxfp4", "mxfp4-a-fp8", "w8a16", "w4a8"] {
+    for name in ["mxfp4", "mxfp4-a-fp8", "mxfp6-e3m2", "w8a16", "w4a8"] {
         let w = ExpertWeights::quantize(&dense, QuantScheme::parse(name).unwrap()).unwrap();
         let p = prepare(&w, Activation::SiluAndMul).unwrap();
         let packing = p.w2.packing.unwrap();
@@ -232,7 +253,7 @@ fn act_order_layout_is_the_checkpoint_with_k_sorted_by_group() {
                 let (rows, cols) = (t.rows, t.cols);
                 assert_eq!(perm.len(), E * cols);
                 let got = unpack_codes(&prep.data, packing, E, rows, cols);
-                let want = checkpoint_codes(t);
+                let want = checkpoint_codes(&w.scheme, t);
                 let mut rng = 0x2545_f491_4f6c_dd1du64;
                 let x: Vec<f32> = (0..cols)
                     .map(|_| {

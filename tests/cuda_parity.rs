@@ -326,6 +326,39 @@ mod gpu {
         );
     }
 
+    /// MX weights with MX or static fp8 activations on cuda-mx-fp8 (issue 18), and MXFP6
+    /// with bf16 activations on cuda-mxfp4-w4a16: MXFP4 in
+    /// the packed e2m1 layout, MXFP6 re-encoded as e4m3 bytes at load time, the MX
+    /// activations quantized per 32 columns on the GPU (`fm_mx_quant_rows`) and both block
+    /// scales folded into each k32 partial sum; every case whose H and I are multiples of 32.
+    #[test]
+    fn cuda_mx_on_fp8_matches_emulation() {
+        let target = match Target::cuda(0) {
+            Ok(t) => t,
+            Err(e) => {
+                println!("skipped: no CUDA device ({e})");
+                return;
+            }
+        };
+        let schemes = [
+            "mxfp4-a-mxfp4",
+            "mxfp6-e2m3",
+            "mxfp6-e3m2",
+            "mxfp6-e2m3-a-fp8",
+            "mxfp6-e3m2-a-fp8",
+            // MXFP6 with bf16 activations: the same e4m3 bytes expanded to bf16.
+            "mxfp6-e2m3-a-bf16",
+            "mxfp6-e3m2-a-bf16",
+        ];
+        let (ran, failures) = parity(&target, &cases(), &schemes, 12000, false);
+        println!("{ran} cases");
+        assert!(ran > 0);
+        assert!(
+            failures.is_empty(),
+            "CUDA MX on fp8 differs from emulation: {failures:?}"
+        );
+    }
+
     /// GPTQ act-order on cuda-marlin (issue 18): each expert's K sorted by group at load
     /// time, gemm1's input (the hidden states) and gemm2's (the intermediate) gathered per
     /// slot in that order. Every case above — part-filled tiles (H = 160, 352), experts with
@@ -495,6 +528,8 @@ mod gpu {
                 "fp8-block128",
                 "mxfp4",
                 "mxfp4-a-fp8",
+                "mxfp4-a-mxfp4",
+                "mxfp6-e3m2",
                 "nvfp4-a16",
                 "w4a16-g64-zp",
                 "w4a16-g32-zp-actorder",
@@ -681,6 +716,12 @@ fn cuda_lora_matches_emulation() {
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_act_order_matches_emulation() {
+    println!("skipped: built without feature `cuda` (cargo test --features cuda)");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_mx_on_fp8_matches_emulation() {
     println!("skipped: built without feature `cuda` (cargo test --features cuda)");
 }
 

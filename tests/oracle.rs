@@ -773,7 +773,7 @@ fn low_bit_schemes_on_every_preset() {
         Capabilities::cpu_only(),
     ];
     // One row per scheme: H100, A100, L40S, MI300X, MI355X, CPU.
-    let table: [(&str, [BackendId; 6]); 9] = [
+    let table: [(&str, [BackendId; 6]); 11] = [
         (
             "mxfp4",
             [
@@ -785,14 +785,39 @@ fn low_bit_schemes_on_every_preset() {
                 Emulation,
             ],
         ),
+        // cuda-w4a8 needs sm_90; the same kernel under cuda-mx-fp8 takes Ada (sm_89).
         (
             "mxfp4-a-fp8",
             [
                 CudaW4a8,
                 Emulation,
-                Emulation,
+                CudaMxFp8,
                 AiterMxFp8,
                 AiterMxNative,
+                Emulation,
+            ],
+        ),
+        // MX activations and MXFP6 (issue 18): fp8 tensor cores on sm_89+, bf16 ones for
+        // bf16 activations on sm_80+.
+        (
+            "mxfp4-a-mxfp4",
+            [
+                CudaMxFp8,
+                Emulation,
+                CudaMxFp8,
+                AiterMxFp8,
+                AiterMxNative,
+                Emulation,
+            ],
+        ),
+        (
+            "mxfp6-e2m3-a-bf16",
+            [
+                CudaMxfp4W4a16,
+                CudaMxfp4W4a16,
+                CudaMxfp4W4a16,
+                AiterMxfp4,
+                AiterMxfp4,
                 Emulation,
             ],
         ),
@@ -851,7 +876,7 @@ fn low_bit_schemes_on_every_preset() {
     ];
     for (scheme, want) in table {
         for (caps, want) in presets.iter().zip(want) {
-            let layer = if scheme.starts_with("mxfp4") && !scheme.contains("fp8") {
+            let layer = if scheme == "mxfp4" {
                 gpt_oss_layer()
             } else {
                 layer()

@@ -18,6 +18,7 @@ fn row_schemes(row: &str) -> &'static [&'static str] {
         "mxfp4, fp8 activations" => &["mxfp4-a-fp8"],
         "mxfp4 / mxfp6, MX activations" => &["mxfp4-a-mxfp4", "mxfp6-e3m2", "mxfp6-e2m3"],
         "mxfp6, fp8 activations" => &["mxfp6-e2m3-a-fp8", "mxfp6-e3m2-a-fp8"],
+        "mxfp6, bf16 activations" => &["mxfp6-e2m3-a-bf16", "mxfp6-e3m2-a-bf16"],
         "int4 / int8 weight-only (GPTQ, AWQ)" => {
             &["w4a16", "w4a16-g32-zp", "w8a16-channel", "w8a16-g128-zp"]
         }

@@ -78,6 +78,19 @@ fn the_amd_layer_on_the_simulator_matches_the_emulation() {
             BackendId::AiterFp8Block128,
         ),
         (942, "mxfp4", Activation::GPT_OSS, BackendId::AiterMxfp4),
+        // MXFP6 with bf16 activations: the same bf16 expansion, 6-bit codes.
+        (
+            942,
+            "mxfp6-e2m3-a-bf16",
+            Activation::SiluAndMul,
+            BackendId::AiterMxfp4,
+        ),
+        (
+            90,
+            "mxfp6-e3m2-a-bf16",
+            Activation::GPT_OSS,
+            BackendId::AiterMxfp4,
+        ),
         (942, "w4a16", Activation::SiluAndMul, BackendId::AiterWna16),
         (
             942,

@@ -43,7 +43,7 @@ const Kernel kKernels[] = {
     FM_K(fm_quant_rows),     FM_K(fm_mx_quant_rows),   FM_K(fm_act),
     FM_K(fm_scale_rows),     FM_K(fm_gemm_bf16_up),    FM_K(fm_gemm_bf16_down),
     FM_K(fm_gemm_f16_up),    FM_K(fm_gemm_f16_down),   FM_K(fm_gemm_fp8_up),
-    FM_K(fm_gemm_fp8_down),  FM_K(fm_gemm_mxfp4a16_up), FM_K(fm_gemm_mxfp4a16_down),
+    FM_K(fm_gemm_fp8_down),  FM_K(fm_gemm_mxa16_up), FM_K(fm_gemm_mxa16_down),
     FM_K(fm_gemm_mx_up),     FM_K(fm_gemm_mx_down),   FM_K(fm_gemm_wna16_up),
     FM_K(fm_gemm_wna16_down), FM_K(fm_gemm_nvfp4a16_up), FM_K(fm_gemm_nvfp4a16_down),
     FM_K(fm_gemm_mxfp8_up), FM_K(fm_gemm_mxfp8_down), FM_K(fm_gemm_w8a8_up),

@@ -37,7 +37,8 @@ backend_ids! {
     CudaFp8 => "cuda-fp8",
     /// DeepSeek-V3 style FP8 with 128 × 128 weight blocks and per-token 128-group activations.
     CudaFp8Block128 => "cuda-fp8-block128",
-    /// MXFP4 weights dequantized in registers, bf16 activations (GPT-OSS on Hopper).
+    /// MX weights (MXFP4, GPT-OSS on Hopper; MXFP6) dequantized in registers, bf16
+    /// activations.
     CudaMxfp4W4a16 => "cuda-mxfp4-w4a16",
     /// NVFP4 weights dequantized in registers, bf16 activations.
     CudaNvfp4W4a16 => "cuda-nvfp4-w4a16",
@@ -47,13 +48,16 @@ backend_ids! {
     CudaW4a8 => "cuda-w4a8",
     /// INT8 W8A8: per-channel s8 weights, per-token s8 activations, int8 tensor cores.
     CudaW8a8Int8 => "cuda-w8a8-int8",
+    /// MXFP4 / MXFP6 weights with MX or static fp8 activations on the fp8 tensor cores:
+    /// every MX value re-encoded as e4m3, both operands' block scales folded per k32.
+    CudaMxFp8 => "cuda-mx-fp8",
     /// AITER unquantized fused MoE.
     AiterBf16 => "aiter-bf16",
     /// AITER FP8 with per-tensor or per-channel weight scales (gfx942 fnuz or gfx950).
     AiterFp8 => "aiter-fp8",
     /// AITER block-128 FP8.
     AiterFp8Block128 => "aiter-fp8-block128",
-    /// MXFP4 weights dequantized to bf16 in registers, bf16 activations (no MX hardware).
+    /// MX weights (MXFP4, MXFP6) dequantized to bf16 in registers, bf16 activations.
     AiterMxfp4 => "aiter-mxfp4",
     /// NVFP4 weights dequantized to bf16 in registers; W4A4's activations
     /// quantize-dequantized to bf16 exactly.

@@ -18,7 +18,7 @@ use super::fit::Support;
 use super::needs::{Availability, Hardware, Needs};
 use super::schemes::{
     every_scheme, fp8_any_block, fp8_block128, fp8_tensor_or_channel, int8_w8a8, int_weight_only,
-    marlin, mx_quantized_activations, mxfp4_weight_only, none, nvfp4_weights, unquantized, w4a8,
+    marlin, mx_quantized_activations, mx_weight_only, none, nvfp4_weights, unquantized, w4a8,
     w4a8_int4,
 };
 use crate::moe::Activation;
@@ -124,7 +124,7 @@ const fn wgpu() -> Availability {
     )
 }
 
-static BACKENDS: [BackendSpec; 20] = [
+static BACKENDS: [BackendSpec; 21] = [
     // NVIDIA. Hopper-only paths first, then fp8 (sm_89+), then the sm_80 weight-only ones.
     BackendSpec {
         id: BackendId::CudaFp8Block128,
@@ -160,6 +160,20 @@ static BACKENDS: [BackendSpec; 20] = [
         },
     },
     BackendSpec {
+        id: BackendId::CudaMxFp8,
+        needs: Needs {
+            // After cuda-w4a8, which runs mxfp4-a-fp8 with the same kernel and no per-32
+            // activation scales to read.
+            hardware: Hardware::Nvidia { min_cc: (8, 9) },
+            schemes: mx_quantized_activations,
+            runs: "MXFP4 / MXFP6 weights with MX or static fp8 activations, every MX value \
+                   re-encoded as e4m3 for the fp8 tensor cores, the block scales folded per k32",
+            fp8_matrix: true,
+            availability: cuda(true),
+            ..NVIDIA_BASE
+        },
+    },
+    BackendSpec {
         id: BackendId::CudaW8a8Int8,
         needs: Needs {
             schemes: int8_w8a8,
@@ -181,8 +195,9 @@ static BACKENDS: [BackendSpec; 20] = [
     BackendSpec {
         id: BackendId::CudaMxfp4W4a16,
         needs: Needs {
-            schemes: mxfp4_weight_only,
-            runs: "mxfp4 (MXFP4 weights, bf16 activations)",
+            schemes: mx_weight_only,
+            runs: "mxfp4 and mxfp6 with bf16 activations (MX weights expanded to bf16 in \
+                   registers, exactly)",
             availability: cuda(true),
             ..NVIDIA_BASE
         },
@@ -252,8 +267,9 @@ static BACKENDS: [BackendSpec; 20] = [
     BackendSpec {
         id: BackendId::AiterMxfp4,
         needs: Needs {
-            schemes: mxfp4_weight_only,
-            runs: "mxfp4 (MXFP4 weights, bf16 activations)",
+            schemes: mx_weight_only,
+            runs: "mxfp4 and mxfp6 with bf16 activations (MX weights expanded to bf16 in \
+                   registers, exactly)",
             activations: aiter_gpt_oss_activation,
             bias: true,
             ..AITER_BASE

@@ -178,14 +178,20 @@ pub(super) fn nvfp4_weights(s: &S) -> Fit {
     }
 }
 
-/// MXFP4 weights with bf16 activations (GPT-OSS).
-pub(super) fn mxfp4_weight_only(s: &S) -> Fit {
+/// MXFP4 or MXFP6 weights with bf16 activations: every MX value times its power-of-two
+/// scale is exact in bf16, so the weights expand in registers for the bf16 tensor cores.
+pub(super) fn mx_weight_only(s: &S) -> Fit {
     match s {
-        S::Mx { elem, act } => Fit::runs_if(match (elem, act) {
-            (MxElem::Fp4E2M1, MxAct::Bf16) => true,
-            (MxElem::Fp4E2M1, MxAct::Fp8Static | MxAct::Mx)
-            | (MxElem::Fp6E3M2 | MxElem::Fp6E2M3, _) => false,
-        }),
+        S::Mx { elem, act } => {
+            let elem_ok = match elem {
+                MxElem::Fp4E2M1 | MxElem::Fp6E3M2 | MxElem::Fp6E2M3 => true,
+            };
+            let act_ok = match act {
+                MxAct::Bf16 => true,
+                MxAct::Mx | MxAct::Fp8Static => false,
+            };
+            Fit::runs_if(elem_ok && act_ok)
+        }
         S::Unquantized(_)
         | S::Fp8 { .. }
         | S::Nvfp4 { .. }

@@ -18,7 +18,9 @@ use crate::gpu::layer::HostRouting;
 use crate::gpu::{DType, DeviceBatch, DeviceRouting, DeviceSlice, GpuLayer};
 use crate::moe::{LayerConfig, Lora, LoraAdapter, LoraExpert, LoraProj, ModelShape};
 use crate::oracle::{self, BackendId};
-use crate::quant::{group_size, stored_bytes_per_expert, InputScales, IntBits, QuantScheme};
+use crate::quant::{
+    group_size, stored_bytes_per_expert, InputScales, IntBits, MxElem, QuantScheme,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -82,6 +84,11 @@ fn random_projection(
 /// The packed code and group of a low-bit scheme (`None`: not packed).
 fn packed_code(scheme: &QuantScheme, cols: usize) -> Option<(Code, usize)> {
     match *scheme {
+        // MXFP6 is stored as e4m3 bytes (`packed::Code::MxE4m3`).
+        QuantScheme::Mx {
+            elem: MxElem::Fp6E2M3 | MxElem::Fp6E3M2,
+            ..
+        } => Some((Code::MxE4m3, 32)),
         QuantScheme::Mx { .. } => Some((Code::Mxfp4, 32)),
         QuantScheme::Nvfp4 { .. } => Some((Code::Nvfp4, 16)),
         QuantScheme::IntWeightOnly { bits, group, .. } => Some((
@@ -121,9 +128,13 @@ fn random_packed(
             let mut rng =
                 ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             rng.fill(chunk);
+            if code == Code::MxE4m3 {
+                // e4m3 values of magnitude below 2 (no NaN codes), as MXFP6 values are.
+                chunk.iter_mut().for_each(|b| *b &= 0xbf);
+            }
         });
     let entry: Vec<u8> = match (code, fp8_act) {
-        (Code::Mxfp4, _) => vec![120],
+        (Code::Mxfp4 | Code::MxE4m3, _) => vec![120],
         (Code::Nvfp4, _) => vec![0x30],
         (Code::Uint4 | Code::Uint8, true) => (1.0f32 / 128.0).to_le_bytes().to_vec(),
         (Code::Uint4 | Code::Uint8, false) => {

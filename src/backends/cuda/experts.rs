@@ -262,14 +262,18 @@ impl VendorExperts for CudaExperts {
             Some((ActMode::StaticPerExpert, _)) => tokens.max(slots),
             _ => tokens,
         };
+        // Per 128 columns (or, MX, per 32) at most.
+        let scale_bytes = |mode: Option<ActMode>, rows: usize, cols: usize| {
+            mode.map_or(rows * cols.div_ceil(128) * 4, |m| m.scale_bytes(rows, cols))
+        };
         Ok(Scratch {
             x_codes: alloc(x_rows * h * code_bytes)?,
             x_perm: alloc(perm_bytes(&self.w13, slots * h * 2))?,
             inter_perm: alloc(perm_bytes(&self.w2, slots * i * 2))?,
-            x_scales: alloc(x_rows * h.div_ceil(128) * 4)?,
+            x_scales: alloc(scale_bytes(self.acts.map(|a| a.0), x_rows, h))?,
             inter: alloc(slots * i * 2)?,
             inter_codes: alloc(slots * i * code_bytes)?,
-            inter_scales: alloc(slots * i.div_ceil(128) * 4)?,
+            inter_scales: alloc(scale_bytes(self.acts.map(|a| a.1), slots, i))?,
             amax: alloc(8)?,
             lora_t: alloc(lora_floats(slots * 2 * rank))?,
             delta13: alloc(lora_floats(slots * self.w13.rows))?,
@@ -336,6 +340,22 @@ impl VendorExperts for CudaExperts {
                     stream,
                 )?;
                 act1_by_slot = 1;
+                (ws.x_codes.addr(), ws.x_scales.addr())
+            }
+            Some((mode @ ActMode::Mx(_), _)) => {
+                let (fmt, _) = mode.mx_format(h).unwrap_or_default();
+                m.mx_quant_rows(
+                    x,
+                    tokens,
+                    h,
+                    0,
+                    0,
+                    pairs,
+                    fmt,
+                    ws.x_codes.addr(),
+                    ws.x_scales.addr(),
+                    stream,
+                )?;
                 (ws.x_codes.addr(), ws.x_scales.addr())
             }
             Some((ActMode::Nvfp4 { global }, _)) => {
@@ -421,13 +441,21 @@ impl VendorExperts for CudaExperts {
         }
         let (kind, alpha, limit) = activation_code(self.activation);
         let (as_row1, as_k1) = self.acts.map_or((0, 0), |(a, _)| a.strides(h));
+        // MX activations: their scales go to the k32 fold (`ak32`), not the epilogue.
+        let mx_scales = |mode: Option<ActMode>, scales: u64, cols: usize| match mode
+            .and_then(|m| m.mx_format(cols))
+        {
+            Some((_, per_row)) => (0, scales, per_row),
+            None => (scales, 0, 0),
+        };
+        let (ascale1, ak32_1, ak_row1) = mx_scales(self.acts.map(|a| a.0), x_scales, h);
         let a2_per_tensor = matches!(self.acts, Some((_, ActMode::PerTensor)));
         let gemm1 = GemmArgs {
             w: self.w13.data.addr(),
             act: act1,
             wrow: addr_of(&self.w13.row_scales),
             wblk: addr_of(&self.w13.block_scales),
-            ascale: x_scales,
+            ascale: ascale1,
             bias: addr_of(&self.w13.bias),
             sorted: io.sorted,
             block_expert: io.block_expert,
@@ -460,7 +488,8 @@ impl VendorExperts for CudaExperts {
             group_log2: 0,
             spc_log2: 0,
             act_by_slot: act1_by_slot,
-            pad_: 0,
+            ak_row: ak_row1,
+            ak32: ak32_1,
         };
         let stage1 = if self.activation.is_gated() { 'g' } else { 's' };
         // Same slots per block as `tile` (wide tiles stand in by width), maybe the other family.
@@ -505,6 +534,22 @@ impl VendorExperts for CudaExperts {
                     true,
                     &route,
                     expert_scales(1)?,
+                    ws.inter_codes.addr(),
+                    ws.inter_scales.addr(),
+                    stream,
+                )?;
+                (ws.inter_codes.addr(), ws.inter_scales.addr())
+            }
+            Some((_, mode @ ActMode::Mx(_))) => {
+                let (fmt, _) = mode.mx_format(i).unwrap_or_default();
+                m.mx_quant_rows(
+                    ws.inter.addr(),
+                    slots,
+                    i,
+                    io.num_slots,
+                    io.sorted,
+                    pairs,
+                    fmt,
                     ws.inter_codes.addr(),
                     ws.inter_scales.addr(),
                     stream,
@@ -567,6 +612,7 @@ impl VendorExperts for CudaExperts {
             None => act2,
         };
         let (as_row2, as_k2) = self.acts.map_or((0, 0), |(_, a)| a.strides(i));
+        let (ascale2, ak32_2, ak_row2) = mx_scales(self.acts.map(|a| a.1), inter_scales, i);
         // Split K of gemm2 until the grid covers the GPU about twice.
         let active = e.min(pairs) + pairs / tile.bt;
         let n_tiles = h.div_ceil(tile.bn);
@@ -582,7 +628,7 @@ impl VendorExperts for CudaExperts {
             act: act2,
             wrow: addr_of(&self.w2.row_scales),
             wblk: addr_of(&self.w2.block_scales),
-            ascale: inter_scales,
+            ascale: ascale2,
             bias: addr_of(&self.w2.bias),
             out: io.out,
             amax: 0,
@@ -596,6 +642,8 @@ impl VendorExperts for CudaExperts {
             lora_delta: if lora.is_some() { ws.delta2.addr() } else { 0 },
             // gemm2 reads its input by slot whatever this says.
             act_by_slot: 0,
+            ak_row: ak_row2,
+            ak32: ak32_2,
             ..gemm1
         };
         let gemm2 = self.w2.with_packed(gemm2);

@@ -4,6 +4,10 @@
 /// Prepended to every kernel file.
 pub const PRELUDE: &str = include_str!("../../../kernels-cuda/prelude.cuh");
 
+/// OCP minifloats and MX block scaling, shared with the HIP kernels; placed right after
+/// the prelude in every module.
+pub const MINIFLOAT: &str = include_str!("../../../kernels-common/minifloat.h");
+
 /// Register expansion of packed weights, included by gemm.cu's module after the prelude.
 pub const EXPAND: &str = include_str!("../../../kernels-cuda/expand.cuh");
 
@@ -35,6 +39,10 @@ pub fn module_source(file: &str, defines: &[(&str, &str)]) -> Option<String> {
     let prelude = from_dir("prelude.cuh").unwrap_or_else(|| PRELUDE.to_string());
     let mut s = String::with_capacity(prelude.len() + body.len() + 128);
     s.push_str(&prelude);
+    s.push('\n');
+    // One text, so the header's include guard has nothing to guard.
+    let minifloat = from_dir("minifloat.h").unwrap_or_else(|| MINIFLOAT.to_string());
+    s.push_str(&minifloat.replace("#pragma once", ""));
     s.push('\n');
     if file == "gemm.cu" {
         s.push_str(&from_dir("expand.cuh").unwrap_or_else(|| EXPAND.to_string()));
@@ -80,6 +88,11 @@ pub enum GemmVariant {
     /// INT8 W8A8: s8 weights and per-token s8 activations on int8 tensor cores, exact s32
     /// accumulators, per-channel × per-token scales in the epilogue.
     Int8 = 10,
+    /// MXFP6 weights re-encoded at load time as e4m3 bytes (every fp6 value is one), fp8
+    /// or MX activations, the e8m0 block scales folded per k32.
+    Mx8Fp8 = 11,
+    /// MXFP6 weights as e4m3 bytes expanded to bf16 in registers (exact), bf16 activations.
+    Mx8 = 12,
 }
 
 impl GemmVariant {
@@ -97,9 +110,11 @@ impl GemmVariant {
             GemmVariant::Mxfp4Fp8 => "fm_gemm_mxfp4f8",
             GemmVariant::W4a8 => "fm_gemm_w4a8",
             GemmVariant::Int8 => "fm_gemm_i8",
+            GemmVariant::Mx8Fp8 => "fm_gemm_mx8f8",
+            GemmVariant::Mx8 => "fm_gemm_mx8",
         }
     }
-    pub const ALL: [GemmVariant; 11] = [
+    pub const ALL: [GemmVariant; 13] = [
         GemmVariant::Bf16,
         GemmVariant::F16,
         GemmVariant::Fp8,
@@ -111,6 +126,8 @@ impl GemmVariant {
         GemmVariant::Mxfp4Fp8,
         GemmVariant::W4a8,
         GemmVariant::Int8,
+        GemmVariant::Mx8Fp8,
+        GemmVariant::Mx8,
     ];
 
     /// Whether the tensor cores take fp8 e4m3 activations.
@@ -119,14 +136,16 @@ impl GemmVariant {
             GemmVariant::Fp8
             | GemmVariant::Fp8Block
             | GemmVariant::Mxfp4Fp8
-            | GemmVariant::W4a8 => true,
+            | GemmVariant::W4a8
+            | GemmVariant::Mx8Fp8 => true,
             GemmVariant::Bf16
             | GemmVariant::F16
             | GemmVariant::Mxfp4
             | GemmVariant::Nvfp4
             | GemmVariant::W4a16
             | GemmVariant::W8a16
-            | GemmVariant::Int8 => false,
+            | GemmVariant::Int8
+            | GemmVariant::Mx8 => false,
         }
     }
 
@@ -150,7 +169,8 @@ impl GemmVariant {
             | GemmVariant::Fp8Block
             | GemmVariant::Int8 => return None,
             GemmVariant::Mxfp4 | GemmVariant::Nvfp4 | GemmVariant::W4a16 => 4,
-            GemmVariant::W8a16 | GemmVariant::Mxfp4Fp8 | GemmVariant::W4a8 => 8,
+            GemmVariant::W8a16 | GemmVariant::Mxfp4Fp8 | GemmVariant::W4a8 | GemmVariant::Mx8 => 8,
+            GemmVariant::Mx8Fp8 => 16,
         };
         Some(4 * 32 * lane + CHUNK)
     }

@@ -50,7 +50,10 @@ pub struct GemmArgs {
     pub spc_log2: i32,
     /// gemm1's activations are `[slots, K]` (gathered per slot for act-order), not `[tokens, K]`.
     pub act_by_slot: i32,
-    pub pad_: i32,
+    /// MX activations: scales per row of `ak32`.
+    pub ak_row: i32,
+    /// MX activations: `[rows, K / 32]` f32 scale of each 32-column block, or 0.
+    pub ak32: u64,
 }
 
 /// The loaded modules of one experts backend.
@@ -160,6 +163,42 @@ impl Modules {
         ];
         self.dev
             .launch(&self.quant, "fm_quant_rows", cfg, &args, stream)
+    }
+
+    /// MX activations of bf16 rows: e4m3 bytes of the element values and an f32 scale
+    /// per 32 columns (`fm_mx_quant_rows`; `fmt` is the element type's `FM_MX_*`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mx_quant_rows(
+        &self,
+        src: u64,
+        rows: usize,
+        cols: usize,
+        num_rows: u64,
+        sorted: u64,
+        pairs: usize,
+        fmt: i32,
+        codes: u64,
+        scales: u64,
+        stream: &Stream,
+    ) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid: ((rows * (cols / 32)).div_ceil(256).max(1) as u32, 1, 1),
+            block: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = [
+            Arg::Ptr(src),
+            Arg::I32(rows as i32),
+            Arg::I32(cols as i32),
+            Arg::Ptr(num_rows),
+            Arg::Ptr(sorted),
+            Arg::I32(pairs as i32),
+            Arg::I32(fmt),
+            Arg::Ptr(codes),
+            Arg::Ptr(scales),
+        ];
+        self.dev
+            .launch(&self.quant, "fm_mx_quant_rows", cfg, &args, stream)
     }
 
     /// Act-order: `dst[slot] = src[row][perm[e]]` for every slot in use (`fm_gather_cols`;

@@ -229,7 +229,7 @@ fn prepare_tensor(
 pub fn fp8_activations(scheme: &QuantScheme) -> bool {
     match scheme {
         QuantScheme::Fp8 { .. } | QuantScheme::W4A8 => true,
-        QuantScheme::Mx { act, .. } => *act == MxAct::Fp8Static,
+        QuantScheme::Mx { act, .. } => matches!(act, MxAct::Fp8Static | MxAct::Mx),
         QuantScheme::Unquantized(_)
         | QuantScheme::Nvfp4 { .. }
         | QuantScheme::IntWeightOnly { .. }
@@ -330,6 +330,7 @@ impl GemmWeights {
         let round = |v: f32| half::bf16::from_f32(v).to_f32();
         let raw = match p.code {
             Code::Mxfp4 => F4E2M1::from_bits(code).to_f32() * (entry[0] as f32 - 127.0).exp2(),
+            Code::MxE4m3 => F8E4M3::from_bits(code).to_f32() * (entry[0] as f32 - 127.0).exp2(),
             Code::Nvfp4 => {
                 F4E2M1::from_bits(code).to_f32() * F8E4M3::from_bits(entry[0]).to_f32()
                     / packed::NVFP4_ROW_FACTOR

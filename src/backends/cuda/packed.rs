@@ -1,5 +1,5 @@
-//! Low-bit weights (MXFP4, NVFP4, int4, int8) in the layout the CUDA GEMMs expand in
-//! registers. Pure Rust, tested without a GPU.
+//! Low-bit weights (MXFP4, MXFP6 as e4m3 bytes, NVFP4, int4, int8) in the layout the
+//! CUDA GEMMs expand in registers. Pure Rust, tested without a GPU.
 //!
 //! Hopper has no 4-bit tensor cores, so the kernels keep the codes packed in memory and
 //! turn them into bf16 (or fp8 e4m3) right before `mma.sync`. To make that cheap the codes
@@ -29,13 +29,17 @@ pub enum Code {
     Uint4,
     /// Unsigned int8, `(code − zero) · scale` per group.
     Uint8,
+    /// An MX element's value as an e4m3fn byte, with its e8m0 scale per 32: MXFP6 (e2m3
+    /// and e3m2 values all are e4m3 values), taken by the fp8 tensor cores as it is or
+    /// expanded to bf16 exactly.
+    MxE4m3,
 }
 
 impl Code {
     pub fn bits(self) -> usize {
         match self {
             Code::Mxfp4 | Code::Nvfp4 | Code::Uint4 => 4,
-            Code::Uint8 => 8,
+            Code::Uint8 | Code::MxE4m3 => 8,
         }
     }
 
@@ -46,6 +50,7 @@ impl Code {
             Code::Nvfp4 => 2,
             Code::Uint4 => 3,
             Code::Uint8 => 4,
+            Code::MxE4m3 => 5,
         }
     }
 }
@@ -86,7 +91,7 @@ impl Packing {
             return Err("int8 weights with fp8 activations".into());
         }
         let entry_bytes = match code {
-            Code::Mxfp4 | Code::Nvfp4 => 1,
+            Code::Mxfp4 | Code::Nvfp4 | Code::MxE4m3 => 1,
             Code::Uint4 | Code::Uint8 => 4,
         };
         let mut p = Packing {
@@ -194,11 +199,14 @@ impl Packing {
     ///   of one word, so `(w >> 4j) & 0x000f000f` holds both;
     /// - 4-bit, fp8: registers `2w`, `2w+1` in word `w`, element `q` in byte `q`, low nibble
     ///   for the even register, high for the odd;
-    /// - 8-bit, bf16: registers `2w`, `2w+1` in word `w`, one byte each element.
+    /// - 8-bit, bf16: registers `2w`, `2w+1` in word `w`, one byte each element;
+    /// - 8-bit, fp8: register `j` is word `j`, element `q` its byte `q` (the lane's 16
+    ///   bytes are the four A registers as they are).
     pub fn bit_of(&self, reg: usize, q: usize) -> usize {
         match (self.code.bits(), self.fp8_act) {
             (4, false) => 4 * reg + 16 * q,
             (4, true) => 32 * (reg / 2) + 8 * q + 4 * (reg % 2),
+            (8, true) => 32 * reg + 8 * q,
             _ => 32 * (reg / 2) + 8 * (2 * (reg % 2) + q),
         }
     }
@@ -261,6 +269,42 @@ fn read_codes(scheme: &QuantScheme, t: &QuantTensor, fp8_act: bool) -> Result<(C
                 Code::Mxfp4,
                 Codes {
                     codes: unpack_fp4(packed),
+                    entries: scales.iter().map(|&s| [s, 0, 0, 0]).collect(),
+                    group: 32,
+                    row_scales: None,
+                    g_idx: None,
+                },
+            ))
+        }
+        // MXFP6: each code's value as an e4m3fn byte (exact: e2m3 and e3m2 have at most 3
+        // mantissa bits and exponents inside e4m3's range). fp8: the e8m0 scale folded as
+        // 2^(s − 127) after each k32 MMA; bf16: the kernel builds 2^(s − 7) as bf16 bits
+        // (s + 120) << 7, so s ≤ 134.
+        (
+            WeightData::Mx { packed, scales },
+            QuantScheme::Mx {
+                elem: elem @ (MxElem::Fp6E2M3 | MxElem::Fp6E3M2),
+                ..
+            },
+        ) => {
+            let limit = if fp8_act { 254 } else { 134 };
+            if let Some(&s) = scales.iter().find(|&&s| s > limit) {
+                return Err(unsupported(
+                    scheme,
+                    &format!("e8m0 scale {s} is outside what the CUDA kernel expands (≤ {limit})"),
+                ));
+            }
+            let codes = crate::quant::mx::unpack(*elem, packed)?
+                .into_iter()
+                .map(|c| {
+                    let v = crate::quant::mx::decode(*elem, c);
+                    crate::quant::fp8::encode(crate::quant::Fp8Flavor::E4M3Fn, v)
+                })
+                .collect();
+            Ok((
+                Code::MxE4m3,
+                Codes {
+                    codes,
                     entries: scales.iter().map(|&s| [s, 0, 0, 0]).collect(),
                     group: 32,
                     row_scales: None,

@@ -26,6 +26,10 @@ pub enum ActMode {
     Nvfp4 {
         global: f32,
     },
+    /// MX activations (`fm_mx_quant_rows`): each 32-column block quantized to `elem` with
+    /// its shared e8m0 exponent, the values stored as e4m3 bytes and one f32 scale per
+    /// block, which the GEMM folds into each k32 partial sum (`ak32`).
+    Mx(MxElem),
 }
 
 impl ActMode {
@@ -39,6 +43,7 @@ impl ActMode {
             // Not `fm_quant_rows` modes: `fm_nvfp4_qdq_rows` and `fm_quant_slots` run them.
             ActMode::Nvfp4 { .. } => -1,
             ActMode::StaticPerExpert => -2,
+            ActMode::Mx(_) => -3,
         }
     }
 
@@ -51,17 +56,46 @@ impl ActMode {
             | ActMode::PerRowGroup128
             | ActMode::Int8PerRow
             | ActMode::StaticPerExpert
-            | ActMode::Nvfp4 { .. } => 0.0,
+            | ActMode::Nvfp4 { .. }
+            | ActMode::Mx(_) => 0.0,
         }
     }
 
     /// Strides of the scale array (per row, per 128-column group) for `cols` columns.
+    /// MX scales are not read through these but through `ak32` (`mx_row`).
     pub(super) fn strides(self, cols: usize) -> (i32, i32) {
         match self {
+            ActMode::Mx(_) => (0, 0),
             // NVFP4: the per-tensor 1 / global, applied by the GEMM epilogue.
             ActMode::PerTensor | ActMode::Static(_) | ActMode::Nvfp4 { .. } => (0, 0),
             ActMode::PerRow | ActMode::Int8PerRow | ActMode::StaticPerExpert => (1, 0),
             ActMode::PerRowGroup128 => (cols.div_ceil(128) as i32, 1),
+        }
+    }
+}
+
+impl ActMode {
+    /// MX activations: the element type's number in minifloat.h (`FM_MX_*`), and the
+    /// scales per row of the `[rows, cols / 32]` array the GEMM folds per k32.
+    pub(super) fn mx_format(self, cols: usize) -> Option<(i32, i32)> {
+        match self {
+            ActMode::Mx(elem) => Some((
+                match elem {
+                    MxElem::Fp4E2M1 => 4,
+                    MxElem::Fp6E2M3 => 2,
+                    MxElem::Fp6E3M2 => 3,
+                },
+                (cols / 32) as i32,
+            )),
+            _ => None,
+        }
+    }
+
+    /// Bytes of the scale array for `rows` rows of `cols` columns.
+    pub(super) fn scale_bytes(self, rows: usize, cols: usize) -> usize {
+        match self {
+            ActMode::Mx(_) => rows * (cols / 32) * 4,
+            _ => rows * cols.div_ceil(128) * 4,
         }
     }
 }
@@ -114,6 +148,10 @@ pub fn act_modes(
             let s = statics("calibrated scales")?;
             Some((fp8_static(s, Stage::W13), fp8_static(s, Stage::W2)))
         }
+        QuantScheme::Mx {
+            act: MxAct::Mx,
+            elem,
+        } => Some((ActMode::Mx(*elem), ActMode::Mx(*elem))),
         _ => None,
     })
 }
@@ -148,6 +186,13 @@ pub(super) fn variant_for(backend: BackendId, scheme: &QuantScheme) -> Result<Ge
                 act: MxAct::Bf16,
             },
         ) => GemmVariant::Mxfp4,
+        (
+            B::CudaMxfp4W4a16,
+            QuantScheme::Mx {
+                elem: MxElem::Fp6E2M3 | MxElem::Fp6E3M2,
+                act: MxAct::Bf16,
+            },
+        ) => GemmVariant::Mx8,
         // W4A4 too: its activations are quantize-dequantized to bf16 first (exactly).
         (B::CudaNvfp4W4a16, QuantScheme::Nvfp4 { .. }) => GemmVariant::Nvfp4,
         (
@@ -173,6 +218,18 @@ pub(super) fn variant_for(backend: BackendId, scheme: &QuantScheme) -> Result<Ge
                 act: MxAct::Fp8Static,
             },
         ) => GemmVariant::Mxfp4Fp8,
+        // MX weights with MX or static fp8 activations on the fp8 tensor cores: MXFP4 in
+        // the packed e2m1 layout, MXFP6 re-encoded to e4m3 bytes.
+        (
+            B::CudaMxFp8,
+            QuantScheme::Mx {
+                elem,
+                act: MxAct::Mx | MxAct::Fp8Static,
+            },
+        ) => match elem {
+            MxElem::Fp4E2M1 => GemmVariant::Mxfp4Fp8,
+            MxElem::Fp6E2M3 | MxElem::Fp6E3M2 => GemmVariant::Mx8Fp8,
+        },
         (other, scheme) => {
             return Err(Error::BackendUnavailable {
                 backend: other.name().into(),

@@ -13,7 +13,11 @@ pub(super) enum Variant {
     Bf16,
     F16,
     Fp8,
-    Mxfp4A16,
+    /// MX weights (fp4 / fp6, `fmt_w` as the scaled MFMA numbers them) expanded to bf16
+    /// or f16 in registers, exactly; activations in the model dtype.
+    MxA16 {
+        fmt_w: i32,
+    },
     /// NVFP4 weights expanded to bf16, bf16 activations (W4A4's quantize-dequantized).
     Nvfp4A16,
     /// Integer weight-only (GPTQ / AWQ) expanded to bf16: `bits` 4 or 8.
@@ -44,7 +48,7 @@ impl Variant {
             Variant::Bf16 => "fm_gemm_bf16",
             Variant::F16 => "fm_gemm_f16",
             Variant::Fp8 => "fm_gemm_fp8",
-            Variant::Mxfp4A16 => "fm_gemm_mxfp4a16",
+            Variant::MxA16 { .. } => "fm_gemm_mxa16",
             Variant::Nvfp4A16 => "fm_gemm_nvfp4a16",
             Variant::IntA16 { .. } => "fm_gemm_wna16",
             Variant::W8a8 => "fm_gemm_w8a8",
@@ -60,10 +64,10 @@ impl Variant {
             Variant::MxNative { fmt_w, fmt_a } | Variant::MxOnFp8 { fmt_w, fmt_a } => {
                 (fmt_w, fmt_a)
             }
+            Variant::MxA16 { fmt_w } => (fmt_w, 0),
             Variant::Bf16
             | Variant::F16
             | Variant::Fp8
-            | Variant::Mxfp4A16
             | Variant::Nvfp4A16
             | Variant::IntA16 { .. }
             | Variant::W8a8
@@ -138,7 +142,7 @@ pub(super) fn plan(
     let runs = match (backend, planned.0) {
         (B::AiterBf16, Variant::Bf16 | Variant::F16)
         | (B::AiterFp8 | B::AiterFp8Block128, Variant::Fp8)
-        | (B::AiterMxfp4, Variant::Mxfp4A16)
+        | (B::AiterMxfp4, Variant::MxA16 { .. })
         | (B::AiterNvfp4, Variant::Nvfp4A16)
         | (B::AiterWna16, Variant::IntA16 { .. })
         | (B::AiterW8a8Int8, Variant::W8a8)
@@ -150,7 +154,7 @@ pub(super) fn plan(
             Variant::Bf16
             | Variant::F16
             | Variant::Fp8
-            | Variant::Mxfp4A16
+            | Variant::MxA16 { .. }
             | Variant::Nvfp4A16
             | Variant::IntA16 { .. }
             | Variant::W8a8
@@ -213,9 +217,15 @@ fn plan_for_scheme(
             (Variant::Fp8, a1, a2)
         }
         QuantScheme::Mx {
-            elem: MxElem::Fp4E2M1,
+            elem,
             act: MxAct::Bf16,
-        } => (Variant::Mxfp4A16, ActPlan::None, ActPlan::None),
+        } => (
+            Variant::MxA16 {
+                fmt_w: mx_fmt(elem),
+            },
+            ActPlan::None,
+            ActPlan::None,
+        ),
         QuantScheme::Nvfp4 { w4a4: false } => (Variant::Nvfp4A16, ActPlan::None, ActPlan::None),
         QuantScheme::Nvfp4 { w4a4: true } => {
             let s = statics()?;
@@ -279,12 +289,6 @@ fn plan_for_scheme(
                 a1,
                 a2,
             )
-        }
-        other => {
-            return Err(Error::BackendUnavailable {
-                backend: "rocm".into(),
-                reasons: format!("no HIP GEMM for {other}"),
-            })
         }
     })
 }
