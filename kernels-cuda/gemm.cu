@@ -359,13 +359,15 @@ __device__ __forceinline__ bool block_work(const GemmArgs& p, int* s_row, int* s
   return true;
 }
 
-template <int DT, int BN, int BT, int WN, int WT, int WK, int STAGES, int MODE, bool BLK, int WQ>
+template <int DT, int BN, int BT, int WN, int WT, int WK, int STAGES, int MODE, bool BLK, int WQ,
+          bool AK>
 __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
   constexpr int ES = DT >= 2 ? 1 : 2;
   using P = Packed<DT, WQ == 0 ? 1 : WQ>;
   // Shared memory of one stage of weights: 128 bytes per row, or packed tiles + scales.
   constexpr int A_STAGE = WQ ? (BN / 16) * (P::STAGE + P::CHUNK) : BN * 128;
   constexpr bool FOLD = WQ != 0 && DT == 2;
+  static_assert(!AK || FOLD, "MX activation scales are folded with the weight's");
   constexpr int NTHR = WN * WT * WK * 32;
   constexpr int WM = BN / WN;
   constexpr int WTT = BT / WT;
@@ -383,6 +385,18 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
   const int e = w.e, n0 = w.n0, kbeg = w.kbeg, kend = w.kend;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wn = warp % WN, wt = (warp / WN) % WT, wk = warp / (WN * WT);
+  // AK: where each of the thread's token columns keeps its MX activation scales (-1:
+  // a padding slot, scale 0), found once for the whole K loop.
+  long ak_off[AK ? NI : 1][2];
+  if constexpr (AK) {
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = s_row[wt * WTT + j * 8 + 2 * (lane & 3) + h];
+        ak_off[j][h] = row >= 0 ? (long)row * p.ak_row : -1;
+      }
+  }
 
   const long Kb = (long)p.K * ES;
   const u8* wbase = p.w + (long)e * p.N * Kb;
@@ -466,20 +480,17 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
       const int ks = wk + kk * WK;
       u32 af[MI][4], bfr[NI][2];
       float fold[FOLD ? MI : 1][2];
-      // MX activations: the scale of this k32 block for each of the thread's token columns
-      // (1 without them; 0 past K and for padding slots, whose codes are zeros anyway).
-      float ak[FOLD ? NI : 1][2];
-      if constexpr (FOLD) {
+      // AK: the MX activation scale of this k32 block for each of the thread's token
+      // columns (0 past K and for padding slots, whose codes are zeros anyway).
+      float ak[AK ? NI : 1][2];
+      if constexpr (AK) {
         const int k32 = (kbeg + kt * 128) / 32 + ks;
+        const bool in_k = k32 * 32 < p.K;
 #pragma unroll
         for (int j = 0; j < NI; ++j)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row = s_row[wt * WTT + j * 8 + 2 * (lane & 3) + h];
-            ak[j][h] = !p.ak32 ? 1.0f
-                       : (row >= 0 && k32 * 32 < p.K) ? p.ak32[(long)row * p.ak_row + k32]
-                                                      : 0.0f;
-          }
+          for (int h = 0; h < 2; ++h)
+            ak[j][h] = (ak_off[j][h] >= 0 && in_k) ? __ldg(p.ak32 + ak_off[j][h] + k32) : 0.0f;
       }
 #pragma unroll
       for (int i = 0; i < MI; ++i) {
@@ -517,10 +528,17 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
           } else if constexpr (FOLD) {
             float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             mma_32B<DT>(t, af[i], bfr[j]);
-            acc[i][j][0] += t[0] * fold[i][0] * ak[j][0];
-            acc[i][j][1] += t[1] * fold[i][0] * ak[j][1];
-            acc[i][j][2] += t[2] * fold[i][1] * ak[j][0];
-            acc[i][j][3] += t[3] * fold[i][1] * ak[j][1];
+            if constexpr (AK) {
+              acc[i][j][0] += t[0] * fold[i][0] * ak[j][0];
+              acc[i][j][1] += t[1] * fold[i][0] * ak[j][1];
+              acc[i][j][2] += t[2] * fold[i][1] * ak[j][0];
+              acc[i][j][3] += t[3] * fold[i][1] * ak[j][1];
+            } else {
+              acc[i][j][0] += t[0] * fold[i][0];
+              acc[i][j][1] += t[1] * fold[i][0];
+              acc[i][j][2] += t[2] * fold[i][1];
+              acc[i][j][3] += t[3] * fold[i][1];
+            }
           } else {
             mma_32B<DT>(acc[i][j], af[i], bfr[j]);
           }
@@ -592,23 +610,25 @@ __device__ __forceinline__ void gemm_body(const GemmArgs& p) {
 #define FM_THREADS(BN, BT, WN, WT, WK, ST) (WN * WT * WK * 32)
 #define FM_THREADS_OF(...) FM_THREADS(__VA_ARGS__)
 
-#define FM_KERNEL(NAME, DT, TILE, MODE, BLK, WQ)                                    \
+#define FM_KERNEL(NAME, DT, TILE, MODE, BLK, WQ, AK)                                \
   extern "C" __global__ void __launch_bounds__(FM_THREADS_OF(TILE), BLK ? 1 : 2) NAME(GemmArgs p) { \
-    gemm_body<DT, TILE, MODE, BLK, WQ>(p);                                           \
+    gemm_body<DT, TILE, MODE, BLK, WQ, AK>(p);                                       \
   }
 
-#define FM_MODES(PFX, DT, BLK, WQ, TS, T)                  \
-  FM_KERNEL(PFX##_g_t##T, DT, TS##T, 0, BLK, WQ)           \
-  FM_KERNEL(PFX##_s_t##T, DT, TS##T, 1, BLK, WQ)           \
-  FM_KERNEL(PFX##_d_t##T, DT, TS##T, 2, BLK, WQ)
+#define FM_MODES(PFX, DT, BLK, WQ, TS, T, AK)                  \
+  FM_KERNEL(PFX##_g_t##T, DT, TS##T, 0, BLK, WQ, AK)           \
+  FM_KERNEL(PFX##_s_t##T, DT, TS##T, 1, BLK, WQ, AK)           \
+  FM_KERNEL(PFX##_d_t##T, DT, TS##T, 2, BLK, WQ, AK)
 
-// TS: the tile table, FM_TILE_ or FM_PTILE_ (packed weights).
-#define FM_TILES(PFX, DT, BLK, WQ, TS) \
-  FM_MODES(PFX, DT, BLK, WQ, TS, 0)    \
-  FM_MODES(PFX, DT, BLK, WQ, TS, 1)    \
-  FM_MODES(PFX, DT, BLK, WQ, TS, 2)    \
-  FM_MODES(PFX, DT, BLK, WQ, TS, 3)    \
-  FM_MODES(PFX, DT, BLK, WQ, TS, 4)
+// TS: the tile table, FM_TILE_ or FM_PTILE_ (packed weights). AK: MX activations, whose
+// per-32 scales (`ak32`) join the weight's in the k32 fold.
+#define FM_TILES_AK(PFX, DT, BLK, WQ, TS, AK) \
+  FM_MODES(PFX, DT, BLK, WQ, TS, 0, AK)       \
+  FM_MODES(PFX, DT, BLK, WQ, TS, 1, AK)       \
+  FM_MODES(PFX, DT, BLK, WQ, TS, 2, AK)       \
+  FM_MODES(PFX, DT, BLK, WQ, TS, 3, AK)       \
+  FM_MODES(PFX, DT, BLK, WQ, TS, 4, AK)
+#define FM_TILES(PFX, DT, BLK, WQ, TS) FM_TILES_AK(PFX, DT, BLK, WQ, TS, false)
 
 // The host compiles one variant per module (FM_VARIANT defined before this file); with
 // none defined, every variant is built (the CI compile check).
@@ -647,11 +667,17 @@ FM_TILES(fm_gemm_w4a8, 2, false, 3, FM_PTILE_)
 #if !defined(FM_VARIANT) || FM_VARIANT == 10
 FM_TILES(fm_gemm_i8, 3, false, 0, FM_TILE_)
 #endif
-// MXFP6 weights as e4m3 bytes with their e8m0 block scales: bf16 activations (12), fp8
-// or MX ones (11).
+// MXFP6 weights as e4m3 bytes with their e8m0 block scales: fp8 activations (11), bf16
+// ones (12), MX ones (14); MXFP4 with MX activations (13).
 #if !defined(FM_VARIANT) || FM_VARIANT == 11
 FM_TILES(fm_gemm_mx8f8, 2, false, 5, FM_PTILE_)
 #endif
 #if !defined(FM_VARIANT) || FM_VARIANT == 12
 FM_TILES(fm_gemm_mx8, 0, false, 5, FM_PTILE_)
+#endif
+#if !defined(FM_VARIANT) || FM_VARIANT == 13
+FM_TILES_AK(fm_gemm_mxfp4mx, 2, false, 1, FM_PTILE_, true)
+#endif
+#if !defined(FM_VARIANT) || FM_VARIANT == 14
+FM_TILES_AK(fm_gemm_mx8mx, 2, false, 5, FM_PTILE_, true)
 #endif

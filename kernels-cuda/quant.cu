@@ -310,57 +310,31 @@ fm_nvfp4_qdq_rows(const u16* __restrict__ src, int rows, int cols, const int* __
 // element's value — exact in e4m3, as every fp4 / fp6 value is — is stored as an e4m3fn
 // byte: codes [rows, cols], scales [rows, cols / 32] = 2^e in f32, which the GEMM folds
 // into each k32 partial sum. A block with a NaN gets a NaN scale (the emulation makes the
-// whole block NaN). One thread per block; `sorted` / `pairs` skip padding rows as
-// fm_quant_rows does.
+// whole block NaN). One warp per block, one lane per element; `sorted` / `pairs` skip
+// padding rows as fm_quant_rows does.
 extern "C" __global__ void __launch_bounds__(Q_THREADS)
 fm_mx_quant_rows(const u16* __restrict__ src, int rows, int cols, const int* __restrict__ num_rows,
                  const int* __restrict__ sorted, int pairs, int fmt, u8* __restrict__ codes,
                  float* __restrict__ scales) {
   const int blocks = cols / 32;
-  const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-  const int row = (int)(i / blocks), b = (int)(i % blocks);
+  const long w = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;  // the warp's MX block
+  const int lane = threadIdx.x & 31;
+  const int row = (int)(w / blocks), b = (int)(w % blocks);
   const int nr = num_rows ? min(rows, num_rows[0]) : rows;
+  // The whole warp shares `row`, so these exits are uniform.
   if (row >= nr) return;
   if (sorted && sorted[row] >= pairs) return;
-  const uint4* x = reinterpret_cast<const uint4*>(src + (long)row * cols + b * 32);
-  float v[32];
-  float m = 0.0f;
-  bool nan = false;
-#pragma unroll
-  for (int q = 0; q < 4; ++q) {
-    const uint4 w = x[q];
-    const u32 ws[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      v[q * 8 + 2 * j] = bf16_to_f32((u16)(ws[j] & 0xffffu));
-      v[q * 8 + 2 * j + 1] = bf16_to_f32((u16)(ws[j] >> 16));
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < 32; ++j) {
-    nan |= v[j] != v[j];  // fmaxf would skip it
-    m = fmaxf(m, fabsf(v[j]));
-  }
-  uint4* out = reinterpret_cast<uint4*>(codes + (long)row * cols + b * 32);
+  const long at = (long)row * cols + b * 32 + lane;
+  const float v = bf16_to_f32(src[at]);
+  const bool nan = __any_sync(0xffffffffu, v != v);  // warp_max's fmaxf would skip it
+  const float m = warp_max(fabsf(v));
   if (nan) {
-    scales[(long)row * blocks + b] = __uint_as_float(0x7fc00000u);
-    out[0] = out[1] = make_uint4(0, 0, 0, 0);
+    codes[at] = 0;
+    if (lane == 0) scales[(long)row * blocks + b] = __uint_as_float(0x7fc00000u);
     return;
   }
   const int e = mx_shared_exponent(m, fmt);
   const float s = exp2i(e);
-  scales[(long)row * blocks + b] = s;
-  u32 word[8];
-#pragma unroll
-  for (int w = 0; w < 8; ++w) {
-    u32 acc = 0;
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const float c = mx_decode(mx_encode(v[w * 4 + q] / s, fmt), fmt);
-      acc |= (u32)f32_to_e4m3(c) << (8 * q);
-    }
-    word[w] = acc;
-  }
-  out[0] = make_uint4(word[0], word[1], word[2], word[3]);
-  out[1] = make_uint4(word[4], word[5], word[6], word[7]);
+  codes[at] = f32_to_e4m3(mx_decode(mx_encode(v / s, fmt), fmt));
+  if (lane == 0) scales[(long)row * blocks + b] = s;
 }

@@ -93,6 +93,10 @@ pub enum GemmVariant {
     Mx8Fp8 = 11,
     /// MXFP6 weights as e4m3 bytes expanded to bf16 in registers (exact), bf16 activations.
     Mx8 = 12,
+    /// MXFP4 weights as `Mxfp4Fp8`, MX activations: their per-32 scales join the fold.
+    Mxfp4Mx = 13,
+    /// MXFP6 weights as `Mx8Fp8`, MX activations.
+    Mx8Mx = 14,
 }
 
 impl GemmVariant {
@@ -112,9 +116,11 @@ impl GemmVariant {
             GemmVariant::Int8 => "fm_gemm_i8",
             GemmVariant::Mx8Fp8 => "fm_gemm_mx8f8",
             GemmVariant::Mx8 => "fm_gemm_mx8",
+            GemmVariant::Mxfp4Mx => "fm_gemm_mxfp4mx",
+            GemmVariant::Mx8Mx => "fm_gemm_mx8mx",
         }
     }
-    pub const ALL: [GemmVariant; 13] = [
+    pub const ALL: [GemmVariant; 15] = [
         GemmVariant::Bf16,
         GemmVariant::F16,
         GemmVariant::Fp8,
@@ -128,6 +134,8 @@ impl GemmVariant {
         GemmVariant::Int8,
         GemmVariant::Mx8Fp8,
         GemmVariant::Mx8,
+        GemmVariant::Mxfp4Mx,
+        GemmVariant::Mx8Mx,
     ];
 
     /// Whether the tensor cores take fp8 e4m3 activations.
@@ -137,7 +145,9 @@ impl GemmVariant {
             | GemmVariant::Fp8Block
             | GemmVariant::Mxfp4Fp8
             | GemmVariant::W4a8
-            | GemmVariant::Mx8Fp8 => true,
+            | GemmVariant::Mx8Fp8
+            | GemmVariant::Mxfp4Mx
+            | GemmVariant::Mx8Mx => true,
             GemmVariant::Bf16
             | GemmVariant::F16
             | GemmVariant::Mxfp4
@@ -169,8 +179,12 @@ impl GemmVariant {
             | GemmVariant::Fp8Block
             | GemmVariant::Int8 => return None,
             GemmVariant::Mxfp4 | GemmVariant::Nvfp4 | GemmVariant::W4a16 => 4,
-            GemmVariant::W8a16 | GemmVariant::Mxfp4Fp8 | GemmVariant::W4a8 | GemmVariant::Mx8 => 8,
-            GemmVariant::Mx8Fp8 => 16,
+            GemmVariant::W8a16
+            | GemmVariant::Mxfp4Fp8
+            | GemmVariant::W4a8
+            | GemmVariant::Mx8
+            | GemmVariant::Mxfp4Mx => 8,
+            GemmVariant::Mx8Fp8 | GemmVariant::Mx8Mx => 16,
         };
         Some(4 * 32 * lane + CHUNK)
     }

@@ -182,7 +182,8 @@ impl Modules {
         stream: &Stream,
     ) -> Result<()> {
         let cfg = LaunchConfig {
-            grid: ((rows * (cols / 32)).div_ceil(256).max(1) as u32, 1, 1),
+            // One warp per 32-column block.
+            grid: ((rows * cols).div_ceil(256).max(1) as u32, 1, 1),
             block: (256, 1, 1),
             shared_mem_bytes: 0,
         };

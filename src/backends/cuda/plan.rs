@@ -220,15 +220,18 @@ pub(super) fn variant_for(backend: BackendId, scheme: &QuantScheme) -> Result<Ge
         ) => GemmVariant::Mxfp4Fp8,
         // MX weights with MX or static fp8 activations on the fp8 tensor cores: MXFP4 in
         // the packed e2m1 layout, MXFP6 re-encoded to e4m3 bytes.
+        // MX activations take the kernels that also fold their per-32 scales.
         (
             B::CudaMxFp8,
             QuantScheme::Mx {
                 elem,
-                act: MxAct::Mx | MxAct::Fp8Static,
+                act: act @ (MxAct::Mx | MxAct::Fp8Static),
             },
-        ) => match elem {
-            MxElem::Fp4E2M1 => GemmVariant::Mxfp4Fp8,
-            MxElem::Fp6E2M3 | MxElem::Fp6E3M2 => GemmVariant::Mx8Fp8,
+        ) => match (elem, act) {
+            (MxElem::Fp4E2M1, MxAct::Fp8Static) => GemmVariant::Mxfp4Fp8,
+            (MxElem::Fp4E2M1, _) => GemmVariant::Mxfp4Mx,
+            (MxElem::Fp6E2M3 | MxElem::Fp6E3M2, MxAct::Fp8Static) => GemmVariant::Mx8Fp8,
+            (MxElem::Fp6E2M3 | MxElem::Fp6E3M2, _) => GemmVariant::Mx8Mx,
         },
         (other, scheme) => {
             return Err(Error::BackendUnavailable {
