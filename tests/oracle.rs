@@ -722,12 +722,12 @@ fn explain_shows_the_choice_and_every_reason() {
             }
         }
     }
-    // No CUDA backend runs MXFP6 with MX activations yet: an H100 falls back, visibly; the
-    // CPU just emulates.
-    let sel = choose(&Capabilities::h100(), "mxfp6-e3m2", &layer());
+    // No CUDA backend runs W4A8 below sm_90: an L40S falls back, visibly; the CPU just
+    // emulates.
+    let sel = choose(&l40s(), "w4a8", &layer());
     assert!(sel.is_fallback());
     assert!(sel.to_string().contains("fallback"), "{sel}");
-    let sel = choose(&Capabilities::cpu_only(), "mxfp6-e3m2", &layer());
+    let sel = choose(&Capabilities::cpu_only(), "w4a8", &layer());
     assert!(!sel.is_fallback());
     assert!(!sel.to_string().contains("fallback"), "{sel}");
 }
@@ -934,7 +934,8 @@ fn wgpu_runs_every_scheme_on_a_wgpu_adapter() {
             }
         }
     }
-    let sel = choose(&Capabilities::h100(), "mxfp6-e3m2", &layer());
+    // An NVIDIA GPU that falls back (W4A8 on sm_89) lists wgpu among the turned down.
+    let sel = choose(&l40s(), "w4a8", &layer());
     let r = rejection(&sel, BackendId::Wgpu);
     assert!(
         r.reasons()
