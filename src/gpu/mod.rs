@@ -9,6 +9,7 @@ pub mod io;
 pub mod layer;
 pub mod lora;
 pub mod router;
+pub mod rows;
 pub mod vendor;
 
 pub use io::{DType, DeviceBatch, DeviceRouting, DeviceSlice};

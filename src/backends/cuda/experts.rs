@@ -15,6 +15,7 @@ use super::weights::DeviceWeights;
 use crate::device::cuda::{CudaDevice, CudaKernels};
 use crate::device::{addr_of, Buffer, Runtime};
 use crate::error::{Error, Result};
+use crate::gpu::rows::RowsIn;
 use crate::gpu::{activation_code, ExpertsIo, KernelFile, Vendor, VendorExperts};
 use crate::moe::{Activation, LayerConfig, Lora};
 use crate::oracle::{BackendId, Selection};
@@ -316,6 +317,14 @@ impl VendorExperts for CudaExperts {
             self.dev.zero(ws.amax.addr(), 8, stream)?;
         }
         let x = io.x;
+        let x_rows = RowsIn {
+            src: x,
+            rows: tokens,
+            cols: h,
+            num_rows: 0,
+            sorted: 0,
+            pairs,
+        };
         let amax1 = ws.amax.addr();
         let amax2 = ws.amax.addr() + 4;
         let route = LoraRoute::of(io, e);
@@ -344,28 +353,12 @@ impl VendorExperts for CudaExperts {
             }
             Some((mode @ ActMode::Mx(_), _)) => {
                 let (fmt, _) = mode.mx_format(h).unwrap_or_default();
-                m.mx_quant_rows(
-                    x,
-                    tokens,
-                    h,
-                    0,
-                    0,
-                    pairs,
-                    fmt,
-                    ws.x_codes.addr(),
-                    ws.x_scales.addr(),
-                    stream,
-                )?;
+                m.mx_quant_rows(x_rows, fmt, ws.x_codes.addr(), ws.x_scales.addr(), stream)?;
                 (ws.x_codes.addr(), ws.x_scales.addr())
             }
             Some((ActMode::Nvfp4 { global }, _)) => {
                 m.nvfp4_qdq_rows(
-                    x,
-                    tokens,
-                    h,
-                    0,
-                    0,
-                    pairs,
+                    x_rows,
                     global,
                     1.0 / global,
                     ws.x_codes.addr(),
@@ -376,15 +369,10 @@ impl VendorExperts for CudaExperts {
             }
             Some((mode, _)) => {
                 if mode == ActMode::PerTensor {
-                    m.amax_rows(x, tokens, h, 0, 0, pairs, amax1, stream)?;
+                    m.amax_rows(x_rows, amax1, stream)?;
                 }
                 m.quant_rows(
-                    x,
-                    tokens,
-                    h,
-                    0,
-                    0,
-                    pairs,
+                    x_rows,
                     mode.code(),
                     amax1,
                     mode.static_scale(),
@@ -526,6 +514,14 @@ impl VendorExperts for CudaExperts {
                 stream,
             )?;
         }
+        let inter_rows = RowsIn {
+            src: ws.inter.addr(),
+            rows: slots,
+            cols: i,
+            num_rows: io.num_slots,
+            sorted: io.sorted,
+            pairs,
+        };
         let (act2, inter_scales) = match self.acts {
             Some((_, ActMode::StaticPerExpert)) => {
                 m.quant_slots(
@@ -543,12 +539,7 @@ impl VendorExperts for CudaExperts {
             Some((_, mode @ ActMode::Mx(_))) => {
                 let (fmt, _) = mode.mx_format(i).unwrap_or_default();
                 m.mx_quant_rows(
-                    ws.inter.addr(),
-                    slots,
-                    i,
-                    io.num_slots,
-                    io.sorted,
-                    pairs,
+                    inter_rows,
                     fmt,
                     ws.inter_codes.addr(),
                     ws.inter_scales.addr(),
@@ -558,12 +549,7 @@ impl VendorExperts for CudaExperts {
             }
             Some((_, ActMode::Nvfp4 { global })) => {
                 m.nvfp4_qdq_rows(
-                    ws.inter.addr(),
-                    slots,
-                    i,
-                    io.num_slots,
-                    io.sorted,
-                    pairs,
+                    inter_rows,
                     global,
                     1.0 / global,
                     ws.inter_codes.addr(),
@@ -574,12 +560,7 @@ impl VendorExperts for CudaExperts {
             }
             Some((_, mode)) => {
                 m.quant_rows(
-                    ws.inter.addr(),
-                    slots,
-                    i,
-                    io.num_slots,
-                    io.sorted,
-                    pairs,
+                    inter_rows,
                     mode.code(),
                     amax2,
                     mode.static_scale(),

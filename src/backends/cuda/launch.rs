@@ -6,6 +6,7 @@ use crate::device::cuda::{CudaDevice, CudaKernels};
 use crate::device::{Arg, LaunchConfig, ModuleSource, Runtime};
 use crate::error::{Error, Result};
 pub use crate::gpu::lora::LoraRoute;
+use crate::gpu::rows::RowsIn;
 use std::sync::Arc;
 
 type Stream = <CudaDevice as Runtime>::Stream;
@@ -95,33 +96,15 @@ impl Modules {
     }
 
     /// amax of `rows × cols` bf16 values into `amax` (skipping padding slots when `sorted`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn amax_rows(
-        &self,
-        src: u64,
-        rows: usize,
-        cols: usize,
-        num_rows: u64,
-        sorted: u64,
-        pairs: usize,
-        amax: u64,
-        stream: &Stream,
-    ) -> Result<()> {
+    pub fn amax_rows(&self, rows_in: RowsIn, amax: u64, stream: &Stream) -> Result<()> {
+        let (rows, cols) = (rows_in.rows, rows_in.cols);
         let blocks = ((rows * cols / 8).div_ceil(256)).clamp(1, 1024) as u32;
         let cfg = LaunchConfig {
             grid: (blocks, 1, 1),
             block: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = [
-            Arg::Ptr(src),
-            Arg::I32(rows as i32),
-            Arg::I32(cols as i32),
-            Arg::Ptr(num_rows),
-            Arg::Ptr(sorted),
-            Arg::I32(pairs as i32),
-            Arg::Ptr(amax),
-        ];
+        let args = rows_in.then(&[Arg::Ptr(amax)]);
         self.dev
             .launch(&self.quant, "fm_amax_rows", cfg, &args, stream)
     }
@@ -130,12 +113,7 @@ impl Modules {
     #[allow(clippy::too_many_arguments)]
     pub fn quant_rows(
         &self,
-        src: u64,
-        rows: usize,
-        cols: usize,
-        num_rows: u64,
-        sorted: u64,
-        pairs: usize,
+        rows_in: RowsIn,
         mode: i32,
         amax: u64,
         static_scale: f32,
@@ -143,61 +121,41 @@ impl Modules {
         scales: u64,
         stream: &Stream,
     ) -> Result<()> {
+        let rows = rows_in.rows;
         let cfg = LaunchConfig {
             grid: (rows.max(1) as u32, 1, 1),
             block: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = [
-            Arg::Ptr(src),
-            Arg::I32(rows as i32),
-            Arg::I32(cols as i32),
-            Arg::Ptr(num_rows),
-            Arg::Ptr(sorted),
-            Arg::I32(pairs as i32),
+        let args = rows_in.then(&[
             Arg::I32(mode),
             Arg::Ptr(amax),
             Arg::F32(static_scale),
             Arg::Ptr(codes),
             Arg::Ptr(scales),
-        ];
+        ]);
         self.dev
             .launch(&self.quant, "fm_quant_rows", cfg, &args, stream)
     }
 
     /// MX activations of bf16 rows: e4m3 bytes of the element values and an f32 scale
     /// per 32 columns (`fm_mx_quant_rows`; `fmt` is the element type's `FM_MX_*`).
-    #[allow(clippy::too_many_arguments)]
     pub fn mx_quant_rows(
         &self,
-        src: u64,
-        rows: usize,
-        cols: usize,
-        num_rows: u64,
-        sorted: u64,
-        pairs: usize,
+        rows_in: RowsIn,
         fmt: i32,
         codes: u64,
         scales: u64,
         stream: &Stream,
     ) -> Result<()> {
+        let (rows, cols) = (rows_in.rows, rows_in.cols);
         let cfg = LaunchConfig {
             // One warp per 32-column block.
             grid: ((rows * cols).div_ceil(256).max(1) as u32, 1, 1),
             block: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = [
-            Arg::Ptr(src),
-            Arg::I32(rows as i32),
-            Arg::I32(cols as i32),
-            Arg::Ptr(num_rows),
-            Arg::Ptr(sorted),
-            Arg::I32(pairs as i32),
-            Arg::I32(fmt),
-            Arg::Ptr(codes),
-            Arg::Ptr(scales),
-        ];
+        let args = rows_in.then(&[Arg::I32(fmt), Arg::Ptr(codes), Arg::Ptr(scales)]);
         self.dev
             .launch(&self.quant, "fm_mx_quant_rows", cfg, &args, stream)
     }
@@ -259,36 +217,26 @@ impl Modules {
     #[allow(clippy::too_many_arguments)]
     pub fn nvfp4_qdq_rows(
         &self,
-        src: u64,
-        rows: usize,
-        cols: usize,
-        num_rows: u64,
-        sorted: u64,
-        pairs: usize,
+        rows_in: RowsIn,
         global: f32,
         step_factor: f32,
         dst: u64,
         factor: u64,
         stream: &Stream,
     ) -> Result<()> {
+        let (rows, cols) = (rows_in.rows, rows_in.cols);
         let blocks = (rows * cols / 16).div_ceil(256).clamp(1, 4096) as u32;
         let cfg = LaunchConfig {
             grid: (blocks, 1, 1),
             block: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = [
-            Arg::Ptr(src),
-            Arg::I32(rows as i32),
-            Arg::I32(cols as i32),
-            Arg::Ptr(num_rows),
-            Arg::Ptr(sorted),
-            Arg::I32(pairs as i32),
+        let args = rows_in.then(&[
             Arg::F32(global),
             Arg::F32(step_factor),
             Arg::Ptr(dst),
             Arg::Ptr(factor),
-        ];
+        ]);
         self.dev
             .launch(&self.quant, "fm_nvfp4_qdq_rows", cfg, &args, stream)
     }

@@ -8,6 +8,7 @@ use crate::device::hip::HipDevice;
 use crate::device::{Arg, Buffer, Runtime};
 use crate::error::{Error, Result};
 use crate::gpu::lora::LoraRoute;
+use crate::gpu::rows::RowsIn;
 use crate::quant::Stage;
 
 impl HipExperts {
@@ -43,19 +44,15 @@ impl HipExperts {
             Stage::W13 => (0, 0, 0),
             Stage::W2 => (route.num_slots, route.sorted, route.pairs),
         };
-        // Every fm_*_rows kernel starts with the rows it reads: the source, its shape, and
-        // (for slots) the slot count, the sorted pairs and the pair count.
-        let rows_then = |rest: &[Arg<'static>]| -> Vec<Arg<'static>> {
-            let lead = [
-                Arg::Ptr(src),
-                Arg::I32(rows as i32),
-                Arg::I32(cols as i32),
-                Arg::Ptr(num_rows),
-                Arg::Ptr(sorted),
-                Arg::I32(pairs as i32),
-            ];
-            lead.iter().chain(rest).copied().collect()
+        let rows_in = RowsIn {
+            src,
+            rows,
+            cols,
+            num_rows,
+            sorted,
+            pairs,
         };
+        let rows_then = |rest: &[Arg<'static>]| rows_in.then(rest);
         let f16 = Arg::I32(self.is_f16 as i32);
         // fm_quant_rows: fp8 by `mode` (after the amax pass for per-tensor) or int8 (4).
         let quant_rows = |mode: i32, static_scale: f32| -> Result<(u64, u64, i32)> {
