@@ -6,7 +6,7 @@
 //! router-weighted sum fused, LoRA deltas added in both epilogues.
 
 use super::kernels::{gemm_kernel_name, sm90_gemms, GemmVariant, Tile};
-use super::launch::{load_file, GemmArgs, LoraRoute, Modules};
+use super::launch::{load_file, lora_splits, GemmArgs, LoraRoute, Modules};
 use super::layout::{self, PreparedLayer};
 use super::lora::DeviceLora;
 pub use super::plan::act_modes;
@@ -276,7 +276,10 @@ impl VendorExperts for CudaExperts {
             inter_codes: alloc(slots * i * code_bytes)?,
             inter_scales: alloc(scale_bytes(self.acts.map(|a| a.1), slots, i))?,
             amax: alloc(8)?,
-            lora_t: alloc(lora_floats(slots * 2 * rank))?,
+            // The shrink's partial sums, one set per K split.
+            lora_t: alloc(lora_floats(
+                lora_splits(h).1.max(lora_splits(i).1) * slots * 2 * rank,
+            ))?,
             delta13: alloc(lora_floats(slots * self.w13.rows))?,
             delta2: alloc(lora_floats(slots * h))?,
         })
@@ -420,6 +423,7 @@ impl VendorExperts for CudaExperts {
             m.lora_expand(
                 ws.lora_t.addr(),
                 2 * l.rank,
+                h,
                 &route,
                 l.b13.addr(),
                 self.w13.rows,
@@ -507,6 +511,7 @@ impl VendorExperts for CudaExperts {
             m.lora_expand(
                 ws.lora_t.addr(),
                 l.rank,
+                i,
                 &route,
                 l.b2.addr(),
                 h,

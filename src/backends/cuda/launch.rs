@@ -241,8 +241,8 @@ impl Modules {
             .launch(&self.quant, "fm_nvfp4_qdq_rows", cfg, &args, stream)
     }
 
-    /// `t = A · x` for every slot whose token has an adapter (`lora.cu`), one block of
-    /// threads per token block and rank.
+    /// `t = A · x` for every slot whose token has an adapter (`lora.cu`): one block per
+    /// token block and K split, each writing its partial sums (`[splits][slots][rows]`).
     #[allow(clippy::too_many_arguments)]
     pub fn lora_shrink(
         &self,
@@ -256,34 +256,44 @@ impl Modules {
         t: u64,
         stream: &Stream,
     ) -> Result<()> {
+        lora_block_fits(route)?;
+        let (kc, splits) = lora_splits(k);
         let cfg = LaunchConfig {
-            grid: (route.blocks() as u32, rows as u32, 1),
-            block: (128, 1, 1),
+            grid: (route.blocks() as u32, splits as u32, 1),
+            block: (LORA_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = route.shrink_args(x, x_by_slot, is_f16, k, a, rows, t);
+        let lead = route.shrink_args(x, x_by_slot, is_f16, k, a, rows, t);
+        let rest = [Arg::I32(kc as i32), Arg::I32(route.slots as i32)];
+        let args: Vec<Arg> = lead.iter().chain(&rest).copied().collect();
         self.dev
             .launch(&self.lora, "fm_lora_shrink", cfg, &args, stream)
     }
 
-    /// `delta = B · t` for every slot whose token has an adapter.
+    /// `delta = B · t` for every slot whose token has an adapter, `t` being the shrink's
+    /// partial sums over the `k` it read.
     #[allow(clippy::too_many_arguments)]
     pub fn lora_expand(
         &self,
         t: u64,
         rank: usize,
+        k: usize,
         route: &LoraRoute,
         b: u64,
         n: usize,
         delta: u64,
         stream: &Stream,
     ) -> Result<()> {
+        lora_block_fits(route)?;
+        let (_, splits) = lora_splits(k);
         let cfg = LaunchConfig {
-            grid: (route.blocks() as u32, n.div_ceil(256) as u32, 1),
-            block: (256, 1, 1),
+            grid: (route.blocks() as u32, n.div_ceil(LORA_THREADS) as u32, 1),
+            block: (LORA_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let args = route.expand_args(t, rank, b, n, delta);
+        let lead = route.expand_args(t, rank, b, n, delta);
+        let rest = [Arg::I32(splits as i32), Arg::I32(route.slots as i32)];
+        let args: Vec<Arg> = lead.iter().chain(&rest).copied().collect();
         self.dev
             .launch(&self.lora, "fm_lora_expand", cfg, &args, stream)
     }
@@ -310,5 +320,46 @@ impl Modules {
         let bytes = bytemuck::bytes_of(&args);
         self.dev
             .launch(&self.gemm, kernel, cfg, &[Arg::Struct(bytes)], stream)
+    }
+}
+
+/// `lora.cu`'s block size (`LR_THREADS`), also the most slots a token block may have
+/// (`LR_MAX_BT`): each thread lists one slot.
+const LORA_THREADS: usize = 256;
+
+/// The LoRA kernels list a token block's slots one per thread.
+fn lora_block_fits(route: &LoraRoute) -> Result<()> {
+    if route.bt > LORA_THREADS {
+        return Err(Error::Config(format!(
+            "LoRA kernels take token blocks of at most {LORA_THREADS} slots, the GEMM tile has {}",
+            route.bt
+        )));
+    }
+    Ok(())
+}
+
+/// How the LoRA shrink splits K across the grid: `(columns per split, splits)`, about
+/// eight splits of at least 128 columns (a multiple of 4, for float4 loads of A), so a
+/// decode step still fills the GPU and the expand adds few partial sums.
+pub fn lora_splits(k: usize) -> (usize, usize) {
+    let kc = (k.div_ceil(8).div_ceil(4) * 4).max(128);
+    (kc, k.div_ceil(kc).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lora_splits;
+
+    #[test]
+    fn lora_splits_cover_k_in_fours() {
+        for k in [1, 4, 7, 128, 129, 768, 2048, 2880, 4096, 7168, 16384] {
+            let (kc, splits) = lora_splits(k);
+            assert_eq!(kc % 4, 0, "k = {k}");
+            assert!(
+                kc * splits >= k && kc * (splits - 1) < k,
+                "k = {k}: {kc} x {splits}"
+            );
+            assert!(splits <= 8, "k = {k}: {splits} splits");
+        }
     }
 }
