@@ -133,7 +133,10 @@ fm_lora_shrink(const u16* __restrict__ x, int x_by_slot, int is_f16, int K,
             }
           }
         } else {
-          for (int s = 0; s < gn; ++s) {
+          // Unrolled with constant indices so acc stays in registers.
+#pragma unroll
+          for (int s = 0; s < LR_GROUP; ++s) {
+            if (s >= gn) continue;
             const float* ar = A + (((long)s_ad[g0 + s] * experts + e) * R + r) * K + k0;
             float sum = 0.0f;
             for (int kk = kb; kk < ke; ++kk) sum += __ldg(ar + kk) * xs[s][kk];
